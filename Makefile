@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` runs the main job on an embedded default
+# (a private i2pd testnet on this machine), `make test` runs the whole test suite.
+PYTHON ?= python3
+DEMO_DIR ?= /tmp/i2p-multihome-demo
+
+.PHONY: bootstrap test lint unit demo demo-down bench
+
+bootstrap:
+	scripts/bootstrap
+
+lint: bootstrap
+	ruff check operator tests e2e benchmarks
+	ruff format --check operator tests e2e benchmarks
+	mypy
+
+unit: bootstrap
+	$(PYTHON) -m pytest -q -x tests
+
+test: lint
+	$(PYTHON) -m pytest -x -ra --durations=15 tests e2e
+
+demo: bootstrap
+	i2p-multihome demo up --dir $(DEMO_DIR)
+
+demo-down:
+	i2p-multihome demo down --dir $(DEMO_DIR)
+
+bench: bootstrap
+	$(PYTHON) benchmarks/bench_leaseset.py

@@ -1,0 +1,167 @@
+"""Invisible multihoming on a real private i2pd testnet, observed from the floodfills."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from e2e.balancer_run import manifest, run_balancer, valid, wait_until
+from i2p_multihome.harness.testnet import Testnet
+
+pytestmark = pytest.mark.testnet
+
+HOSTS4 = ["r1", "r2", "r3", "r4"]
+HOSTS6 = ["r1", "r2", "r3", "r4", "r5", "r6"]
+
+
+def test_four_routers_one_leaseset_on_every_floodfill(testnet: Testnet, tmp_path: Path) -> None:
+    document = manifest("four", testnet, HOSTS4, inbound=3, length=1)
+    with run_balancer(tmp_path, testnet, document) as run:
+        started = time.monotonic()
+
+        def merged_everywhere() -> dict[str, set[str]] | None:
+            run.assert_running()
+            views = run.floodfill_views()
+            seen = {}
+            for floodfill, lease_set in views.items():
+                if not valid(lease_set) or lease_set is None:
+                    return None
+                if (lease_set.non_expired_leases or 0) < 10:
+                    return None
+                seen[floodfill] = run.routers_of(lease_set)
+                if not set(HOSTS4) <= seen[floodfill]:
+                    return None
+            return seen
+
+        seen = wait_until(
+            "every floodfill to hold >= 10 leases from all 4 routers", 120, merged_everywhere
+        )
+        print(f"merged LeaseSet on all floodfills after {time.monotonic() - started:.0f}s: {seen}")
+
+        def status_agrees() -> bool:
+            status = run.status()
+            published = {(t["gateway"], t["tunnelId"]) for t in status["tunnels"] if t["published"]}
+            for lease_set in run.floodfill_views().values():
+                assert lease_set is not None
+                if {(lease.gateway, lease.tunnel_id) for lease in lease_set.leases} != published:
+                    return False
+            ready = {c["type"]: c["status"] for c in status["conditions"]}
+            return (
+                ready["Ready"] == "True"
+                and status["leaseSet"]["leases"] == len(published)
+                and sorted(status["leaseSet"]["routers"]) == HOSTS4
+                and all(r["state"] == "Established" for r in status["routers"])
+            )
+
+        wait_until("the status file to agree with the floodfills", 60, status_agrees)
+    # SIGTERM destroyed the sessions: no router hosts the destination any more.
+    wait_until(
+        "routers to drop the destination after the balancer stopped",
+        30,
+        lambda: not any(run.hosted_on(r) for r in HOSTS4),
+    )
+
+
+def test_dead_router_leaves_and_rejoins(
+    testnet: Testnet, tmp_path: Path, restore_routers: None
+) -> None:
+    victim = "r2"
+    document = manifest("failover", testnet, HOSTS4, inbound=3, length=1)
+    with run_balancer(tmp_path, testnet, document) as run:
+        wait_until(
+            "all 4 routers' leases on every floodfill",
+            150,
+            lambda: all(
+                valid(ls) and ls is not None and set(HOSTS4) <= run.routers_of(ls)
+                for ls in run.floodfill_views().values()
+            ),
+        )
+        testnet.stop_router(victim)
+        killed_at = time.monotonic()
+
+        def victim_gone() -> bool:
+            run.assert_running()
+            return all(
+                valid(ls) and ls is not None and victim not in run.routers_of(ls)
+                for ls in run.floodfill_views().values()
+            )
+
+        wait_until(f"{victim}'s leases to leave every floodfill", 30, victim_gone, interval=1.0)
+        gone_after = time.monotonic() - killed_at
+        status = run.status()
+        routers = {r["name"]: r for r in status["routers"]}
+        assert routers[victim]["state"] != "Established"
+        assert routers[victim]["lastError"]
+        degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
+        assert degraded["status"] == "True" and victim in degraded["message"]
+        print(f"{victim}'s leases gone from all floodfills {gone_after:.1f}s after SIGKILL")
+
+        testnet.start_router(victim)
+        wait_until(
+            f"{victim}'s leases to return to every floodfill",
+            240,
+            lambda: all(
+                valid(ls) and ls is not None and victim in run.routers_of(ls)
+                for ls in run.floodfill_views().values()
+            ),
+        )
+
+
+def test_six_routers_never_more_than_sixteen_leases(testnet: Testnet, tmp_path: Path) -> None:
+    document = manifest("six", testnet, HOSTS6, inbound=4, length=0)
+    with run_balancer(tmp_path, testnet, document) as run:
+        largest = 0
+
+        def all_represented() -> bool:
+            nonlocal largest
+            run.assert_running()
+            status = run.status()
+            if status.get("leaseSet"):
+                assert status["leaseSet"]["leases"] <= 16
+            ok = True
+            for lease_set in run.floodfill_views().values():
+                if lease_set is None or not valid(lease_set):
+                    ok = False
+                    continue
+                largest = max(largest, len(lease_set.leases))
+                assert len(lease_set.leases) <= 16, "a floodfill holds a LeaseSet over 16 leases"
+                ok = ok and set(HOSTS6) <= run.routers_of(lease_set)
+            return ok
+
+        wait_until("all 6 routers represented on every floodfill", 150, all_represented)
+        available = sum(r["leases"] for r in run.status()["routers"])
+        print(f"6 routers offer {available} leases; floodfills hold at most {largest}")
+        assert largest == 16 or available < 16
+
+
+@pytest.mark.slow
+def test_fifteen_minutes_without_a_gap(testnet: Testnet, tmp_path: Path) -> None:
+    """Two full tunnel lifetimes: at every sample some floodfill holds a valid LeaseSet."""
+    document = manifest("soak", testnet, HOSTS4, inbound=3, length=1)
+    with run_balancer(tmp_path, testnet, document) as run:
+        wait_until(
+            "a first LeaseSet on every floodfill",
+            150,
+            lambda: all(valid(ls) for ls in run.floodfill_views().values()),
+        )
+        first_publishes = run.status()["leaseSet"]["publishes"]
+        start = time.monotonic()
+        samples = gaps = all_three = 0
+        while time.monotonic() - start < 15 * 60:
+            run.assert_running()
+            views = run.floodfill_views()
+            samples += 1
+            held = sum(valid(ls) for ls in views.values())
+            gaps += held == 0
+            all_three += held == len(views)
+            time.sleep(5)
+        elapsed = time.monotonic() - start
+        publishes = run.status()["leaseSet"]["publishes"] - first_publishes
+        print(
+            f"soak: {elapsed / 60:.1f} min, {samples} samples, {gaps} with no valid LeaseSet, "
+            f"{all_three} with all floodfills valid; {publishes} publishes "
+            f"= {publishes * 600 / elapsed:.1f} per 10 min for 4 routers x 3 tunnels"
+        )
+        assert gaps == 0

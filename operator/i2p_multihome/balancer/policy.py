@@ -1,0 +1,189 @@
+"""The balancer's decisions as pure functions over a snapshot: which leases to publish,
+when to publish, which options each router gets. No I/O, no clocks: callers pass `now`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from i2p_multihome.model.v1alpha1 import (
+    MultihomedDestinationSpec,
+    RouterImplementation,
+    RouterSpec,
+    TunnelDirection,
+)
+from i2p_multihome.wire.encoding import b64decode
+from i2p_multihome.wire.structures import Lease, Lease2
+
+# A lease within this many seconds of its end is never published (the issue's floor) ...
+MIN_REMAINING_S = 30
+# ... and a LeaseSet may be held back this long by coalescing, so selection keeps a margin
+# of both: a lease chosen now still has > MIN_REMAINING_S left when the next publish can go.
+MIN_PUBLISH_INTERVAL_S = 20
+SELECTION_MARGIN_S = MIN_REMAINING_S + MIN_PUBLISH_INTERVAL_S
+
+# The API version we announce in GetDate. i2pd before 2.58 echoes it back; newer routers
+# answer with their own, which is how the dontPublishLeaseSet inversion is detected.
+CLIENT_API_VERSION = "0.9.62"
+
+
+@dataclass(frozen=True, order=True)
+class SelectedLease:
+    router: str
+    lease: Lease
+
+    def to_lease2(self) -> Lease2:
+        return Lease2(self.lease.gateway, self.lease.tunnel_id, self.lease.end_ms // 1000)
+
+
+def select_leases(
+    reports: Mapping[str, Sequence[Lease]],
+    now_ms: int,
+    max_leases: int,
+    excluded_gateways: Iterable[bytes] = (),
+    margin_s: int = SELECTION_MARGIN_S,
+) -> tuple[SelectedLease, ...]:
+    """Merge every live router's leases into at most `max_leases`: round-robin across routers
+    so each is represented, each router's freshest (latest-ending) lease first, nothing that
+    ends within `margin_s`, no excluded gateway, no duplicate tunnel."""
+    excluded = frozenset(excluded_gateways)
+    cutoff = now_ms + margin_s * 1000
+    seen: set[tuple[bytes, int]] = set()
+    queues: list[list[Lease]] = []
+    for router in sorted(reports):
+        usable = []
+        for lease in sorted(reports[router], key=lambda x: (-x.end_ms, x.gateway, x.tunnel_id)):
+            key = (lease.gateway, lease.tunnel_id)
+            if lease.end_ms > cutoff and lease.gateway not in excluded and key not in seen:
+                seen.add(key)
+                usable.append(lease)
+        queues.append(usable)
+    routers = sorted(reports)
+    chosen: list[SelectedLease] = []
+    depth = 0
+    while len(chosen) < max_leases and any(depth < len(q) for q in queues):
+        for router, queue in zip(routers, queues, strict=True):
+            if depth < len(queue) and len(chosen) < max_leases:
+                chosen.append(SelectedLease(router, queue[depth]))
+        depth += 1
+    return tuple(chosen)
+
+
+class PublishAction(Enum):
+    NONE = "none"
+    NOW = "now"
+    LATER = "later"
+
+
+@dataclass(frozen=True)
+class PublishDecision:
+    action: PublishAction
+    at: float | None = None  # monotonic seconds, for LATER
+    reason: str = ""
+
+
+def decide_publish(
+    desired: Sequence[SelectedLease],
+    published: Sequence[SelectedLease] | None,
+    last_publish_at: float | None,
+    now: float,
+    lost_routers: Iterable[str] = (),
+    min_interval_s: float = MIN_PUBLISH_INTERVAL_S,
+) -> PublishDecision:
+    """Coalesce changes to one publish per `min_interval_s`; a lost router whose leases are
+    in the published LeaseSet is the exception and publishes at once."""
+    if not desired:
+        return PublishDecision(PublishAction.NONE, reason="no usable leases")
+    if published is not None and _lease_keys(desired) == _lease_keys(published):
+        return PublishDecision(PublishAction.NONE, reason="unchanged")
+    if published is None or last_publish_at is None:
+        return PublishDecision(PublishAction.NOW, reason="first LeaseSet")
+    lost = frozenset(lost_routers)
+    if any(s.router in lost for s in published):
+        return PublishDecision(PublishAction.NOW, reason="router lost")
+    ready_at = last_publish_at + min_interval_s
+    if now >= ready_at:
+        return PublishDecision(PublishAction.NOW, reason="leases changed")
+    return PublishDecision(PublishAction.LATER, at=ready_at, reason="leases changed (coalesced)")
+
+
+def _lease_keys(leases: Sequence[SelectedLease]) -> frozenset[tuple[bytes, int, int]]:
+    return frozenset((s.lease.gateway, s.lease.tunnel_id, s.lease.end_ms // 1000) for s in leases)
+
+
+def next_review_ms(
+    published: Sequence[SelectedLease], margin_s: int = SELECTION_MARGIN_S
+) -> int | None:
+    """When the published set next changes by itself: its first lease leaving the margin."""
+    if not published:
+        return None
+    return min(s.lease.end_ms for s in published) - margin_s * 1000 + 1
+
+
+def next_published_s(previous: int | None, now_s: int) -> int:
+    """`published` must strictly increase: floodfills keep only a newer LeaseSet."""
+    return now_s if previous is None or now_s > previous else previous + 1
+
+
+def lease_set_expires_s(leases: Sequence[SelectedLease], published_s: int) -> int:
+    """The LeaseSet2 `expires` offset: until its latest lease ends."""
+    latest = max(s.lease.end_ms // 1000 for s in leases)
+    return max(0, min(0xFFFF, latest - published_s))
+
+
+def publish_is_inverted(
+    implementation: RouterImplementation, sent_version: str, reply_version: str
+) -> bool:
+    """Whether `i2cp.dontPublishLeaseSet=true` means *publish* on this router.
+
+    i2pd 2.58.0 reads the option inverted. i2pd before 2.58 echoes our GetDate version;
+    2.58+ answers with its own API version (0.9.67+). Java never inverts. `auto` takes a
+    non-echoed reply of 0.9.67 or later as i2pd 2.58+: set `implementation: java` on Java
+    routers that must not publish."""
+    if implementation is RouterImplementation.JAVA or reply_version == sent_version:
+        return False
+    return _version_tuple(reply_version) >= (0, 9, 67)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split("."):
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def session_options(
+    spec: MultihomedDestinationSpec,
+    router: RouterSpec,
+    inverted_publish_flag: bool,
+    nickname: str,
+) -> dict[str, str]:
+    """The I2CP session options a router gets for this destination."""
+    options = {
+        "i2cp.fastReceive": "true",
+        "i2cp.leaseSetType": "3",
+        "i2cp.leaseSetEncType": "4",
+        "inbound.nickname": nickname,
+        "outbound.nickname": nickname,
+    }
+    options |= _tunnel_options("inbound", spec.tunnels.inbound)
+    options |= _tunnel_options("outbound", spec.tunnels.outbound)
+    if spec.peer_policy.explicit_peers:
+        options["explicitPeers"] = ",".join(spec.peer_policy.explicit_peers)
+    if not router.publish:
+        options["i2cp.dontPublishLeaseSet"] = "false" if inverted_publish_flag else "true"
+    return options
+
+
+def _tunnel_options(direction: str, tunnels: TunnelDirection) -> dict[str, str]:
+    return {
+        f"{direction}.quantity": str(tunnels.quantity),
+        f"{direction}.length": str(tunnels.length),
+        f"{direction}.lengthVariance": str(tunnels.length_variance),
+    }
+
+
+def excluded_gateways(spec: MultihomedDestinationSpec) -> frozenset[bytes]:
+    return frozenset(b64decode(peer) for peer in spec.peer_policy.excluded_peers)
