@@ -16,7 +16,9 @@ lint: bootstrap
 unit: bootstrap
 	$(PYTHON) -m pytest -q -x tests
 
+# Build (or find cached) kube-apiserver and helm before the tests, outside any test timeout.
 test: lint
+	i2p-multihome cluster build
 	$(PYTHON) -m pytest -x -ra --durations=15 tests e2e
 
 demo: bootstrap
