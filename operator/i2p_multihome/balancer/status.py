@@ -63,8 +63,10 @@ def build_status(
         routers=contributing,
         publishes=snapshot.publishes,
     )
+    established = sum(1 for r in snapshot.routers if r.state is RouterState.ESTABLISHED)
     return MultihomedDestinationStatus(
         observed_generation=generation,
+        routers_connected=f"{established}/{len(snapshot.routers)}",
         destination=DestinationStatus(b32=snapshot.b32, hash=snapshot.hash_b64),
         lease_set=lease_set,
         routers=routers,

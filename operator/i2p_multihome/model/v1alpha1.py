@@ -52,7 +52,8 @@ class RouterSpec(Model):
     name: Annotated[
         str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     ]
-    i2cp: I2CPEndpoint
+    # Explicit alias: the camel-case generator would spell it `i2Cp`.
+    i2cp: I2CPEndpoint = Field(alias="i2cp", description="Where this router's I2CP listens.")
     publish: bool = Field(
         default=True, description="Whether this router publishes the merged LeaseSet."
     )
@@ -193,6 +194,12 @@ class TunnelStatus(Model):
 
 class MultihomedDestinationStatus(Model):
     observed_generation: int | None = None
+    routers_connected: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]+/[0-9]+$",
+        max_length=16,
+        description="Routers with an established I2CP session / routers configured, e.g. 3/4.",
+    )
     destination: DestinationStatus | None = None
     lease_set: LeaseSetStatus | None = None
     routers: list[RouterStatus] = Field(default_factory=list)
