@@ -291,9 +291,7 @@ class RequestVariableLeaseSet:
         if count > MAX_LEASES:
             raise WireError(f"RequestVariableLeaseSet claims {count} leases (max {MAX_LEASES})")
         if reader.remaining != count * Lease.SIZE:
-            raise WireError(
-                f"RequestVariableLeaseSet: {count} leases in {reader.remaining} bytes"
-            )
+            raise WireError(f"RequestVariableLeaseSet: {count} leases in {reader.remaining} bytes")
         return cls(session_id, tuple(Lease.read(reader) for _ in range(count)))
 
 

@@ -11,8 +11,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from i2p_multihome.wire.codec import Reader, WireError
@@ -27,6 +29,7 @@ from i2p_multihome.wire.structures import (
 )
 
 KEY_FILE_FORMAT = "i2p-multihome-keys/1"
+_DERIVED_X25519_INFO = b"i2p-multihome LeaseSet2 X25519 key"
 
 
 class KeyFileError(ValueError):
@@ -100,13 +103,12 @@ class DestinationKeys:
             raise KeyFileError(f"malformed key file ({type(exc).__name__})") from None
 
     @classmethod
-    def from_i2pd_dat(
-        cls, data: bytes, random_bytes: Callable[[int], bytes] = os.urandom
-    ) -> DestinationKeys:
+    def from_i2pd_dat(cls, data: bytes) -> DestinationKeys:
         """Import an i2pd private key file (Destination, crypto private key, signing private
         key). Only Ed25519 destinations without offline keys can be multihomed here. An
-        X25519 identity key is reused for the LeaseSet2; otherwise a new one is generated,
-        which clients pick up with the next LeaseSet."""
+        X25519 identity key is reused for the LeaseSet2; otherwise (ElGamal identities) the
+        X25519 key is derived from the signing key, so it is the same at every start without
+        writing anything next to the user's key file."""
         try:
             reader = Reader(data)
             destination = Destination.read(reader)
@@ -124,7 +126,9 @@ class DestinationKeys:
         if not any(seed):
             raise KeyFileError("offline-signed i2pd keys are not supported")
         encryption = (
-            crypto_private if destination.crypto_type == CRYPTO_TYPE_X25519 else random_bytes(32)
+            crypto_private
+            if destination.crypto_type == CRYPTO_TYPE_X25519
+            else HKDF(hashes.SHA256(), 32, salt=None, info=_DERIVED_X25519_INFO).derive(seed)
         )
         return cls(destination, seed, encryption)
 
@@ -143,7 +147,7 @@ def load_or_create(path: str, random_bytes: Callable[[int], bytes] = os.urandom)
     text = _json_text(data)
     if text is not None:
         return DestinationKeys.from_json(text)
-    return DestinationKeys.from_i2pd_dat(data, random_bytes)
+    return DestinationKeys.from_i2pd_dat(data)
 
 
 def _json_text(data: bytes) -> str | None:

@@ -1,0 +1,59 @@
+"""Pytest plugin: one private i2pd testnet (9 routers, 3 floodfills) shared by the session.
+
+Bringing a testnet up costs about 20 s and tests only need a few routers each, so every test
+of the session shares one. Tests that stop a router also request `restore_routers`, which
+brings every router back (tunnels built) before the next test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from i2p_multihome.harness.testnet import Testnet, TestnetError, check_host
+
+ROUTERS = 9
+FLOODFILLS = 3  # leaves 6 non-floodfill routers to host a destination
+UP_TIMEOUT = 300.0
+RESTART_TIMEOUT = 180.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs testnet routers, so `-m "not testnet"` leaves them out."""
+    for item in items:
+        if {"testnet", "testnet_host"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.testnet)
+
+
+@pytest.fixture(scope="session")
+def testnet_host() -> None:
+    """Skip (or, under CI, fail) unless this host can run a testnet: root, ip, i2pd."""
+    try:
+        check_host()
+    except TestnetError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"the testnet cannot run on this CI host: {exc}", pytrace=False)
+        pytest.skip(f"testnet unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def testnet(testnet_host: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testnet]:
+    net = Testnet(tmp_path_factory.mktemp("testnet"))
+    try:
+        net.up(routers=ROUTERS, floodfills=FLOODFILLS, timeout=UP_TIMEOUT)
+        yield net
+    finally:
+        net.down()
+
+
+@pytest.fixture
+def restore_routers(testnet: Testnet) -> Iterator[None]:
+    """After the test, restart every router it stopped, then wait until every router,
+    including any the test restarted itself, has built tunnels again."""
+    yield
+    for router in testnet.routers:
+        if not testnet.is_running(router.name):
+            testnet.start_router(router.name)
+    testnet.wait_ready(timeout=RESTART_TIMEOUT)

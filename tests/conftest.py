@@ -1,0 +1,27 @@
+"""Shared pytest configuration.
+
+Hypothesis runs derandomized (a fixed seed, no example database) so every run of the suite
+tries the same examples; `HYPOTHESIS_PROFILE=thorough` explores with fresh randomness.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough",
+    deadline=None,
+    max_examples=5000,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

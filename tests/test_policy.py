@@ -1,0 +1,434 @@
+"""The balancer's pure decisions: lease selection, publish timing, version quirks, options."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from i2p_multihome.balancer.policy import (
+    CLIENT_API_VERSION,
+    MIN_PUBLISH_INTERVAL_S,
+    MIN_REMAINING_S,
+    SELECTION_MARGIN_S,
+    PublishAction,
+    SelectedLease,
+    decide_publish,
+    excluded_gateways,
+    lease_set_expires_s,
+    next_published_s,
+    next_review_ms,
+    publish_is_inverted,
+    select_leases,
+    session_options,
+)
+from i2p_multihome.model.v1alpha1 import (
+    I2CPEndpoint,
+    MultihomedDestinationSpec,
+    PeerPolicy,
+    RouterImplementation,
+    RouterSpec,
+    TunnelDirection,
+    TunnelsSpec,
+)
+from i2p_multihome.wire.structures import Lease, Lease2
+
+NOW_MS = 1_700_000_000_000
+MARGIN_MS = SELECTION_MARGIN_S * 1000
+
+
+def gw(name: str) -> bytes:
+    return hashlib.sha256(name.encode()).digest()
+
+
+def lease(gateway: str, tunnel_id: int, remaining_s: float) -> Lease:
+    return Lease(gw(gateway), tunnel_id, NOW_MS + int(remaining_s * 1000))
+
+
+def _by_router(selected: Sequence[SelectedLease]) -> Counter[str]:
+    return Counter(s.router for s in selected)
+
+
+# --- select_leases --------------------------------------------------------------------------
+
+
+def test_margin_constants() -> None:
+    assert MIN_REMAINING_S == 30
+    assert MIN_PUBLISH_INTERVAL_S == 20
+    assert SELECTION_MARGIN_S == 50
+
+
+def test_round_robin_is_fair_across_routers() -> None:
+    reports = {router: [lease(f"{router}{i}", i, 100 + i) for i in range(5)] for router in "abc"}
+    selected = select_leases(reports, NOW_MS, max_leases=7)
+    assert [s.router for s in selected] == ["a", "b", "c", "a", "b", "c", "a"]
+    assert _by_router(selected) == {"a": 3, "b": 2, "c": 2}
+
+
+def test_each_router_contributes_its_freshest_lease_first() -> None:
+    reports = {
+        "a": [lease("a1", 1, 200), lease("a2", 2, 500), lease("a3", 3, 300)],
+        "b": [lease("b1", 1, 400), lease("b2", 2, 100)],
+    }
+    selected = select_leases(reports, NOW_MS, max_leases=16)
+    assert [(s.router, s.lease.tunnel_id) for s in selected] == [
+        ("a", 2), ("b", 1), ("a", 3), ("b", 2), ("a", 1),
+    ]  # fmt: skip
+
+
+def test_a_router_that_runs_out_leaves_room_for_the_others() -> None:
+    reports = {"a": [lease("a", 1, 300)], "b": [lease(f"b{i}", i, 300) for i in range(6)]}
+    selected = select_leases(reports, NOW_MS, max_leases=4)
+    assert _by_router(selected) == {"a": 1, "b": 3}
+
+
+def test_leases_within_the_margin_are_never_selected() -> None:
+    reports = {
+        "a": [
+            Lease(gw("edge"), 1, NOW_MS + MARGIN_MS),  # ends exactly at the margin
+            Lease(gw("past"), 2, NOW_MS - 1),
+            Lease(gw("soon"), 3, NOW_MS + MIN_REMAINING_S * 1000 + 1),  # > 30 s but < 50 s
+            Lease(gw("ok"), 4, NOW_MS + MARGIN_MS + 1),
+        ]
+    }
+    selected = select_leases(reports, NOW_MS, max_leases=16)
+    assert [s.lease.tunnel_id for s in selected] == [4]
+
+
+def test_the_margin_is_a_parameter() -> None:
+    reports = {"a": [lease("x", 1, 40)]}
+    assert select_leases(reports, NOW_MS, 16) == ()
+    assert len(select_leases(reports, NOW_MS, 16, margin_s=30)) == 1
+
+
+def test_at_most_16_leases_from_many_routers() -> None:
+    reports = {r: [lease(f"{r}{i}", i, 300 + i) for i in range(16)] for r in "abcd"}
+    selected = select_leases(reports, NOW_MS, max_leases=16)
+    assert len(selected) == 16
+    assert _by_router(selected) == {"a": 4, "b": 4, "c": 4, "d": 4}
+    # Each router's four are its four freshest.
+    for router in "abcd":
+        ids = sorted(s.lease.tunnel_id for s in selected if s.router == router)
+        assert ids == [12, 13, 14, 15]
+
+
+def test_excluded_gateways_are_skipped() -> None:
+    reports = {
+        "a": [lease("bad", 1, 300), lease("good", 2, 200)],
+        "b": [lease("bad", 7, 300)],
+    }
+    selected = select_leases(reports, NOW_MS, 16, excluded_gateways=[gw("bad")])
+    assert [(s.router, s.lease.gateway) for s in selected] == [("a", gw("good"))]
+
+
+def test_duplicate_tunnels_are_published_once() -> None:
+    shared = lease("shared", 9, 300)
+    reports = {"b": [shared, lease("b", 1, 200)], "a": [shared], "c": [lease("shared", 10, 300)]}
+    selected = select_leases(reports, NOW_MS, 16)
+    keys = [(s.lease.gateway, s.lease.tunnel_id) for s in selected]
+    assert len(keys) == len(set(keys)) == 3
+    # The first router in name order keeps the shared tunnel; same gateway, other tunnel stays.
+    assert SelectedLease("a", shared) in selected
+    assert SelectedLease("b", shared) not in selected
+    assert SelectedLease("c", lease("shared", 10, 300)) in selected
+
+
+def test_duplicate_within_one_router_is_published_once() -> None:
+    reports = {"a": [lease("g", 1, 300), lease("g", 1, 300), lease("g", 1, 200)]}
+    assert len(select_leases(reports, NOW_MS, 16)) == 1
+
+
+def test_selection_is_deterministic_whatever_the_input_order() -> None:
+    reports = {
+        "b": [lease("b1", 1, 300), lease("b2", 2, 300), lease("b3", 3, 300)],
+        "a": [lease("a1", 1, 300), lease("a2", 2, 250)],
+        "c": [lease("a1", 1, 300), lease("c1", 4, 400)],
+    }
+    reordered = {k: list(reversed(v)) for k, v in reversed(list(reports.items()))}
+    first = select_leases(reports, NOW_MS, 5)
+    assert first == select_leases(reordered, NOW_MS, 5)
+    assert first == select_leases(reports, NOW_MS, 5)
+
+
+def test_no_reports_no_leases() -> None:
+    assert select_leases({}, NOW_MS, 16) == ()
+    assert select_leases({"a": []}, NOW_MS, 16) == ()
+
+
+def test_selected_lease_converts_to_lease2_in_seconds() -> None:
+    selected = SelectedLease("a", Lease(gw("g"), 5, 1_700_000_600_999))
+    assert selected.to_lease2() == Lease2(gw("g"), 5, 1_700_000_600)
+
+
+gateways = st.sampled_from([gw(f"g{i}") for i in range(12)])
+leases = st.builds(
+    Lease,
+    gateways,
+    st.integers(0, 40),
+    st.integers(NOW_MS - 60_000, NOW_MS + 700_000),
+)
+reports_strategy = st.dictionaries(
+    st.text("abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=3),
+    st.lists(leases, max_size=20),
+    max_size=24,
+)
+
+
+def _usable(
+    reports: Mapping[str, Sequence[Lease]], excluded: frozenset[bytes]
+) -> dict[str, set[tuple[bytes, int]]]:
+    """Each router's usable tunnels, a tunnel belonging to the first router (by name)
+    that reports it."""
+    seen: set[tuple[bytes, int]] = set()
+    usable: dict[str, set[tuple[bytes, int]]] = {}
+    for router in sorted(reports):
+        mine = {
+            (x.gateway, x.tunnel_id)
+            for x in reports[router]
+            if x.end_ms > NOW_MS + MARGIN_MS and x.gateway not in excluded
+        } - seen
+        seen |= mine
+        usable[router] = mine
+    return usable
+
+
+@settings(max_examples=300)
+@given(reports_strategy, st.integers(1, 16), st.sets(gateways, max_size=3))
+def test_selection_properties(
+    reports: dict[str, list[Lease]], max_leases: int, excluded: set[bytes]
+) -> None:
+    selected = select_leases(reports, NOW_MS, max_leases, excluded)
+    usable = _usable(reports, frozenset(excluded))
+    total_usable = sum(len(v) for v in usable.values())
+
+    assert len(selected) == min(max_leases, total_usable)
+    keys = [(s.lease.gateway, s.lease.tunnel_id) for s in selected]
+    assert len(keys) == len(set(keys))
+    for s in selected:
+        assert s.lease.end_ms > NOW_MS + MARGIN_MS
+        assert s.lease.end_ms // 1000 - NOW_MS // 1000 > MIN_REMAINING_S
+        assert s.lease.gateway not in excluded
+        assert s.lease in reports[s.router]
+
+    counts = _by_router(selected)
+    routers_with_leases = [r for r, v in usable.items() if v]
+    if len(routers_with_leases) <= max_leases:
+        assert set(counts) == set(routers_with_leases)
+    # Fairness: a router with fewer selected leases than another (by 2+) had no more to give.
+    for r1 in routers_with_leases:
+        for r2 in routers_with_leases:
+            if counts[r1] + 1 < counts[r2]:
+                assert counts[r1] == len(usable[r1])
+    # Freshest first: nothing left out of a router ends later than what it contributed.
+    for router, n in counts.items():
+        mine = [s.lease.end_ms for s in selected if s.router == router]
+        left_out = [
+            x.end_ms
+            for x in reports[router]
+            if (x.gateway, x.tunnel_id) in usable[router]
+            and (x.gateway, x.tunnel_id) not in set(keys)
+        ]
+        assert len(mine) == n
+        if left_out:
+            assert max(left_out) <= min(mine)
+
+
+# --- decide_publish ---------------------------------------------------------------------------
+
+
+A1 = SelectedLease("a", lease("a1", 1, 300))
+A2 = SelectedLease("a", lease("a2", 2, 300))
+B1 = SelectedLease("b", lease("b1", 1, 300))
+
+
+def test_first_publish_is_immediate() -> None:
+    decision = decide_publish([A1, B1], None, None, now=100.0)
+    assert decision.action is PublishAction.NOW
+    assert "first" in decision.reason
+
+
+def test_nothing_to_publish_without_leases() -> None:
+    assert decide_publish([], None, None, now=100.0).action is PublishAction.NONE
+    assert decide_publish([], [A1], 50.0, now=100.0).action is PublishAction.NONE
+
+
+def test_unchanged_set_is_not_republished() -> None:
+    assert decide_publish([A1, B1], [B1, A1], 99.0, now=100.0).action is PublishAction.NONE
+    # Sub-second end changes do not show in a Lease2 (seconds), so they are no change.
+    nudged = SelectedLease("a", Lease(A1.lease.gateway, 1, A1.lease.end_ms + 1))
+    assert A1.lease.end_ms % 1000 == 0
+    assert decide_publish([nudged, B1], [A1, B1], 99.0, now=100.0).action is PublishAction.NONE
+
+
+def test_changes_within_the_interval_are_coalesced() -> None:
+    decision = decide_publish([A1, A2, B1], [A1, B1], last_publish_at=90.0, now=100.0)
+    assert decision.action is PublishAction.LATER
+    assert decision.at == 90.0 + MIN_PUBLISH_INTERVAL_S == 110.0
+
+
+def test_changes_after_the_interval_publish_now() -> None:
+    assert (
+        decide_publish([A1, A2, B1], [A1, B1], last_publish_at=80.0, now=100.0).action
+        is PublishAction.NOW
+    )
+    assert (
+        decide_publish([A1, A2], [A1], last_publish_at=80.0, now=100.0, min_interval_s=30).action
+        is PublishAction.LATER
+    )
+
+
+def test_a_lost_router_in_the_published_set_publishes_at_once() -> None:
+    decision = decide_publish([A1, A2], [A1, B1], 95.0, now=100.0, lost_routers=["b"])
+    assert decision.action is PublishAction.NOW
+    assert "lost" in decision.reason
+
+
+def test_a_lost_router_not_in_the_published_set_is_coalesced() -> None:
+    decision = decide_publish([A1, A2], [A1], 95.0, now=100.0, lost_routers=["c"])
+    assert decision.action is PublishAction.LATER
+    assert decision.at == 115.0
+
+
+# --- timing helpers ---------------------------------------------------------------------------
+
+
+def test_next_published_s() -> None:
+    assert next_published_s(None, 1000) == 1000
+    assert next_published_s(999, 1000) == 1000
+    assert next_published_s(1000, 1000) == 1001
+    assert next_published_s(1005, 1000) == 1006
+
+
+@given(st.lists(st.integers(0, 2_000_000_000), min_size=1, max_size=50))
+def test_next_published_s_strictly_increases(clock: list[int]) -> None:
+    previous: int | None = None
+    for now_s in clock:
+        published = next_published_s(previous, now_s)
+        assert published >= now_s
+        if previous is not None:
+            assert published > previous
+        previous = published
+
+
+def test_lease_set_expires_s() -> None:
+    leases = [SelectedLease("a", Lease(gw("g"), 1, 1_000_600_999)), A1]
+    published = 1_000_000
+    assert lease_set_expires_s([leases[0]], published) == 600
+    assert lease_set_expires_s(leases, NOW_MS // 1000) == 300
+    assert lease_set_expires_s([leases[0]], 2_000_000) == 0  # never negative
+    far = SelectedLease("a", Lease(gw("g"), 1, (published + 100_000) * 1000))
+    assert lease_set_expires_s([far], published) == 0xFFFF  # fits the u16 field
+
+
+def test_next_review_ms() -> None:
+    assert next_review_ms([]) is None
+    early = SelectedLease("b", lease("b", 1, 100))
+    assert next_review_ms([A1, early]) == early.lease.end_ms - MARGIN_MS + 1
+    # By then the earliest lease has left the selectable window; just before it had not.
+    review = next_review_ms([A1, early])
+    assert review is not None
+    assert select_leases({"b": [early.lease]}, review, 16) == ()
+    assert select_leases({"b": [early.lease]}, early.lease.end_ms - MARGIN_MS - 1, 16) != ()
+
+
+# --- publish_is_inverted ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("implementation", "reply", "inverted"),
+    [
+        (RouterImplementation.AUTO, CLIENT_API_VERSION, False),  # i2pd < 2.58 echoes
+        (RouterImplementation.I2PD, CLIENT_API_VERSION, False),
+        (RouterImplementation.AUTO, "0.9.67", True),  # i2pd 2.58.0
+        (RouterImplementation.I2PD, "0.9.67", True),
+        (RouterImplementation.AUTO, "0.9.68", True),
+        (RouterImplementation.AUTO, "0.10.0", True),
+        (RouterImplementation.AUTO, "0.9.66", False),
+        (RouterImplementation.AUTO, "0.9.57", False),  # Debian's i2pd 2.45.1 API version
+        (RouterImplementation.JAVA, "0.9.67", False),
+        (RouterImplementation.JAVA, "0.9.68", False),
+    ],
+)
+def test_publish_is_inverted(
+    implementation: RouterImplementation, reply: str, inverted: bool
+) -> None:
+    assert publish_is_inverted(implementation, CLIENT_API_VERSION, reply) is inverted
+
+
+def test_an_echo_is_never_inverted_whatever_we_sent() -> None:
+    assert publish_is_inverted(RouterImplementation.AUTO, "0.9.70", "0.9.70") is False
+
+
+def test_client_api_version_predates_the_inversion() -> None:
+    """Were we to announce 0.9.67+, an echoing old i2pd would be indistinguishable."""
+    major, minor, patch = (int(x) for x in CLIENT_API_VERSION.split("."))
+    assert (major, minor, patch) < (0, 9, 67)
+
+
+# --- session_options --------------------------------------------------------------------------
+
+PEER_1 = base64.b64encode(gw("peer1")).decode().replace("+", "-").replace("/", "~")
+PEER_2 = base64.b64encode(gw("peer2")).decode().replace("+", "-").replace("/", "~")
+
+
+def _spec(publish: bool = True, **kwargs: object) -> tuple[MultihomedDestinationSpec, RouterSpec]:
+    router = RouterSpec(name="r1", i2cp=I2CPEndpoint(host="router-1"), publish=publish)
+    other = RouterSpec(name="r2", i2cp=I2CPEndpoint(host="router-2"), publish=True)
+    spec = MultihomedDestinationSpec(routers=[router, other], **kwargs)
+    return spec, router
+
+
+def test_session_options_full() -> None:
+    spec, router = _spec(
+        tunnels=TunnelsSpec(
+            inbound=TunnelDirection(quantity=4, length=2, length_variance=1),
+            outbound=TunnelDirection(quantity=2, length=0, length_variance=-1),
+        ),
+        peer_policy=PeerPolicy(explicit_peers=[PEER_1, PEER_2]),
+    )
+    assert session_options(spec, router, False, "mh-web") == {
+        "i2cp.fastReceive": "true",
+        "i2cp.leaseSetType": "3",
+        "i2cp.leaseSetEncType": "4",
+        "inbound.nickname": "mh-web",
+        "outbound.nickname": "mh-web",
+        "inbound.quantity": "4",
+        "inbound.length": "2",
+        "inbound.lengthVariance": "1",
+        "outbound.quantity": "2",
+        "outbound.length": "0",
+        "outbound.lengthVariance": "-1",
+        "explicitPeers": f"{PEER_1},{PEER_2}",
+    }
+
+
+def test_session_options_defaults_have_no_explicit_peers() -> None:
+    spec, router = _spec()
+    options = session_options(spec, router, False, "n")
+    assert "explicitPeers" not in options
+    assert options["inbound.quantity"] == options["outbound.quantity"] == "3"
+    assert options["inbound.length"] == "3"
+    assert options["inbound.lengthVariance"] == "0"
+
+
+@pytest.mark.parametrize("inverted", [False, True])
+def test_publishing_router_gets_no_dont_publish_option(inverted: bool) -> None:
+    spec, router = _spec(publish=True)
+    assert "i2cp.dontPublishLeaseSet" not in session_options(spec, router, inverted, "n")
+
+
+@pytest.mark.parametrize(("inverted", "value"), [(False, "true"), (True, "false")])
+def test_non_publishing_router_option_follows_the_inversion(inverted: bool, value: str) -> None:
+    spec, router = _spec(publish=False)
+    assert session_options(spec, router, inverted, "n")["i2cp.dontPublishLeaseSet"] == value
+
+
+def test_excluded_gateways_decode_base64_hashes() -> None:
+    spec, _ = _spec(peer_policy=PeerPolicy(excluded_peers=[PEER_1, PEER_2]))
+    assert excluded_gateways(spec) == frozenset({gw("peer1"), gw("peer2")})
+    assert excluded_gateways(_spec()[0]) == frozenset()
