@@ -14,6 +14,7 @@ _COMMAND_MODULES = (
     "i2p_multihome.standalone",
     "i2p_multihome.harness.testnet",
     "i2p_multihome.harness.cluster",
+    "i2p_multihome.harness.demo",
 )
 
 

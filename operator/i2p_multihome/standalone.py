@@ -53,7 +53,9 @@ def load_manifest(path: str) -> MultihomedDestinationManifest:
                     for e in exc.errors()
                 )
                 raise ManifestError(f"{path}: invalid MultihomedDestination: {problems}") from None
-    raise ManifestError(f"{path}: no MultihomedDestination document")
+    kinds = sorted({str(d.get("kind")) for d in documents if isinstance(d, dict)})
+    found = f" (found kind: {', '.join(kinds)})" if kinds else ""
+    raise ManifestError(f"{path}: no document with kind: MultihomedDestination{found}")
 
 
 def write_json_atomically(path: Path, document: dict[str, Any]) -> None:
@@ -96,6 +98,8 @@ async def run_standalone(
         log.info("stopping: destroying sessions", extra=fields(destination=keys.destination.b32))
         await balancer.stop(destroy_sessions=True)
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
         for task in (runner, writer):
             task.cancel()
         await asyncio.gather(runner, writer, return_exceptions=True)

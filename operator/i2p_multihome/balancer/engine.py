@@ -115,7 +115,8 @@ class Balancer:
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 self._wake.clear()
         finally:
-            await self._stop_links(destroy=False)
+            if not self._stopping:  # cancelled; a stop() in progress owns the links
+                await self._stop_links(destroy=False)
 
     async def stop(self, destroy_sessions: bool = True) -> None:
         """Destroy every session (so routers drop the destination) and end `run()`."""
@@ -129,19 +130,25 @@ class Balancer:
         old = self.spec
         self.spec = spec
         wanted = {r.name: r for r in spec.routers}
+        dropped: list[str] = []
         for name in list(self._links):
             if name not in wanted:
                 await self._stop_link(self._links.pop(name), destroy=True)
+                dropped.append(name)
         for name, router in wanted.items():
             link = self._links.get(name)
             if link is None:
                 self._start_link(router)
             elif link.spec.i2cp != router.i2cp:
                 await self._stop_link(self._links.pop(name), destroy=True)
+                dropped.append(name)
                 self._start_link(router)
             else:
                 link.spec = router
                 await self._reconfigure(link)
+        if dropped:
+            # Their sessions, and with them their tunnels, are gone: publish without them now.
+            await self._evaluate(lost=dropped)
         if old.lease_set != spec.lease_set or old.peer_policy != spec.peer_policy:
             self._schedule(self._clock())
         self._on_change()

@@ -1,0 +1,552 @@
+"""The Balancer against 2-6 fake routers over loopback, with real (short) time."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import pytest
+
+from fakerouter import (
+    I2PD_258_API_VERSION,
+    MALFORMED_KINDS,
+    FakeRouter,
+    ReceivedLeaseSet,
+    eventually,
+    make_leases,
+    options_of,
+)
+from i2p_multihome.balancer.engine import Balancer, Timing
+from i2p_multihome.logs import KeyValueFormatter
+from i2p_multihome.model.v1alpha1 import (
+    I2CPEndpoint,
+    LeaseSetSpec,
+    MultihomedDestinationSpec,
+    RouterSpec,
+    RouterState,
+    TunnelDirection,
+    TunnelsSpec,
+)
+from i2p_multihome.wire import i2cp
+from i2p_multihome.wire.encoding import b64encode
+from i2p_multihome.wire.keys import DestinationKeys
+
+LEASES_PER_ROUTER = 3
+# i2pd rejects a LeaseSet published more than 12 min away from now, or with a later lease.
+I2PD_WINDOW_S = 12 * 60
+
+
+def timing(min_publish_interval_s: float = 0.3) -> Timing:
+    return Timing(
+        backoff_initial_s=0.05,
+        backoff_max_s=0.2,
+        heartbeat_s=0.5,
+        handshake_timeout_s=2,
+        min_publish_interval_s=min_publish_interval_s,
+    )
+
+
+def router_spec(router: FakeRouter, publish: bool = True) -> RouterSpec:
+    return RouterSpec(
+        name=router.name, i2cp=I2CPEndpoint(host="127.0.0.1", port=router.port), publish=publish
+    )
+
+
+def make_spec(
+    routers: Iterable[FakeRouter],
+    *,
+    quantity: int = LEASES_PER_ROUTER,
+    max_leases: int = 16,
+    no_publish: Iterable[str] = (),
+) -> MultihomedDestinationSpec:
+    silent = set(no_publish)
+    direction = TunnelDirection(quantity=quantity, length=1)
+    return MultihomedDestinationSpec(
+        routers=[router_spec(r, r.name not in silent) for r in routers],
+        tunnels=TunnelsSpec(inbound=direction, outbound=direction),
+        lease_set=LeaseSetSpec(max_leases=max_leases),
+    )
+
+
+class Setup:
+    """Fake routers (each reporting its own leases on session creation) and a running
+    Balancer over them."""
+
+    def __init__(self, keys: DestinationKeys) -> None:
+        self.keys = keys
+        self.routers: dict[str, FakeRouter] = {}
+        self.balancer: Balancer | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def add_router(self, name: str, leases: int = LEASES_PER_ROUTER, **kw: Any) -> FakeRouter:
+        router = await FakeRouter(name, leases=make_leases(name, leases), **kw).start()
+        self.routers[name] = router
+        return router
+
+    async def start(
+        self, spec: MultihomedDestinationSpec | None = None, **timing_kw: float
+    ) -> Balancer:
+        self.balancer = Balancer(
+            "dest",
+            spec or make_spec(self.routers.values()),
+            self.keys,
+            timing=timing(**timing_kw),
+        )
+        self.task = asyncio.create_task(self.balancer.run())
+        return self.balancer
+
+    def owners(self, lease_set: ReceivedLeaseSet) -> list[str]:
+        """Which router each lease of a LeaseSet came from, in order."""
+        by_gateway = {
+            lease.gateway: name
+            for name, router in self.routers.items()
+            for request in router.requests
+            for lease in request.leases
+        }
+        return [by_gateway[lease.gateway] for lease in lease_set.lease_set.leases]
+
+    def has_all(self, router: FakeRouter, names: Iterable[str]) -> bool:
+        last = router.last_lease_set
+        return last is not None and set(self.owners(last)) == set(names)
+
+    async def converged(self, names: Sequence[str] | None = None, within_s: float = 3.0) -> None:
+        """Every live router in `names` holds the same LeaseSet, with leases from all."""
+        names = list(names if names is not None else self.routers)
+
+        def done() -> bool:
+            routers = [self.routers[n] for n in names]
+            lasts = {r.last_lease_set.raw if r.last_lease_set else None for r in routers}
+            return len(lasts) == 1 and all(self.has_all(r, names) for r in routers)
+
+        await eventually(done, within_s, f"LeaseSet with leases from {names} on all of them")
+
+    async def close(self) -> None:
+        if self.balancer is not None:
+            await self.balancer.stop(destroy_sessions=False)
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        for router in self.routers.values():
+            await router.close()
+
+
+@pytest.fixture
+def keys() -> DestinationKeys:
+    return DestinationKeys.generate()
+
+
+@pytest.fixture
+async def setup(keys: DestinationKeys) -> AsyncIterator[Setup]:
+    harness = Setup(keys)
+    yield harness
+    await harness.close()
+
+
+def distinct(lease_sets: Iterable[ReceivedLeaseSet]) -> list[ReceivedLeaseSet]:
+    """First arrival of each distinct LeaseSet, in arrival order."""
+    seen: set[bytes] = set()
+    result = []
+    for record in lease_sets:
+        if record.raw not in seen:
+            seen.add(record.raw)
+            result.append(record)
+    return result
+
+
+def assert_all_requests_answered_fast(routers: Iterable[FakeRouter], limit_s: float = 0.5) -> None:
+    for router in routers:
+        assert router.missed_deadlines == []
+        assert router.errors == []
+        for request in router.requests:
+            assert request.answered.done(), f"{router.name}: request not answered"
+            answered_after = request.answered.result().answered_after_s
+            assert answered_after is not None and answered_after < limit_s, answered_after
+
+
+# --- merging and publishing --------------------------------------------------------------
+
+
+async def test_merged_lease_set_reaches_every_router(setup: Setup, keys: DestinationKeys) -> None:
+    for name in ("r1", "r2", "r3"):
+        await setup.add_router(name)
+    balancer = await setup.start()
+
+    await setup.converged()
+
+    routers = list(setup.routers.values())
+    assert_all_requests_answered_fast(routers)
+    final = [r.last_lease_set for r in routers]
+    assert all(f is not None for f in final)
+    raw = {f.raw for f in final if f is not None}
+    assert len(raw) == 1  # identical bytes on every router
+    merged = final[0]
+    assert merged is not None
+    assert merged.signature_ok
+    assert merged.lease_set.destination == keys.destination
+    assert len(merged.lease_set.leases) == 3 * LEASES_PER_ROUTER
+    assert sorted(setup.owners(merged)) == sorted(["r1", "r2", "r3"] * LEASES_PER_ROUTER)
+    assert merged.lease_set.encryption_keys == (keys.encryption_key,)
+    assert [(k.crypto_type, k.key) for k in merged.private_keys] == [(4, keys.encryption_private)]
+    now = time.time()
+    ls = merged.lease_set
+    assert abs(ls.published - now) < I2PD_WINDOW_S
+    assert all(lease.end_s <= now + I2PD_WINDOW_S for lease in ls.leases)
+    assert ls.published + ls.expires == max(lease.end_s for lease in ls.leases)
+
+    # Every LeaseSet any router saw was one of the balancer's publishes (no per-router
+    # variants), and `published` strictly increases across them.
+    everything = distinct(
+        sorted((rec for r in routers for rec in r.lease_sets), key=lambda rec: rec.at)
+    )
+    assert len(everything) == balancer.publishes
+    published = [rec.lease_set.published for rec in everything]
+    assert published == sorted(set(published)), published
+    for router in routers:
+        own = [rec.lease_set.published for rec in distinct(router.lease_sets)]
+        assert own == sorted(set(own))
+
+    snapshot = balancer.snapshot()
+    assert {r.name: r.state for r in snapshot.routers} == dict.fromkeys(
+        ("r1", "r2", "r3"), RouterState.ESTABLISHED
+    )
+    assert snapshot.published_s == ls.published
+    assert len(snapshot.published) == len(ls.leases)
+
+
+async def test_merged_lease_set_is_capped_and_fair(setup: Setup) -> None:
+    names = [f"r{i}" for i in range(1, 7)]
+    for name in names:
+        await setup.add_router(name, leases=4)  # 24 leases on offer
+    await setup.start()
+
+    await setup.converged(within_s=5.0)
+
+    merged = setup.routers["r1"].last_lease_set
+    assert merged is not None and merged.signature_ok
+    assert len(merged.lease_set.leases) == 16
+    counts = {name: setup.owners(merged).count(name) for name in names}
+    assert set(counts.values()) <= {2, 3}, counts  # round-robin: nobody starved
+    assert_all_requests_answered_fast(setup.routers.values())
+
+
+async def test_max_leases_from_spec(setup: Setup) -> None:
+    for name in ("r1", "r2", "r3"):
+        await setup.add_router(name)
+    await setup.start(make_spec(setup.routers.values(), max_leases=4))
+
+    def four_from_all() -> bool:
+        last = setup.routers["r1"].last_lease_set
+        return last is not None and set(setup.owners(last)) == {"r1", "r2", "r3"}
+
+    await eventually(four_from_all, 3.0, "a LeaseSet with leases from every router")
+    last = setup.routers["r1"].last_lease_set
+    assert last is not None
+    assert len(last.lease_set.leases) == 4
+
+
+async def test_changes_are_coalesced_but_requests_answered_at_once(setup: Setup) -> None:
+    interval = 1.0
+    r1 = await setup.add_router("r1")
+    r2 = await setup.add_router("r2")
+    balancer = await setup.start(min_publish_interval_s=interval)
+    await setup.converged(within_s=interval + 2)
+    await asyncio.sleep(interval)  # nothing pending, the interval has passed
+
+    # A change after a quiet interval goes out at once ...
+    publishes = balancer.publishes
+    [request] = await r2.request_leases(make_leases("r2", 3, first_tunnel_id=2000))
+    current = await asyncio.wait_for(request.answered, 0.5)
+    assert balancer.publishes == publishes + 1
+    assert {lease.tunnel_id for lease in current.lease_set.leases} >= {2000, 2001, 2002}
+    await eventually(lambda: r1.last_lease_set and r1.last_lease_set.raw == current.raw, 0.5)
+
+    # ... two more inside the next interval are answered at once with that LeaseSet, and
+    # go out together in ONE publish, an interval after it.
+    await asyncio.sleep(0.1)
+    [first] = await r1.request_leases(make_leases("r1", 3, first_tunnel_id=3000))
+    first_answer = await asyncio.wait_for(first.answered, 0.5)
+    await asyncio.sleep(0.1)
+    [second] = await r2.request_leases(make_leases("r2", 3, first_tunnel_id=4000))
+    second_answer = await asyncio.wait_for(second.answered, 0.5)
+    assert first_answer.raw == current.raw
+    assert second_answer.raw == current.raw
+    assert balancer.publishes == publishes + 1
+
+    await eventually(
+        lambda: r1.last_lease_set is not None and r1.last_lease_set.raw != current.raw,
+        interval + 0.5,
+        "the coalesced LeaseSet on r1",
+    )
+    fresh = r1.last_lease_set
+    assert fresh is not None
+    delay = fresh.at - current.at
+    assert interval - 0.05 <= delay < interval + 0.3, delay
+    tunnels = {lease.tunnel_id for lease in fresh.lease_set.leases}
+    assert tunnels == {3000, 3001, 3002, 4000, 4001, 4002}
+    assert fresh.lease_set.published > current.lease_set.published
+    await asyncio.sleep(0.2)
+    assert balancer.publishes == publishes + 2
+    assert r2.last_lease_set is not None and r2.last_lease_set.raw == fresh.raw
+    assert_all_requests_answered_fast([r1, r2])
+
+
+async def test_unchanged_leases_are_not_republished(setup: Setup) -> None:
+    r1 = await setup.add_router("r1")
+    balancer = await setup.start(min_publish_interval_s=0.1)
+    await setup.converged(["r1"])
+    publishes = balancer.publishes
+
+    [request] = await r1.request_leases()  # the same leases again
+    answer = await asyncio.wait_for(request.answered, 0.5)
+
+    await asyncio.sleep(0.3)
+    assert balancer.publishes == publishes
+    assert answer.raw == r1.lease_sets[0].raw
+
+
+async def test_short_lived_leases_are_still_answered(setup: Setup) -> None:
+    """Leases too close to their end to publish normally must not leave a router waiting
+    into i2pd's 10 s timeout."""
+    # 40 s left: inside the selection margin (50 s), outside the hard floor (30 s).
+    r1 = await setup.add_router("r1", leases=0)
+    r1.leases = make_leases("r1", 2, lifetime_s=40)
+    await setup.start()
+    await eventually(lambda: r1.lease_sets, 2.0, "an answer to r1")
+    first = r1.lease_sets[0]
+    assert first.signature_ok
+    assert len(first.lease_set.leases) == 2
+
+    # 20 s left: never published; r2 is answered with the current LeaseSet (r1's).
+    r2 = await setup.add_router("r2", leases=0)
+    r2.leases = make_leases("r2", 2, lifetime_s=20)
+    assert setup.balancer is not None
+    await setup.balancer.apply_spec(make_spec([r1, r2]))
+    await eventually(lambda: r2.lease_sets, 2.0, "an answer to r2")
+    assert setup.owners(r2.lease_sets[0]) == ["r1", "r1"]
+    assert_all_requests_answered_fast([r1, r2])
+
+
+# --- failures ----------------------------------------------------------------------------
+
+
+async def test_dead_router_dropped_at_once_then_rejoins(setup: Setup) -> None:
+    interval = 1.5
+    r1, r2, r3 = [await setup.add_router(n) for n in ("r1", "r2", "r3")]
+    balancer = await setup.start(min_publish_interval_s=interval)
+    await setup.converged(within_s=interval + 2)
+    survivors_ids = (r1.session_ids, r2.session_ids)
+    before = r1.last_lease_set
+    assert before is not None
+
+    await r3.die()
+    died_at = time.monotonic()
+
+    await setup.converged(["r1", "r2"], within_s=1.0)
+    after = r1.last_lease_set
+    assert after is not None and after.raw != before.raw
+    # Published at once, not held back until the coalescing interval had passed.
+    assert after.at - died_at < 0.5
+    assert after.at - before.at < interval
+    assert "r3" not in setup.owners(after)
+    assert after.lease_set.published > before.lease_set.published
+    state = {r.name: r for r in balancer.snapshot().routers}["r3"]
+    assert state.state is not RouterState.ESTABLISHED
+    assert state.last_error
+
+    await asyncio.sleep(0.3)  # a few reconnect attempts against a closed port
+    state = {r.name: r for r in balancer.snapshot().routers}["r3"]
+    assert state.state is not RouterState.ESTABLISHED
+    assert state.leases == ()
+    await r3.revive()
+    await setup.converged(within_s=interval + 2)
+
+    assert len(r3.session_ids) == 2
+    assert (r1.session_ids, r2.session_ids) == survivors_ids  # never restarted
+    assert len(r1.creates) == len(r2.creates) == 1
+    assert_all_requests_answered_fast([r1, r2, r3])
+
+
+async def test_refused_router_is_retried_with_capped_backoff(setup: Setup) -> None:
+    r1 = await setup.add_router("r1")
+    r2 = await setup.add_router("r2", create_status=i2cp.STATUS_REFUSED)
+    balancer = await setup.start()
+    await setup.converged(["r1"])
+
+    await asyncio.sleep(1.2)
+
+    attempts = [r.at for r in r2.received if isinstance(r.message, i2cp.CreateSession)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert 4 <= len(attempts) <= 25, attempts
+    assert all(gap >= 0.02 for gap in gaps), gaps  # backoff_initial 0.05 with jitter >= 0.5
+    assert all(gap <= 0.2 + 0.1 for gap in gaps), gaps  # capped at backoff_max
+    assert all(gap >= 0.09 for gap in gaps[3:]), gaps  # grown to the cap's range
+    state = {r.name: r for r in balancer.snapshot().routers}["r2"]
+    assert state.state in (RouterState.REFUSED, RouterState.CONNECTING)
+    assert len(r1.session_ids) == 1
+
+
+@pytest.mark.parametrize("kind", MALFORMED_KINDS)
+async def test_garbage_from_one_router_never_disturbs_the_others(setup: Setup, kind: str) -> None:
+    r1, r2, r3 = [await setup.add_router(n) for n in ("r1", "r2", "r3")]
+    await setup.start(min_publish_interval_s=0.2)
+    await setup.converged()
+    others_ids = (r1.session_ids, r3.session_ids)
+
+    await r2.send_malformed(kind)
+
+    await setup.converged(["r1", "r3"], within_s=2.0)
+    # ... and r2 is back after a reconnect, with a new session.
+    await eventually(lambda: len(r2.session_ids) == 2, 2.0, "r2 to reconnect")
+    await setup.converged(within_s=2.0)
+    assert (r1.session_ids, r3.session_ids) == others_ids
+    for router in (r1, r3):
+        assert len(router.connections) == 1
+        [request] = await router.request_leases()
+        await asyncio.wait_for(request.answered, 0.5)
+    assert_all_requests_answered_fast([r1, r2, r3])
+
+
+async def test_hung_router_dropped_by_heartbeat(setup: Setup) -> None:
+    r1, r2 = [await setup.add_router(n) for n in ("r1", "r2")]
+    await setup.start(min_publish_interval_s=0.2)
+    await setup.converged()
+
+    r2.hang()
+    hung_at = time.monotonic()
+    await setup.converged(["r1"], within_s=3.0)
+    assert time.monotonic() - hung_at < 2.5  # 2 x heartbeat_s of silence, plus a check
+    r2.resume()
+    await setup.converged(within_s=5.0)
+    assert len(r1.session_ids) == 1
+    assert len(r2.session_ids) == 2
+
+
+# --- spec changes and shutdown ------------------------------------------------------------
+
+
+async def test_apply_spec_reconfigures_adds_and_removes(setup: Setup) -> None:
+    r1, r2, r3 = [await setup.add_router(n) for n in ("r1", "r2", "r3")]
+    balancer = await setup.start(make_spec([r1, r2]), min_publish_interval_s=0.2)
+    await setup.converged(["r1", "r2"])
+    ids = (r1.session_ids, r2.session_ids)
+
+    # More tunnels: ReconfigureSession in place, no new sessions.
+    await balancer.apply_spec(make_spec([r1, r2], quantity=5))
+    for router in (r1, r2):
+        await eventually(lambda r=router: r.reconfigures, 2.0, f"{router.name} reconfigured")
+        [reconfigure] = router.reconfigures
+        assert reconfigure.session_id == router.session_ids[0]
+        assert options_of(router)["inbound.quantity"] == "5"
+        assert options_of(router)["outbound.quantity"] == "5"
+    assert (r1.session_ids, r2.session_ids) == ids
+    assert len(r1.creates) == len(r2.creates) == 1
+    assert r1.errors == r2.errors == []  # the fake checked and answered `updated`
+
+    # Add r3, drop r1: r3 gets a session, r1 a DestroySession; r1's leases leave the set.
+    await balancer.apply_spec(make_spec([r2, r3], quantity=5))
+    await eventually(lambda: r1.destroys, 2.0, "DestroySession on r1")
+    assert [m.session_id for m in r1.destroys] == r1.session_ids
+    await eventually(lambda: r1.connections[0].closed, 2.0, "r1 connection closed")
+    await setup.converged(["r2", "r3"], within_s=2.0)
+    assert r3.connections[0].options["inbound.quantity"] == "5"
+    assert r2.session_ids == ids[1]
+    assert [r.name for r in balancer.snapshot().routers] == ["r2", "r3"]
+    await asyncio.sleep(0.3)
+    assert len(r1.connections) == 1  # no reconnect to a removed router
+
+
+async def test_removed_router_leases_leave_at_once(setup: Setup) -> None:
+    interval = 1.5
+    r1, r2, r3 = [await setup.add_router(n) for n in ("r1", "r2", "r3")]
+    balancer = await setup.start(min_publish_interval_s=interval)
+    await setup.converged(within_s=interval + 2)
+    before = r2.last_lease_set
+    assert before is not None
+
+    removed_at = time.monotonic()
+    await balancer.apply_spec(make_spec([r2, r3]))
+
+    assert [m.session_id for m in r1.destroys] == r1.session_ids
+    # r1 no longer hosts the destination: its tunnels must leave the LeaseSet now, not
+    # after the coalescing interval.
+    await setup.converged(["r2", "r3"], within_s=1.0)
+    after = r2.last_lease_set
+    assert after is not None
+    assert after.at - removed_at < 0.5
+    assert after.at - before.at < interval
+    assert "r1" not in setup.owners(after)
+
+
+async def test_stop_destroys_every_session(setup: Setup) -> None:
+    routers = [await setup.add_router(n) for n in ("r1", "r2", "r3", "r4")]
+    balancer = await setup.start()
+    await setup.converged()
+
+    started = time.monotonic()
+    await balancer.stop(destroy_sessions=True)
+    assert setup.task is not None
+    await asyncio.wait_for(setup.task, 2.0)
+
+    assert time.monotonic() - started < 2.0
+    for router in routers:
+        assert [m.session_id for m in router.destroys] == router.session_ids
+        assert all(c.closed for c in router.connections)
+    await asyncio.sleep(0.3)
+    assert all(len(r.connections) == 1 for r in routers)  # nobody reconnected
+
+
+async def test_dont_publish_flag_follows_router_version(setup: Setup) -> None:
+    await setup.add_router("r1")
+    await setup.add_router("old")  # echoes our version: i2pd < 2.58
+    await setup.add_router("new", version=I2PD_258_API_VERSION)
+    balancer = await setup.start(make_spec(setup.routers.values(), no_publish=("old", "new")))
+
+    await eventually(lambda: all(r.sessions for r in setup.routers.values()), 3.0, "three sessions")
+
+    assert "i2cp.dontPublishLeaseSet" not in options_of(setup.routers["r1"])
+    assert options_of(setup.routers["old"])["i2cp.dontPublishLeaseSet"] == "true"
+    assert options_of(setup.routers["new"])["i2cp.dontPublishLeaseSet"] == "false"
+    versions = {r.name: r.version for r in balancer.snapshot().routers}
+    assert versions["new"] == I2PD_258_API_VERSION
+    assert versions["old"] is not None and "echoed" in versions["old"]
+    # Non-publishing routers still hold the merged LeaseSet (they serve the destination).
+    await eventually(
+        lambda: all(r.last_lease_set for r in setup.routers.values()), 3.0, "LeaseSet everywhere"
+    )
+
+
+async def test_key_material_never_logged(
+    setup: Setup, keys: DestinationKeys, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    r1, r2, r3 = [await setup.add_router(n) for n in ("r1", "r2", "r3")]
+    await setup.add_router("refuses", create_status=i2cp.STATUS_REFUSED)
+    balancer = await setup.start(min_publish_interval_s=0.1)
+    await setup.converged(["r1", "r2", "r3"])
+    await r2.send_malformed("lying_lease_count")
+    await r3.die()
+    await setup.converged(["r1"], within_s=3.0)
+    await balancer.apply_spec(make_spec([r1], quantity=4))
+    await balancer.stop(destroy_sessions=True)
+
+    formatter = KeyValueFormatter()
+    text = "\n".join(formatter.format(record) + repr(vars(record)) for record in caplog.records)
+    assert "LeaseSet published" in text and "router lost" in text  # the run did log
+    for secret in (keys.signing_seed, keys.encryption_private):
+        for form in (
+            secret.hex(),
+            secret.hex().upper(),
+            b64encode(secret),
+            base64.b64encode(secret).decode(),
+            base64.urlsafe_b64encode(secret).decode(),
+            base64.b32encode(secret).decode(),
+            repr(secret),
+            str(list(secret)),
+        ):
+            assert form.rstrip("=") not in text, "key material in the logs"
+    assert keys.destination.b32 in text  # the public address is what identifies us
