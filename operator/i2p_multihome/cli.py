@@ -15,6 +15,7 @@ _COMMAND_MODULES = (
     "i2p_multihome.harness.testnet",
     "i2p_multihome.harness.cluster",
     "i2p_multihome.harness.demo",
+    "i2p_multihome.k8s.main",
 )
 
 

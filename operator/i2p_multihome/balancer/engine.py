@@ -46,6 +46,16 @@ class Timing:
     min_publish_interval_s: float = policy.MIN_PUBLISH_INTERVAL_S  # coalescing window
 
 
+@dataclass(frozen=True)
+class BalancerEvent:
+    """Something an operator wants told (Kubernetes Events, metrics): never key material."""
+
+    kind: str  # Published, RouterLost, RouterRecovered, RouterRefused, SessionEstablished
+    message: str
+    router: str | None = None
+    seconds: float | None = None  # RouterRecovered: downtime; Published after a loss: failover
+
+
 @dataclass
 class _RouterLink:
     spec: RouterSpec
@@ -58,6 +68,7 @@ class _RouterLink:
     options: dict[str, str] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     retired: bool = False  # removed from the spec or balancer stopping: no reconnect
+    lost_at: float | None = None  # monotonic time the last established session ended
 
 
 class Balancer:
@@ -68,6 +79,7 @@ class Balancer:
         keys: DestinationKeys,
         *,
         on_change: Callable[[], None] = lambda: None,
+        on_event: Callable[[BalancerEvent], None] = lambda event: None,
         resolve_endpoint: EndpointResolver = plain_endpoint,
         timing: Timing | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -78,6 +90,8 @@ class Balancer:
         self.spec = spec
         self._keys = keys
         self._on_change = on_change
+        self._on_event = on_event
+        self._loss_pending_since: float | None = None  # a published router was lost
         self._resolve_endpoint = resolve_endpoint
         self._timing = timing or Timing()
         self._clock = clock
@@ -231,9 +245,26 @@ class Balancer:
                         session_id=session.session_id,
                     ),
                 )  # fmt: skip
+                if link.lost_at is not None:
+                    downtime = self._clock() - link.lost_at
+                    link.lost_at = None
+                    self._on_event(
+                        BalancerEvent(
+                            "RouterRecovered",
+                            f"router {name} is back after {downtime:.0f}s",
+                            name,
+                            downtime,
+                        )
+                    )
+                else:
+                    self._on_event(
+                        BalancerEvent("SessionEstablished", f"session on router {name}", name)
+                    )
                 self._on_change()
                 await session.run(self._on_lease_request, self._on_payload)
             except SessionRefused as exc:
+                if link.last_error != str(exc):
+                    self._on_event(BalancerEvent("RouterRefused", f"router {name}: {exc}", name))
                 link.state, link.last_error = RouterState.REFUSED, str(exc)
             except (SessionLost, ConnectionClosed, OSError, TimeoutError) as exc:
                 link.state = RouterState.DISCONNECTED
@@ -248,6 +279,12 @@ class Balancer:
                 extra=fields(**self._log_fields, router=name, error=link.last_error),
             )
             if established:
+                link.lost_at = self._clock()
+                if any(s.router == name for s in self._published):
+                    self._loss_pending_since = self._loss_pending_since or link.lost_at
+                self._on_event(
+                    BalancerEvent("RouterLost", f"router {name} lost: {link.last_error}", name)
+                )
                 await self._evaluate(lost=(name,))
             self._on_change()
             delay = min(self._timing.backoff_max_s, self._timing.backoff_initial_s * 2**attempt)
@@ -392,6 +429,18 @@ class Balancer:
         self._published = selected
         self._last_publish_at = self._clock()
         self.publishes += 1
+        failover_s = None
+        if self._loss_pending_since is not None:
+            failover_s = self._last_publish_at - self._loss_pending_since
+            self._loss_pending_since = None
+        self._on_event(
+            BalancerEvent(
+                "Published",
+                f"LeaseSet with {len(selected)} leases from "
+                f"{len({s.router for s in selected})} routers ({reason})",
+                seconds=failover_s,
+            )
+        )
         log.info(
             "LeaseSet published",
             extra=fields(

@@ -1,1 +1,1 @@
-"""k8s layer."""
+"""The Kubernetes layer: kopf handlers, the keys Secret, status, events and metrics."""

@@ -1,0 +1,183 @@
+"""kopf handlers: thin. Each MultihomedDestination gets one daemon that hosts its balancer;
+spec updates are applied in place; deletion destroys the sessions before kopf releases the
+finalizer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes import client
+from pydantic import ValidationError
+
+from i2p_multihome.i2cp.session import Endpoint
+from i2p_multihome.k8s import secrets
+from i2p_multihome.k8s.runtime import DestinationRuntime, write_failure_status
+from i2p_multihome.logs import fields
+from i2p_multihome.model.v1alpha1 import (
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    Condition,
+    MultihomedDestinationSpec,
+)
+
+log = logging.getLogger(__name__)
+
+PREFIX = "multihome.i2p"
+RETRY_DELAY_S = 15.0
+
+
+@dataclass
+class OperatorState:
+    """What handlers share in one operator process (kopf's memo)."""
+
+    core: client.CoreV1Api
+    custom: client.CustomObjectsApi
+    runtimes: dict[tuple[str, str], DestinationRuntime] = field(default_factory=dict)
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    # Deletion waits this long for the daemon's DestroySessions before re-checking later.
+    settings.background.instant_exit_timeout = 10.0
+    # Our own events say what happened; kopf's handler logs stay in the log.
+    settings.posting.level = logging.WARNING
+
+
+def _parse_spec(spec: dict[str, Any]) -> MultihomedDestinationSpec:
+    try:
+        return MultihomedDestinationSpec.model_validate(spec)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise kopf.PermanentError(f"invalid spec: {problems}") from None
+
+
+def _owner_reference(body: kopf.Body) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": body.metadata.name,
+        "uid": body.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": False,
+    }
+
+
+async def _endpoint_resolver(
+    state: OperatorState, namespace: str, spec: MultihomedDestinationSpec
+) -> dict[str, Endpoint]:
+    endpoints = {}
+    for router in spec.routers:
+        endpoint = Endpoint(router.i2cp.host, router.i2cp.port, router.i2cp.tls)
+        if router.i2cp.credentials_secret_ref is not None:
+            username, password = await asyncio.to_thread(
+                secrets.router_credentials,
+                state.core,
+                namespace,
+                router.i2cp.credentials_secret_ref.name,
+            )
+            endpoint = Endpoint(
+                endpoint.host, endpoint.port, endpoint.tls, username=username, password=password
+            )
+        endpoints[router.name] = endpoint
+    return endpoints
+
+
+async def host_destination(
+    *,
+    body: kopf.Body,
+    spec: kopf.Spec,
+    name: str,
+    namespace: str | None,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    **_: Any,
+) -> None:
+    """The daemon: runs this destination's balancer until the object or operator goes."""
+    assert namespace is not None  # the resource is namespaced
+    state: OperatorState = memo.state
+    generation = meta.get("generation")
+    parsed = _parse_spec(dict(spec))
+    secret = secrets.keys_secret_name(
+        name, parsed.keys.secret_ref.name if parsed.keys.secret_ref else None
+    )
+    try:
+        result = await asyncio.to_thread(
+            secrets.load_or_create_keys, state.core, namespace, secret, _owner_reference(body)
+        )
+        endpoints = await _endpoint_resolver(state, namespace, parsed)
+    except secrets.SecretError as exc:
+        kopf.warn(body, reason="KeysUnavailable", message=str(exc))
+        await asyncio.to_thread(
+            write_failure_status, state.custom, namespace, name, generation,
+            "KeysUnavailable", str(exc),
+        )  # fmt: skip
+        raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_S) from None
+    if result.created:
+        kopf.info(
+            body,
+            reason="KeysGenerated",
+            message=f"new destination {result.keys.destination.b32} in Secret {secret}",
+        )
+    previous = [Condition.model_validate(c) for c in (status.get("conditions") or [])]
+    runtime = DestinationRuntime(
+        namespace, name, parsed, result.keys, generation, previous, state.custom,
+        post_event=lambda kind, reason, message: kopf.event(
+            body, type=kind, reason=reason, message=message
+        ),
+        resolve_endpoint=lambda router: endpoints.get(router.name)
+        or Endpoint(router.i2cp.host, router.i2cp.port, router.i2cp.tls),
+    )  # fmt: skip
+    state.runtimes[(namespace, name)] = runtime
+    runtime.start()
+    log.info("hosting destination", extra=fields(namespace=namespace, name=name,
+             destination=result.keys.destination.b32, routers=len(parsed.routers)))  # fmt: skip
+    try:
+        await stopped.wait()
+    finally:
+        deleted = bool(
+            stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED
+        )
+        state.runtimes.pop((namespace, name), None)
+        await runtime.stop(destroy_sessions=deleted)
+        log.info(
+            "destination released" if deleted else "destination handed back",
+            extra=fields(namespace=namespace, name=name, sessions_destroyed=deleted),
+        )
+
+
+async def spec_changed(
+    *, spec: kopf.Spec, name: str, namespace: str | None, meta: kopf.Meta, memo: Any, **_: Any
+) -> None:
+    """Reconfigure in place: same keys, healthy sessions kept."""
+    state: OperatorState = memo.state
+    runtime = state.runtimes.get((namespace or "", name))
+    if runtime is None:
+        return  # the daemon is (re)starting and reads the new spec itself
+    await runtime.update(_parse_spec(dict(spec)), meta.get("generation"))
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Attach the handlers to `registry` (kept explicit so tests can build their own)."""
+    kopf.on.startup(registry=registry)(lambda settings, **_: configure(settings))
+    kopf.on.login(registry=registry)(kopf.login_via_client)
+    kopf.daemon(
+        GROUP, VERSION, PLURAL, registry=registry, id="host",
+        cancellation_backoff=30.0, cancellation_timeout=15.0, backoff=RETRY_DELAY_S,
+    )(host_destination)  # fmt: skip
+    kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, field="spec", id="reconfigure")(
+        spec_changed
+    )
