@@ -142,6 +142,7 @@ def test_six_routers_never_more_than_sixteen_leases(testnet: Testnet, tmp_path: 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_fifteen_minutes_without_a_gap(testnet: Testnet, tmp_path: Path) -> None:
     """Two full tunnel lifetimes: at every sample some floodfill holds a valid LeaseSet."""
     document = manifest("soak", testnet, HOSTS4, inbound=3, length=1)
