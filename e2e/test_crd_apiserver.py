@@ -313,6 +313,19 @@ def test_invalid_manifest_is_rejected_naming_the_field(mhd: Cluster, case: Inval
             MultihomedDestinationManifest.model_validate(body)
 
 
+def test_keys_cannot_be_changed_after_creation(mhd: Cluster) -> None:
+    name = unique("keys")
+    mhd.kubectl("create", "-f", "-", stdin=json.dumps(manifest(name, _spec())))
+    patch = {"spec": {"keys": {"secretRef": {"name": "other-keys"}}}}
+    result = mhd.kubectl("patch", "mhd", name, "--type=merge", "-p", json.dumps(patch), check=False)
+    assert result.returncode != 0, result.stdout
+    assert f'spec.keys: Invalid value: "object": {crd.IMMUTABLE_KEYS_MESSAGE}' in result.stderr
+    # Everything else stays editable.
+    editable = {"spec": {"leaseSet": {"maxLeases": 8}}}
+    mhd.kubectl("patch", "mhd", name, "--type=merge", "-p", json.dumps(editable))
+    assert mhd.get(name)["spec"]["leaseSet"]["maxLeases"] == 8
+
+
 def test_unknown_field_is_pruned_with_a_warning_when_not_strict(mhd: Cluster) -> None:
     name = unique("pruned")
     spec = _spec(bogus=1)

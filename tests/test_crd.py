@@ -217,9 +217,17 @@ def test_cel_rules_are_cost_bounded(root: Schema) -> None:
                 assert "maxItems" in sub, f"{sub_path}: list under a CEL rule without maxItems"
             if sub["type"] == "string" and "enum" not in sub:
                 assert "maxLength" in sub, f"{sub_path}: string under a CEL rule without maxLength"
+        field = path.lstrip(".")
         for rule in node["x-kubernetes-validations"]:
-            assert "spec.routers" in rule["message"], rule
+            assert field in rule["message"], f"{rule}: the message must name {field}"
             assert "reason" not in rule, "a reason replaces the message with 'Duplicate value'"
+
+
+def test_keys_are_immutable(root: Schema) -> None:
+    keys = root["properties"]["spec"]["properties"]["keys"]
+    assert keys["x-kubernetes-validations"] == [
+        {"rule": crd.IMMUTABLE_KEYS_RULE, "message": crd.IMMUTABLE_KEYS_MESSAGE}
+    ]
 
 
 def test_routers_and_conditions_are_list_maps(root: Schema) -> None:

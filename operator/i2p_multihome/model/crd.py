@@ -52,6 +52,13 @@ PUBLISHING_ROUTER_MESSAGE = (
     "set publish: true on a router that should publish the LeaseSet"
 )
 
+# The keys are the destination's address: changing them is a different destination.
+IMMUTABLE_KEYS_RULE = "self == oldSelf"
+IMMUTABLE_KEYS_MESSAGE = (
+    "spec.keys is immutable: other keys are another I2P address; "
+    "create a new MultihomedDestination for them"
+)
+
 # JSON-schema keywords carried over unchanged: all of them mean the same in OpenAPI v3.
 _KEPT = frozenset(
     {
@@ -219,6 +226,9 @@ def spec_schema() -> Schema:
     _node(spec, "routers")["x-kubernetes-validations"] = [
         {"rule": UNIQUE_ROUTER_NAMES_RULE, "message": UNIQUE_ROUTER_NAMES_MESSAGE},
         {"rule": PUBLISHING_ROUTER_RULE, "message": PUBLISHING_ROUTER_MESSAGE},
+    ]
+    _node(spec, "keys")["x-kubernetes-validations"] = [
+        {"rule": IMMUTABLE_KEYS_RULE, "message": IMMUTABLE_KEYS_MESSAGE},
     ]
     return spec
 
