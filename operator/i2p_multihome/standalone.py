@@ -85,7 +85,12 @@ async def run_standalone(
             status = build_status(balancer.snapshot(), time.time(), conditions)
             conditions = status.conditions
             if status_path is not None:
-                write_json_atomically(status_path, status.to_json_dict())
+                try:
+                    write_json_atomically(status_path, status.to_json_dict())
+                except OSError as exc:  # a full or vanished disk must not stop the balancer
+                    log.warning(
+                        "status file not written", extra=fields(path=status_path, error=str(exc))
+                    )
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
