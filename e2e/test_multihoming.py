@@ -148,9 +148,9 @@ def test_fifteen_minutes_without_a_gap(testnet: Testnet, tmp_path: Path) -> None
     document = manifest("soak", testnet, HOSTS4, inbound=3, length=1)
     with run_balancer(tmp_path, testnet, document) as run:
         wait_until(
-            "a first LeaseSet on every floodfill",
-            150,
-            lambda: all(valid(ls) for ls in run.floodfill_views().values()),
+            "a first LeaseSet on a floodfill",
+            180,
+            lambda: any(valid(ls) for ls in run.floodfill_views().values()),
         )
         first_publishes = run.status()["leaseSet"]["publishes"]
         start = time.monotonic()
