@@ -21,6 +21,9 @@ test: lint
 	i2p-multihome cluster build
 	$(PYTHON) -m pytest -x -ra --durations=15 tests e2e
 
+# The testnet, the local control plane, the Helm chart installed into it, the operator running
+# with the chart ServiceAccount's credentials, the example applied; prints it once Ready.
+# Run it again to reuse what runs; `make demo-down` removes it all.
 demo: bootstrap
 	i2p-multihome demo up --dir $(DEMO_DIR)
 
