@@ -12,6 +12,7 @@ from typing import Any
 import kopf
 from kubernetes import client
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from i2p_multihome.i2cp.session import Endpoint
 from i2p_multihome.k8s import secrets
@@ -47,6 +48,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration"
     )
+    # The resource is known: no CRD or namespace scanning, which needs RBAC the chart
+    # deliberately does not grant (kopf would retry 403s for about a minute first).
+    settings.scanning.disabled = True
     # Deletion waits this long for the daemon's DestroySessions before re-checking later.
     settings.background.instant_exit_timeout = 10.0
     # Our own events say what happened; kopf's handler logs stay in the log.
@@ -57,10 +61,15 @@ def _parse_spec(spec: dict[str, Any]) -> MultihomedDestinationSpec:
     try:
         return MultihomedDestinationSpec.model_validate(spec)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(_describe(e) for e in exc.errors())
         raise kopf.PermanentError(f"invalid spec: {problems}") from None
+
+
+def _describe(error: ErrorDetails) -> str:
+    message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:
+        return message  # the spec-wide rules name their fields themselves
+    return f"spec.{'.'.join(str(p) for p in error['loc'])}: {message}"
 
 
 def _owner_reference(body: kopf.Body) -> dict[str, Any]:
@@ -127,8 +136,10 @@ async def host_destination(
         )  # fmt: skip
         raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_S) from None
     if result.created:
-        kopf.info(
+        # kopf.event, not kopf.info: posting.level (WARNING) would swallow an info event.
+        kopf.event(
             body,
+            type="Normal",
             reason="KeysGenerated",
             message=f"new destination {result.keys.destination.b32} in Secret {secret}",
         )

@@ -44,9 +44,14 @@ def run_operator(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
         ),
     )
+    settings = kopf.OperatorSettings()
+    # How long peers trust this replica's keep-alive: a SIGKILLed active replica is taken
+    # over by a standby about this many seconds later.
+    settings.peering.lifetime = args.peering_lifetime
     asyncio.run(
         kopf.operator(
             registry=registry,
+            settings=settings,
             memo=memo,
             clusterwide=not args.namespace,
             namespaces=args.namespace,
@@ -57,6 +62,13 @@ def run_operator(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,6 +87,13 @@ def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         help="KopfPeering name for active/passive HA; without it, run one replica only",
     )
     parser.add_argument("--priority", type=int, default=0, help="peering priority")
+    parser.add_argument(
+        "--peering-lifetime",
+        type=_positive_int,
+        default=60,
+        help="seconds a replica's peering keep-alive stays valid; a standby takes over from a "
+        "crashed active replica about this long after its last keep-alive (kopf's default: 60)",
+    )
     parser.add_argument(
         "--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint URL"
     )

@@ -1,0 +1,676 @@
+"""The operator as a real process against a real kube-apiserver and a real private i2pd
+testnet: `kubectl apply` to a LeaseSet on every floodfill, router loss and recovery, operator
+restarts without a gap, deletion, refusal, metrics, no key material anywhere, peering HA, and
+several destinations with one broken.
+
+Each test has its own namespace (left behind: no namespace controller runs here), its own
+object names (so its own destinations) and its own operator process.
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import contextlib
+import functools
+import json
+import re
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+
+from e2e.balancer_run import valid, wait_until
+from e2e.fixtures_cluster import KubeCluster
+from e2e.operator_run import (
+    CRD_FILE,
+    PEERING_CRD_FILE,
+    Destination,
+    Namespace,
+    OperatorProcess,
+    compare_floodfills,
+    destination_manifest,
+    find_key_material,
+    free_port,
+    install_crds,
+    key_material_forms,
+    operator_running,
+    start_operator,
+    tcp_peers,
+    wait_for,
+)
+from i2p_multihome.harness.testnet import Testnet
+
+pytestmark = [pytest.mark.testnet, pytest.mark.cluster]
+
+HOSTS4 = ["r1", "r2", "r3", "r4"]
+
+
+@pytest.fixture(scope="module")
+def crds(kube_cluster: KubeCluster) -> KubeCluster:
+    install_crds(kube_cluster.kubeconfig, CRD_FILE, PEERING_CRD_FILE)
+    return kube_cluster
+
+
+def new_namespace(kube: KubeCluster, purpose: str) -> Namespace:
+    namespace = Namespace(kube.kubeconfig, f"op-{purpose}-{uuid.uuid4().hex[:6]}").create()
+    # Established comes a moment before the resource is served in a new namespace's discovery.
+    wait_until(
+        "multihomeddestinations to be served",
+        30,
+        lambda: namespace.kubectl("get", "mhd", check=False).returncode == 0,
+        interval=0.5,
+    )
+    return namespace
+
+
+def peering_status(namespace: Namespace, name: str) -> dict[str, dict[str, Any]]:
+    """The KopfPeering's status: one entry per live replica (identity -> priority, ...)."""
+    found = json.loads(namespace.kubectl("get", "kopfpeering", name, "-o", "json").stdout)
+    status: dict[str, dict[str, Any]] = found.get("status") or {}
+    return status
+
+
+def i2cp_endpoints(testnet: Testnet, routers: list[str]) -> set[tuple[str, int]]:
+    return {testnet.router(r).i2cp for r in routers}
+
+
+def wall_second() -> int:
+    return int(time.time())
+
+
+def since_s(router_status: dict[str, Any]) -> int:
+    """A router's `since` (establishment time) as epoch seconds; 0 when absent."""
+    since = router_status.get("since")
+    if not since:
+        return 0
+    return calendar.timegm(time.strptime(since, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def kubectl_table(text: str) -> tuple[list[str], list[dict[str, str]]]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    header = lines[0].split()
+    return header, [dict(zip(header, line.split(), strict=True)) for line in lines[1:]]
+
+
+def assert_no_key_material(namespace: Namespace, name: str, secret: str, logs: list[Path]) -> None:
+    """The Secret's private keys occur in no operator log, no event and not in the object."""
+    forms = key_material_forms(namespace.secret(secret))
+    texts = {str(path): path.read_text(errors="replace") for path in logs}
+    texts["kubectl get events -o yaml"] = namespace.kubectl("get", "events", "-o", "yaml").stdout
+    texts[f"kubectl get mhd {name} -o yaml"] = namespace.kubectl(
+        "get", "mhd", name, "-o", "yaml"
+    ).stdout
+    assert not find_key_material(texts, forms), find_key_material(texts, forms)
+    # The search can find what it looks for: the Secret itself, and the decoded keys.json.
+    secret_yaml = namespace.kubectl("get", "secret", secret, "-o", "yaml").stdout
+    keys_json = base64.b64decode(namespace.secret(secret)["data"]["keys.json"]).decode()
+    assert find_key_material({"secret": secret_yaml}, forms)
+    assert len(find_key_material({"keys.json": keys_json}, forms)) >= 2
+
+
+def ready_with_all(
+    dest: Destination, routers: list[str], operator: OperatorProcess
+) -> tuple[bool, Any]:
+    """Ready=True and the published LeaseSet holds leases of every router in `routers`;
+    the detail is the status when done, else what is missing."""
+    operator.assert_running()
+    status = dest.status()
+    contributing = {t["router"] for t in status.get("tunnels", []) if t["published"]}
+    if dest.condition("Ready", status) == "True" and set(routers) <= contributing:
+        return True, status
+    return False, {"Ready": dest.condition("Ready", status), "contributing": sorted(contributing)}
+
+
+def floodfills_hold(dest: Destination, b32: str, routers: list[str]) -> tuple[bool, Any]:
+    """Every floodfill holds a valid LeaseSet with leases of every router in `routers`."""
+    detail = {}
+    for floodfill, lease_set in dest.floodfill_views(b32).items():
+        detail[floodfill] = (
+            valid(lease_set),
+            sorted(dest.routers_of(lease_set)) if lease_set is not None else None,
+        )
+    ok = all(
+        good and owners is not None and set(routers) <= set(owners)
+        for good, owners in detail.values()
+    )
+    return ok, detail
+
+
+# --------------------------------------------------------------------------- 1. apply
+
+
+def test_apply_becomes_ready_with_one_leaseset_on_every_floodfill(
+    testnet: Testnet, crds: KubeCluster, tmp_path: Path
+) -> None:
+    ns = new_namespace(crds, "apply")
+    name = "apply-four"
+    with operator_running(crds.kubeconfig, tmp_path, [ns.name]) as operator:
+        started = time.monotonic()
+        ns.apply(destination_manifest(name, testnet, HOSTS4, inbound=3, length=1))
+        dest = Destination(ns, name, testnet)
+        status = wait_for(
+            "Ready=True with published leases from r1..r4",
+            120,
+            lambda: ready_with_all(dest, HOSTS4, operator),
+            interval=1.0,
+        )
+        ready_after = time.monotonic() - started
+        b32 = status["destination"]["b32"]
+        assert {r["name"]: r["state"] for r in status["routers"]} == dict.fromkeys(
+            HOSTS4, "Established"
+        )
+        assert status["routersConnected"] == "4/4"
+
+        wait_for(
+            "every floodfill to hold the LeaseSet the status describes",
+            90,
+            lambda: compare_floodfills(dest, b32),
+        )
+        print(
+            f"apply -> Ready with leases from 4 routers in {ready_after:.1f}s; "
+            f"identical LeaseSet on all floodfills after {time.monotonic() - started:.1f}s"
+        )
+
+        header, rows = kubectl_table(ns.kubectl("get", "mhd").stdout)
+        assert header == ["NAME", "READY", "ROUTERS", "LEASES", "PUBLISHED", "AGE"]
+        (row,) = rows
+        assert row["NAME"] == name and row["READY"] == "True" and row["ROUTERS"] == "4/4"
+        assert 4 <= int(row["LEASES"]) <= 16
+        assert re.fullmatch(r"\d+[smhd]\d*[smh]?", row["PUBLISHED"]), row
+        header, rows = kubectl_table(ns.kubectl("get", "mhd", "-o", "wide").stdout)
+        assert header[-1] == "B32" and rows[0]["B32"] == b32
+
+        wait_until(
+            "KeysGenerated and SessionEstablished events",
+            20,
+            lambda: (
+                ns.has_event(name, "KeysGenerated", "Normal")
+                and sum(e["reason"] == "SessionEstablished" for e in ns.events(name)) == 4
+            ),
+        )
+        assert_no_key_material(ns, name, f"{name}-keys", [operator.log_path])
+
+
+# ------------------------------------------------------------ 2. router loss, 6. metrics
+
+
+def test_killed_router_degrades_leaves_and_recovers_with_events_and_metrics(
+    testnet: Testnet, crds: KubeCluster, tmp_path: Path, restore_routers: None
+) -> None:
+    victim = "r2"
+    ns = new_namespace(crds, "failover")
+    name = "failover-four"
+    with operator_running(crds.kubeconfig, tmp_path, [ns.name]) as operator:
+        ns.apply(destination_manifest(name, testnet, HOSTS4, inbound=3, length=1))
+        dest = Destination(ns, name, testnet)
+        wait_for("Ready from all 4", 120, lambda: ready_with_all(dest, HOSTS4, operator), 1.0)
+        b32 = dest.b32()
+        wait_for(
+            "all 4 routers' leases on every floodfill",
+            90,
+            lambda: floodfills_hold(dest, b32, HOSTS4),
+        )
+        labels = {"namespace": ns.name, "destination": name}
+        for router in HOSTS4:
+            assert (
+                operator.metric(
+                    "i2p_multihome_sessions", **labels, router=router, state="Established"
+                )
+                == 1
+            )
+            assert (operator.metric("i2p_multihome_live_leases", **labels, router=router) or 0) >= 1
+        assert (operator.metric("i2p_multihome_publishes_total", **labels) or 0) >= 1
+        assert (operator.metric("i2p_multihome_published_leases", **labels) or 0) >= 4
+        assert operator.metric("i2p_multihome_failover_seconds_count", **labels) is None
+
+        testnet.stop_router(victim)
+        killed = time.monotonic()
+
+        def degraded() -> bool:
+            status = dest.status()
+            router = dest.routers(status)[victim]
+            condition = dest.conditions(status)["Degraded"]
+            return (
+                condition["status"] == "True"
+                and victim in condition["message"]
+                and router["state"] != "Established"
+                and bool(router.get("lastError"))
+                and dest.condition("RoutersConnected", status) == "False"
+                and dest.condition("Ready", status) == "True"
+            )
+
+        wait_until(f"Degraded=True naming {victim}", 30, degraded, interval=0.5)
+        degraded_after = time.monotonic() - killed
+
+        def victim_gone() -> bool:
+            operator.assert_running()
+            return all(
+                valid(ls) and ls is not None and victim not in dest.routers_of(ls)
+                for ls in dest.floodfill_views(b32).values()
+            )
+
+        wait_until(
+            f"{victim}'s leases to leave every floodfill", 30 - degraded_after, victim_gone, 1.0
+        )
+        gone_after = time.monotonic() - killed
+        wait_until(
+            "a RouterLost Warning event",
+            10,
+            lambda: ns.has_event(name, "RouterLost", "Warning"),
+            1.0,
+        )
+
+        failover_count = operator.metric("i2p_multihome_failover_seconds_count", **labels)
+        failover_sum = operator.metric("i2p_multihome_failover_seconds_sum", **labels)
+        assert failover_count == 1 and failover_sum is not None
+        assert operator.metric("i2p_multihome_router_failovers_total", **labels, router=victim) == 1
+        assert (
+            operator.metric("i2p_multihome_sessions", **labels, router=victim, state="Established")
+            == 0
+        )
+        assert operator.metric("i2p_multihome_live_leases", **labels, router=victim) == 0
+        print(
+            f"{victim} SIGKILLed: Degraded after {degraded_after:.1f}s, its leases gone from all "
+            f"floodfills after {gone_after:.1f}s; balancer failover (loss -> LeaseSet without "
+            f"it handed to routers) {failover_sum:.2f}s"
+        )
+
+        testnet.start_router(victim)
+        restarted = time.monotonic()
+
+        def recovered() -> bool:
+            status = dest.status()
+            return (
+                dest.condition("Ready", status) == "True"
+                and dest.condition("RoutersConnected", status) == "True"
+                and dest.condition("Degraded", status) == "False"
+                and dest.routers(status)[victim]["state"] == "Established"
+            )
+
+        wait_until(f"{victim} Established, RoutersConnected=True, Degraded=False", 240, recovered)
+        wait_for(
+            f"{victim}'s leases back on every floodfill",
+            240,
+            lambda: floodfills_hold(dest, b32, HOSTS4),
+        )
+        print(
+            f"{victim} restarted: its leases back on all floodfills after "
+            f"{time.monotonic() - restarted:.0f}s"
+        )
+        wait_until(
+            "a RouterRecovered event",
+            10,
+            lambda: ns.has_event(name, "RouterRecovered", "Normal"),
+            1.0,
+        )
+        failover_event = [e for e in ns.events(name) if e["reason"] == "Published"]
+        assert failover_event and "after the router was lost" in failover_event[0]["message"]
+        assert (
+            operator.metric("i2p_multihome_sessions", **labels, router=victim, state="Established")
+            == 1
+        )
+        assert_no_key_material(ns, name, f"{name}-keys", [operator.log_path])
+
+
+# --------------------------------------------------------------------------- 3. restart
+
+
+@dataclass
+class GapSampler:
+    """Samples the floodfills every ~2 s in a thread: how many hold a valid LeaseSet."""
+
+    dest: Destination
+    b32: str
+    interval: float = 2.0
+
+    def __post_init__(self) -> None:
+        self.samples: list[tuple[float, int, int]] = []  # (time, valid copies, floodfills)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                views = self.dest.floodfill_views(self.b32)
+                held = sum(valid(ls) for ls in views.values())
+                total = len(views)
+            except (OSError, ValueError):  # a console that did not answer holds nothing
+                held, total = 0, -1
+            self.samples.append((time.monotonic(), held, total))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> GapSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def gaps(self) -> list[tuple[float, int, int]]:
+        return [s for s in self.samples if s[1] == 0]
+
+
+def test_operator_restart_keeps_keys_sessions_and_leaseset_without_gap(
+    testnet: Testnet, crds: KubeCluster, tmp_path: Path
+) -> None:
+    ns = new_namespace(crds, "restart")
+    name = "restart-four"
+    secret = f"{name}-keys"
+    dest = Destination(ns, name, testnet)
+    operator = start_operator(crds.kubeconfig, tmp_path, [ns.name], label="operator-1")
+    try:
+        ns.apply(destination_manifest(name, testnet, HOSTS4, inbound=3, length=1))
+        wait_for("Ready from all 4", 120, lambda: ready_with_all(dest, HOSTS4, operator), 1.0)
+        b32 = dest.b32()
+        wait_for(
+            "all 4 routers' leases on every floodfill",
+            90,
+            lambda: floodfills_hold(dest, b32, HOSTS4),
+        )
+        before = ns.secret(secret)
+        for number, signum in enumerate((signal.SIGTERM, signal.SIGKILL), start=2):
+            with GapSampler(dest, b32) as sampler:
+                time.sleep(4)
+                stopped_at = wall_second()
+                exit_s = operator.stop(signum)
+                # SIGTERM hands the sessions back (routers drop them with the connection).
+                operator = start_operator(
+                    crds.kubeconfig, tmp_path, [ns.name], label=f"operator-{number}"
+                )
+                restarted = time.monotonic()
+
+                def restored(
+                    op: OperatorProcess = operator, after: int = stopped_at
+                ) -> tuple[bool, Any]:
+                    ready, status = ready_with_all(dest, HOSTS4, op)
+                    if not ready:
+                        return False, status
+                    fresh = {r["name"]: (r["state"], r.get("since")) for r in status["routers"]}
+                    done = all(
+                        r["state"] == "Established" and since_s(r) >= after
+                        for r in status["routers"]
+                    )
+                    return done, status if done else fresh
+
+                status = wait_for(f"Ready again after {signum.name}", 120, restored, 1.0)
+                ready_after = time.monotonic() - restarted
+                assert status["destination"]["b32"] == b32
+                for router in HOSTS4:
+                    assert dest.sessions_on(router, b32) == 1, router
+                assert i2cp_endpoints(testnet, HOSTS4) <= tcp_peers(operator.pid)
+
+                wait_for(
+                    "the new operator's LeaseSet on every floodfill",
+                    90,
+                    lambda: compare_floodfills(dest, b32, exact=False),
+                )
+                time.sleep(4)
+            held = [s[1] for s in sampler.samples]
+            print(
+                f"{signum.name}: operator exited in {exit_s:.1f}s; new one Ready with 4 fresh "
+                f"sessions {ready_after:.1f}s after start; {len(held)} floodfill samples, valid "
+                f"copies min {min(held)} / max {max(held)} of 3"
+            )
+            assert len(held) >= 5
+            assert not sampler.gaps(), f"no floodfill held a valid LeaseSet at {sampler.gaps()}"
+        after = ns.secret(secret)
+        assert after["metadata"]["resource_version"] == before["metadata"]["resource_version"]
+        assert after["data"] == before["data"]
+        assert_no_key_material(ns, name, secret, sorted(tmp_path.glob("operator-*.log")))
+    finally:
+        operator.stop()
+
+
+# --------------------------------------------------------------------------- 4. delete
+
+
+def test_delete_destroys_every_session_and_releases_the_finalizer(
+    testnet: Testnet, crds: KubeCluster, tmp_path: Path
+) -> None:
+    ns = new_namespace(crds, "delete")
+    name = "delete-four"
+    with operator_running(crds.kubeconfig, tmp_path, [ns.name]) as operator:
+        ns.apply(destination_manifest(name, testnet, HOSTS4, inbound=1, length=0))
+        dest = Destination(ns, name, testnet)
+        b32 = dest.b32()
+        wait_until(
+            "every router to host the destination",
+            60,
+            lambda: all(dest.sessions_on(r, b32) == 1 for r in HOSTS4),
+        )
+        obj = dest.object()
+        assert obj is not None and "multihome.i2p/finalizer" in obj["metadata"]["finalizers"]
+        labels = {"namespace": ns.name, "destination": name}
+        wait_until(
+            "session metrics",
+            20,
+            lambda: (
+                operator.metric(
+                    "i2p_multihome_sessions", **labels, router="r1", state="Established"
+                )
+                == 1
+            ),
+        )
+
+        ns.kubectl("delete", "mhd", name, "--wait=false")
+        deleted = time.monotonic()
+        wait_until(
+            "the object to be gone (finalizer released)", 30, lambda: dest.object() is None, 0.5
+        )
+        gone_after = time.monotonic() - deleted
+        wait_until(
+            "every router to drop the destination",
+            30 - gone_after,
+            lambda: all(dest.sessions_on(r, b32) == 0 for r in HOSTS4),
+            1.0,
+        )
+        print(
+            f"delete: object gone {gone_after:.1f}s, "
+            f"sessions gone {time.monotonic() - deleted:.1f}s"
+        )
+        assert not i2cp_endpoints(testnet, HOSTS4) & tcp_peers(operator.pid)
+        assert operator.metric("i2p_multihome_sessions", **labels) is None
+        assert "destination released" in operator.log_text()
+
+
+# --------------------------------------------------------------------------- 5. refused
+
+
+def test_router_refusing_a_duplicate_destination_shows_refused(
+    testnet: Testnet, crds: KubeCluster, tmp_path: Path
+) -> None:
+    """PROVES: i2pd answers CreateSession for a destination it already hosts with status
+    'invalid'; the second object shows Refused with that answer. i2pd gives no reason, so
+    lastError names the status, not the cause."""
+    routers = ["r5", "r6"]
+    first_ns, second_ns = new_namespace(crds, "owner"), new_namespace(crds, "dup")
+    with operator_running(crds.kubeconfig, tmp_path, [first_ns.name, second_ns.name]):
+        first_ns.apply(destination_manifest("owner", testnet, routers, inbound=1, length=0))
+        first = Destination(first_ns, "owner", testnet)
+        b32 = first.b32()
+        wait_until(
+            "the first object's sessions",
+            60,
+            lambda: (
+                all(s["state"] == "Established" for s in first.routers().values())
+                and all(first.sessions_on(r, b32) == 1 for r in routers)
+            ),
+        )
+        original = first_ns.secret("owner-keys")
+        second_ns.core.create_namespaced_secret(
+            second_ns.name,
+            kubernetes.client.V1Secret(
+                metadata=kubernetes.client.V1ObjectMeta(name="copied-keys"),
+                type="Opaque",
+                data=original["data"],
+            ),
+        )
+        second_ns.apply(
+            destination_manifest(
+                "dup",
+                testnet,
+                routers,
+                inbound=1,
+                length=0,
+                keys={"secretRef": {"name": "copied-keys"}},
+            )
+        )
+        second = Destination(second_ns, "dup", testnet)
+
+        def refused() -> Any:
+            status = second.status()
+            states = second.routers(status)
+            if set(states) == set(routers) and all(
+                s["state"] == "Refused" for s in states.values()
+            ):
+                return status
+            return None
+
+        status = wait_until("the duplicate's routers to be Refused", 60, refused, 1.0)
+        assert status["destination"]["b32"] == b32
+        for router in status["routers"]:
+            assert "invalid" in router["lastError"], router
+        assert second.condition("Ready", status) == "False"
+        assert second.condition("RoutersConnected", status) == "False"
+        wait_until(
+            "a RouterRefused Warning",
+            20,
+            lambda: second_ns.has_event("dup", "RouterRefused", "Warning"),
+        )
+        # The owner is untouched: still one session per router, all Established.
+        assert all(s["state"] == "Established" for s in first.routers().values())
+        assert all(first.sessions_on(r, b32) == 1 for r in routers)
+        print(f"duplicate refused: {[(r['name'], r['lastError']) for r in status['routers']]}")
+
+
+# --------------------------------------------------------------------------- 8. HA
+
+
+def test_peering_standby_takes_over_when_the_active_operator_is_killed(
+    testnet: Testnet, crds: KubeCluster, tmp_path: Path
+) -> None:
+    ns = new_namespace(crds, "ha")
+    name = "ha-four"
+    lifetime = 10
+    ns.apply({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "ha"}})
+    options: dict[str, Any] = {"peering": "ha", "peering_lifetime": lifetime}
+    with contextlib.ExitStack() as stack:
+        active = start_operator(
+            crds.kubeconfig, tmp_path, [ns.name], label="active", priority=100, **options
+        )
+        stack.callback(active.stop, signal.SIGKILL)
+        standby = start_operator(
+            crds.kubeconfig, tmp_path, [ns.name], label="standby", priority=50, **options
+        )
+        stack.callback(standby.stop)
+        # Mandatory peering starts paused (kopf logs nothing for that); only the replica
+        # that finds no higher priority logs that it resumes.
+        wait_until(
+            "both replicas' keep-alives in the KopfPeering",
+            30,
+            lambda: (
+                sorted(peer["priority"] for peer in peering_status(ns, "ha").values()) == [50, 100]
+            ),
+            0.5,
+        )
+        assert "Resuming operations" in active.log_text()
+        ns.apply(destination_manifest(name, testnet, HOSTS4, inbound=1, length=0))
+        dest = Destination(ns, name, testnet)
+        wait_for("Ready from all 4", 90, lambda: ready_with_all(dest, HOSTS4, active), 1.0)
+        b32 = dest.b32()
+        time.sleep(3)
+        assert i2cp_endpoints(testnet, HOSTS4) <= tcp_peers(active.pid)
+        assert not i2cp_endpoints(testnet, HOSTS4) & tcp_peers(standby.pid)
+        for router in HOSTS4:
+            assert dest.sessions_on(router, b32) == 1, router
+        assert "hosting destination" not in standby.log_text()
+        assert "Resuming operations" not in standby.log_text()
+        assert standby.metric("i2p_multihome_sessions", namespace=ns.name) is None
+
+        killed_at = wall_second()
+        active.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        resumed: list[float] = []
+
+        first_publish: list[float] = []
+
+        def taken_over() -> tuple[bool, Any]:
+            if not resumed and "Resuming operations" in standby.log_text():
+                resumed.append(time.monotonic() - killed)
+            current = dest.status()
+            published = since_s({"since": current.get("leaseSet", {}).get("published")})
+            if not first_publish and published >= killed_at:
+                first_publish.append(time.monotonic() - killed)
+            ready, status = ready_with_all(dest, HOSTS4, standby)
+            if not ready:
+                return False, status
+            since = {r["name"]: r.get("since") for r in status["routers"]}
+            fresh = all(since_s(r) >= killed_at for r in status["routers"])
+            connected = i2cp_endpoints(testnet, HOSTS4) <= tcp_peers(standby.pid)
+            return fresh and connected, status if fresh and connected else (since, connected)
+
+        status = wait_for("the standby to take over", lifetime + 90, taken_over, 0.5)
+        takeover = time.monotonic() - killed
+        assert status["destination"]["b32"] == b32
+        for router in HOSTS4:
+            assert dest.sessions_on(router, b32) == 1, router
+        print(
+            f"HA takeover (peering lifetime {lifetime}s): standby resumed "
+            f"{resumed[0] if resumed else float('nan'):.1f}s after SIGKILL of the active, "
+            f"its first LeaseSet published by {first_publish[0]:.1f}s, Ready with leases of "
+            f"all 4 routers' fresh sessions after {takeover:.1f}s"
+        )
+
+
+# --------------------------------------------------------------------------- 9. many
+
+
+def test_one_broken_destination_does_not_hold_back_the_others(
+    testnet: Testnet, crds: KubeCluster, tmp_path: Path
+) -> None:
+    """PROVES the Disconnected state: a router address where nothing listens."""
+    ns = new_namespace(crds, "many")
+    dead = (testnet.router("r4").i2cp[0], free_port())  # nothing listens there
+    with operator_running(crds.kubeconfig, tmp_path, [ns.name]) as operator:
+        good = ["many-a", "many-b"]
+        for name in good:
+            ns.apply(destination_manifest(name, testnet, HOSTS4, inbound=1, length=0))
+        ns.apply(
+            destination_manifest(
+                "many-bad", testnet, HOSTS4, inbound=1, length=0, endpoints={"r4": dead}
+            )
+        )
+        dests = {name: Destination(ns, name, testnet) for name in [*good, "many-bad"]}
+        for name in good:
+            wait_for(
+                f"{name} Ready from all 4",
+                90,
+                functools.partial(ready_with_all, dests[name], HOSTS4, operator),
+                1.0,
+            )
+            status = dests[name].status()
+            assert dests[name].condition("Degraded", status) == "False"
+        bad = dests["many-bad"]
+
+        def bad_reported() -> Any:
+            status = bad.status()
+            r4 = bad.routers(status).get("r4", {})
+            return r4.get("state") == "Disconnected" and r4.get("lastError") and status
+
+        status = wait_until("many-bad's r4 Disconnected with lastError", 60, bad_reported, 1.0)
+        r4 = bad.routers(status)["r4"]
+        assert "refused" in r4["lastError"].lower() or "connect" in r4["lastError"].lower(), r4
+        assert bad.condition("Degraded", status) == "True"
+        assert bad.condition("RoutersConnected", status) == "False"
+        # Its three good routers still serve it.
+        assert bad.routers(bad.wait_condition("Ready", "True", 60))["r4"]["state"] != "Established"
+        assert len({d.b32() for d in dests.values()}) == 3
+        print(f"many: 2 good Ready; bad r4 {r4['state']}: {r4['lastError']}")

@@ -1,0 +1,347 @@
+"""The operator's Kubernetes layer without a cluster: spec errors, keys from Secrets, how
+balancer events become Kubernetes events and metrics, and the metrics' life cycle."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from i2p_multihome.balancer.engine import BalancerEvent
+from i2p_multihome.balancer.policy import SelectedLease
+from i2p_multihome.balancer.snapshot import BalancerSnapshot, RouterSnapshot
+from i2p_multihome.k8s import handlers, metrics, secrets
+from i2p_multihome.k8s.runtime import DestinationRuntime
+from i2p_multihome.model.v1alpha1 import MultihomedDestinationSpec, RouterState
+from i2p_multihome.wire.encoding import b64encode
+from i2p_multihome.wire.keys import DestinationKeys
+from i2p_multihome.wire.structures import Lease
+
+DATA = Path(__file__).parent / "data"
+I2PD_DAT = (DATA / "i2pd-ed25519.dat").read_bytes()
+I2PD_B32 = (DATA / "i2pd-ed25519.b32").read_text().strip()
+_DRAWS = iter(range(1 << 20))
+KEYS = DestinationKeys.generate(
+    lambda n: hashlib.sha256(b"k8s-runtime-test %d" % next(_DRAWS)).digest()[:n]
+)
+SPEC = MultihomedDestinationSpec.model_validate(
+    {"routers": [{"name": "r1", "i2cp": {"host": "r1.example"}}]}
+)
+NOW_S = 1_700_000_000.0
+
+
+# --------------------------------------------------------------------------- spec errors
+
+
+def spec_error(spec: dict[str, Any]) -> str:
+    with pytest.raises(kopf.PermanentError) as caught:
+        handlers._parse_spec(spec)
+    return str(caught.value)
+
+
+def test_valid_spec_parses() -> None:
+    parsed = handlers._parse_spec({"routers": [{"name": "r1", "i2cp": {"host": "h"}}]})
+    assert parsed.routers[0].i2cp.port == 7654
+
+
+def test_spec_errors_name_every_bad_field() -> None:
+    message = spec_error(
+        {
+            "routers": [{"name": "Bad_Name", "i2cp": {"host": "h", "port": 70000}}],
+            "tunnels": {"inbound": {"quantity": 17}},
+            "bogus": 1,
+        }
+    )
+    assert message.startswith("invalid spec: ")
+    for field in (
+        "spec.routers.0.name",
+        "spec.routers.0.i2cp.port",
+        "spec.tunnels.inbound.quantity",
+        "spec.bogus",
+    ):
+        assert field in message, field
+    assert "65535" in message and "16" in message
+
+
+def test_missing_routers_is_named() -> None:
+    assert spec_error({}) == "invalid spec: spec.routers: Field required"
+
+
+def test_spec_wide_rules_read_cleanly() -> None:
+    routers = [{"name": "a", "i2cp": {"host": "x"}}, {"name": "a", "i2cp": {"host": "y"}}]
+    assert spec_error({"routers": routers}) == (
+        "invalid spec: spec.routers: duplicate router names ['a']"
+    )
+    message = spec_error({"routers": [{"name": "a", "i2cp": {"host": "x"}, "publish": False}]})
+    assert message == "invalid spec: spec.routers: at least one router must have publish: true"
+
+
+# --------------------------------------------------------------------------- keys from Secrets
+
+
+def secret(data: dict[str, bytes]) -> client.V1Secret:
+    return client.V1Secret(data={k: base64.b64encode(v).decode() for k, v in data.items()})
+
+
+def test_keys_from_keys_json() -> None:
+    keys = secrets._keys_from(secret({"keys.json": KEYS.to_json().encode()}), "ns", "s")
+    assert keys.destination.b32 == KEYS.destination.b32
+    assert keys.to_json() == KEYS.to_json()
+
+
+def test_keys_from_i2pd_dat() -> None:
+    keys = secrets._keys_from(secret({"web.dat": I2PD_DAT, "notes.txt": b"x"}), "ns", "s")
+    assert keys.destination.b32 == I2PD_B32
+
+
+def test_keys_json_wins_over_dat() -> None:
+    found = secret({"a.dat": I2PD_DAT, "keys.json": KEYS.to_json().encode()})
+    assert secrets._keys_from(found, "ns", "s").destination.b32 == KEYS.destination.b32
+
+
+@pytest.mark.parametrize("data", [{}, {"username": b"u"}])
+def test_neither_keys_json_nor_dat_says_what_to_do(data: dict[str, bytes]) -> None:
+    with pytest.raises(secrets.SecretError) as caught:
+        secrets._keys_from(secret(data), "team", "web-keys")
+    message = str(caught.value)
+    assert "team/web-keys" in message
+    assert "'keys.json'" in message and "*.dat" in message
+    assert "delete it to have keys generated" in message
+
+
+def test_empty_secret_data_is_an_error_not_a_crash() -> None:
+    with pytest.raises(secrets.SecretError, match="team/web-keys has no"):
+        secrets._keys_from(client.V1Secret(data=None), "team", "web-keys")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"keys.json": b"{not json"}, {"keys.json": b'{"version": 1}'}, {"x.dat": b"short"}],
+)
+def test_unusable_keys_name_the_secret(data: dict[str, bytes]) -> None:
+    with pytest.raises(secrets.SecretError) as caught:
+        secrets._keys_from(secret(data), "team", "web-keys")
+    assert str(caught.value).startswith("Secret team/web-keys: ")
+
+
+def test_undecodable_base64_names_the_secret() -> None:
+    with pytest.raises(secrets.SecretError, match=r"^Secret team/web-keys: "):
+        secrets._keys_from(client.V1Secret(data={"keys.json": "%%%"}), "team", "web-keys")
+
+
+class FakeCore:
+    """The two CoreV1Api calls load_or_create_keys makes, over an in-memory Secret store."""
+
+    def __init__(self, stored: client.V1Secret | None = None, race: bool = False) -> None:
+        self.stored = stored
+        self.race = race  # another writer creates the Secret just before we do
+        self.created: list[client.V1Secret] = []
+
+    def read_namespaced_secret(self, name: str, namespace: str) -> client.V1Secret:
+        if self.stored is None:
+            raise ApiException(status=404, reason="Not Found")
+        return self.stored
+
+    def create_namespaced_secret(self, namespace: str, body: client.V1Secret) -> None:
+        if self.race:
+            self.race = False
+            self.stored = secret({"keys.json": KEYS.to_json().encode()})
+            raise ApiException(status=409, reason="Conflict")
+        self.created.append(body)
+        self.stored = body
+
+
+def test_missing_secret_is_created_with_owner_and_label() -> None:
+    core = FakeCore()
+    owner = handlers._owner_reference(kopf.Body({"metadata": {"name": "web", "uid": "u-1"}}))
+    result = secrets.load_or_create_keys(core, "team", "web-keys", owner)  # type: ignore[arg-type]
+    assert result.created
+    assert result.secret == "web-keys"  # noqa: S105 (a Secret's name)
+    (body,) = core.created
+    # As it goes on the wire; the kubernetes package ships no annotations for this.
+    sent = client.ApiClient().sanitize_for_serialization(body)  # type: ignore[no-untyped-call]
+    assert sent["metadata"]["ownerReferences"] == [owner]
+    assert sent["metadata"]["labels"] == secrets.MANAGED_BY
+    assert sent["metadata"]["annotations"] == {"multihome.i2p/b32": result.keys.destination.b32}
+    stored = json.loads(base64.b64decode(sent["data"]["keys.json"]))
+    assert stored["b32"] == result.keys.destination.b32
+    again = secrets.load_or_create_keys(core, "team", "web-keys", owner)  # type: ignore[arg-type]
+    assert not again.created and again.keys.destination.b32 == result.keys.destination.b32
+
+
+def test_create_race_uses_the_winners_keys() -> None:
+    core = FakeCore(race=True)
+    result = secrets.load_or_create_keys(core, "team", "web-keys", None)  # type: ignore[arg-type]
+    assert not result.created and result.keys.destination.b32 == KEYS.destination.b32
+
+
+def test_unreadable_secret_is_a_secret_error() -> None:
+    class Forbidden(FakeCore):
+        def read_namespaced_secret(self, name: str, namespace: str) -> client.V1Secret:
+            raise ApiException(status=403, reason="Forbidden")
+
+    with pytest.raises(secrets.SecretError, match="reading Secret team/web-keys: Forbidden"):
+        secrets.load_or_create_keys(Forbidden(), "team", "web-keys", None)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- events
+
+
+def runtime(namespace: str, name: str, posted: list[tuple[str, str, str]]) -> DestinationRuntime:
+    return DestinationRuntime(
+        namespace, name, SPEC, KEYS, 1, [], None,  # type: ignore[arg-type]
+        post_event=lambda kind, reason, message: posted.append((kind, reason, message)),
+        resolve_endpoint=lambda router: None,  # type: ignore[arg-type,return-value]
+    )  # fmt: skip
+
+
+def value(name: str, **labels: str) -> float | None:
+    sample: float | None = metrics.REGISTRY.get_sample_value(name, labels)
+    return sample
+
+
+@pytest.mark.parametrize(
+    ("kind", "event_type"),
+    [
+        ("RouterLost", "Warning"),
+        ("RouterRefused", "Warning"),
+        ("RouterRecovered", "Normal"),
+        ("SessionEstablished", "Normal"),
+        ("SomethingNew", "Normal"),
+    ],
+)
+def test_balancer_events_map_to_kubernetes_event_types(kind: str, event_type: str) -> None:
+    posted: list[tuple[str, str, str]] = []
+    runtime("ev-types", kind.lower(), posted)._on_event(
+        BalancerEvent(kind, f"router r1: {kind}", "r1")
+    )
+    assert posted == [(event_type, kind, f"router r1: {kind}")]
+
+
+def test_routine_publish_is_metrics_only() -> None:
+    posted: list[tuple[str, str, str]] = []
+    rt = runtime("ev-publish", "routine", posted)
+    labels = {"namespace": "ev-publish", "destination": "routine"}
+    rt._on_event(BalancerEvent("Published", "LeaseSet with 3 leases from 1 routers"))
+    rt._on_event(BalancerEvent("Published", "LeaseSet with 4 leases from 2 routers"))
+    assert posted == []
+    assert value("i2p_multihome_publishes_total", **labels) == 2
+    assert value("i2p_multihome_failover_seconds_count", **labels) is None
+
+
+def test_failover_publish_posts_event_and_observes_histogram() -> None:
+    posted: list[tuple[str, str, str]] = []
+    rt = runtime("ev-failover", "web", posted)
+    labels = {"namespace": "ev-failover", "destination": "web"}
+    rt._on_event(BalancerEvent("RouterLost", "router r2 lost: closed", "r2"))
+    rt._on_event(BalancerEvent("Published", "LeaseSet with 6 leases from 3 routers", seconds=0.42))
+    assert posted == [
+        ("Warning", "RouterLost", "router r2 lost: closed"),
+        (
+            "Normal",
+            "Published",
+            "LeaseSet with 6 leases from 3 routers; 0.4s after the router was lost",
+        ),
+    ]
+    assert value("i2p_multihome_router_failovers_total", **labels, router="r2") == 1
+    assert value("i2p_multihome_failover_seconds_count", **labels) == 1
+    assert value("i2p_multihome_failover_seconds_sum", **labels) == pytest.approx(0.42)
+    assert value("i2p_multihome_failover_seconds_bucket", **labels, le="0.5") == 1
+    assert value("i2p_multihome_failover_seconds_bucket", **labels, le="0.25") == 0
+
+
+def test_events_never_carry_key_material() -> None:
+    posted: list[tuple[str, str, str]] = []
+    rt = runtime("ev-keys", "web", posted)
+    for kind in ("RouterLost", "RouterRefused", "RouterRecovered", "SessionEstablished"):
+        rt._on_event(BalancerEvent(kind, f"{kind} on r1", "r1"))
+    rt._on_event(BalancerEvent("Published", "LeaseSet", seconds=1.0))
+    secrets_doc = json.loads(KEYS.to_json())
+    text = repr(posted)
+    assert secrets_doc["signingPrivateKey"] not in text
+    assert secrets_doc["encryptionPrivateKey"] not in text
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def lease(name: str, tunnel_id: int, remaining_s: float) -> Lease:
+    return Lease(
+        hashlib.sha256(name.encode()).digest(), tunnel_id, int((NOW_S + remaining_s) * 1000)
+    )
+
+
+def snapshot() -> BalancerSnapshot:
+    live = (lease("a", 1, 300), lease("a", 2, 100), lease("a", 3, -5))  # one expired
+    return BalancerSnapshot(
+        b32=KEYS.destination.b32,
+        hash_b64=b64encode(KEYS.destination.hash),
+        routers=(
+            RouterSnapshot("r1", RouterState.ESTABLISHED, "0.9.62", live, None, NOW_S - 60),
+            RouterSnapshot("r2", RouterState.REFUSED, None, (), "invalid", None),
+        ),
+        published=(SelectedLease("r1", live[0]), SelectedLease("r1", live[1])),
+        published_s=int(NOW_S) - 10,
+        expires_s=int(NOW_S) + 100,
+        publishes=4,
+    )
+
+
+def test_observe_snapshot_sets_one_state_per_router_and_live_leases() -> None:
+    metrics.observe_snapshot("m-snap", "web", snapshot(), NOW_S)
+    labels = {"namespace": "m-snap", "destination": "web"}
+    for router, state in (("r1", RouterState.ESTABLISHED), ("r2", RouterState.REFUSED)):
+        for candidate in RouterState:
+            expected = 1 if candidate is state else 0
+            assert (
+                value("i2p_multihome_sessions", **labels, router=router, state=candidate.value)
+                == expected
+            ), (router, candidate)
+    assert value("i2p_multihome_live_leases", **labels, router="r1") == 2
+    assert value("i2p_multihome_live_leases", **labels, router="r2") == 0
+    assert value("i2p_multihome_published_leases", **labels) == 2
+    assert value("i2p_multihome_leaseset_published_timestamp_seconds", **labels) == NOW_S - 10
+
+
+def test_observe_snapshot_follows_state_changes() -> None:
+    metrics.observe_snapshot("m-change", "web", snapshot(), NOW_S)
+    recovered = snapshot()
+    recovered = BalancerSnapshot(
+        **{
+            **recovered.__dict__,
+            "routers": (
+                recovered.routers[0],
+                RouterSnapshot("r2", RouterState.ESTABLISHED, "0.9.62", (), None, NOW_S),
+            ),
+        }
+    )
+    metrics.observe_snapshot("m-change", "web", recovered, NOW_S)
+    labels = {"namespace": "m-change", "destination": "web", "router": "r2"}
+    assert value("i2p_multihome_sessions", **labels, state="Established") == 1
+    assert value("i2p_multihome_sessions", **labels, state="Refused") == 0
+
+
+def test_forget_removes_every_series_of_the_destination_only() -> None:
+    for name in ("gone", "kept"):
+        metrics.observe_snapshot("m-forget", name, snapshot(), NOW_S)
+        metrics.observe_event("m-forget", name, BalancerEvent("RouterLost", "r2 lost", "r2"))
+        metrics.observe_event("m-forget", name, BalancerEvent("Published", "p", seconds=1.5))
+    metrics.forget("m-forget", "gone", ["r1", "r2"])
+    metrics.forget("m-forget", "gone", ["r1", "r2"])  # twice: no error
+    exposed = [
+        sample
+        for family in metrics.REGISTRY.collect()
+        for sample in family.samples
+        if sample.labels.get("namespace") == "m-forget"
+    ]
+    assert exposed and {s.labels["destination"] for s in exposed} == {"kept"}
+    kept = {"namespace": "m-forget", "destination": "kept"}
+    assert value("i2p_multihome_sessions", **kept, router="r1", state="Established") == 1
+    assert value("i2p_multihome_failover_seconds_count", **kept) == 1
