@@ -28,6 +28,8 @@ def kubernetes_api_client() -> client.ApiClient:
 
 
 def run_operator(args: argparse.Namespace) -> int:
+    # A liveness probe every few seconds is not news: keep aiohttp's access log quiet.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     registry = kopf.OperatorRegistry()
     handlers.register(registry)
     api = kubernetes_api_client()
