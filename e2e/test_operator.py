@@ -45,7 +45,7 @@ from e2e.operator_run import (
     tcp_peers,
     wait_for,
 )
-from i2p_multihome.harness.testnet import Testnet
+from i2p_multihome.harness.testnet import Testnet, fetch_local_destinations
 
 pytestmark = [pytest.mark.testnet, pytest.mark.cluster]
 
@@ -427,6 +427,69 @@ def test_operator_restart_keeps_keys_sessions_and_leaseset_without_gap(
         assert_no_key_material(ns, name, secret, sorted(tmp_path.glob("operator-*.log")))
     finally:
         operator.stop()
+
+
+# ------------------------------------------------------------------- spec change in place
+
+
+def test_spec_change_reconfigures_sessions_in_place(
+    testnet: Testnet, crds: KubeCluster, tmp_path: Path
+) -> None:
+    """More inbound tunnels: the same sessions (router-side I2CP session ids, `since`) get
+    ReconfigureSession, build the extra tunnels, and no key or session is replaced."""
+    ns = new_namespace(crds, "reconfigure")
+    name = "reconfigure-two"
+    hosts = ["r5", "r6"]
+    with operator_running(crds.kubeconfig, tmp_path, [ns.name]) as operator:
+        ns.apply(destination_manifest(name, testnet, hosts, inbound=1, length=0))
+        dest = Destination(ns, name, testnet)
+        before = wait_for(
+            "Ready=True with leases from r5 and r6",
+            120,
+            lambda: ready_with_all(dest, hosts, operator),
+        )
+        b32 = before["destination"]["b32"]
+        secret_version = ns.secret(f"{name}-keys")["metadata"]["resource_version"]
+
+        def session_ids() -> dict[str, list[int | None]]:
+            label = b32.removesuffix(".b32.i2p")
+            return {
+                router: [
+                    d.i2cp_session
+                    for d in fetch_local_destinations(testnet.router(router).console)
+                    if d.b32 == label and d.i2cp_session is not None
+                ]
+                for router in hosts
+            }
+
+        sessions = session_ids()
+        assert all(len(ids) == 1 for ids in sessions.values()), sessions
+        since = {r["name"]: r["since"] for r in before["routers"]}
+
+        manifest = destination_manifest(name, testnet, hosts, inbound=3, length=0)
+        ns.apply(manifest)
+
+        def reconfigured() -> tuple[bool, Any]:
+            status = dest.status()
+            live: dict[str, int] = {}
+            for tunnel in status.get("tunnels", []):
+                live[tunnel["router"]] = live.get(tunnel["router"], 0) + tunnel["live"]
+            done = (
+                status.get("observedGeneration") == 2
+                and all(live.get(router, 0) >= 3 for router in hosts)
+                and dest.condition("Ready", status) == "True"
+            )
+            return done, live
+
+        after = wait_for("3 live tunnels per router at generation 2", 120, reconfigured)
+        assert isinstance(after, dict)
+        status = dest.status()
+        assert status["destination"]["b32"] == b32
+        assert {r["name"]: r["since"] for r in status["routers"]} == since
+        assert session_ids() == sessions
+        assert ns.secret(f"{name}-keys")["metadata"]["resource_version"] == secret_version
+        assert "session reconfigured" in operator.log_text()
+        assert not any(e["reason"] == "RouterLost" for e in ns.events(name))
 
 
 # --------------------------------------------------------------------------- 4. delete
