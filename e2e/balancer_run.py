@@ -100,14 +100,7 @@ class BalancerRun:
             raise AssertionError(f"balancer exited with {self.process.returncode}:\n{log}")
 
     def floodfill_views(self) -> dict[str, ConsoleLeaseSet | None]:
-        """Each floodfill's stored LeaseSet for our destination (None: it holds none)."""
-        label = self.b32.removesuffix(".b32.i2p")
-        views: dict[str, ConsoleLeaseSet | None] = {}
-        for router in self.testnet.routers:
-            if router.floodfill:
-                found = [ls for ls in fetch_leasesets(router.console) if ls.b32 == label]
-                views[router.name] = found[0] if found else None
-        return views
+        return floodfill_views(self.testnet, self.b32)
 
     def routers_of(self, lease_set: ConsoleLeaseSet) -> set[str]:
         self.status()
@@ -119,6 +112,17 @@ class BalancerRun:
         label = self.b32.removesuffix(".b32.i2p")
         console = self.testnet.router(router).console
         return any(d.b32 == label for d in fetch_local_destinations(console))
+
+
+def floodfill_views(testnet: Testnet, b32: str) -> dict[str, ConsoleLeaseSet | None]:
+    """Each floodfill's stored LeaseSet for destination `b32` (None: it holds none)."""
+    label = b32.removesuffix(".b32.i2p")
+    views: dict[str, ConsoleLeaseSet | None] = {}
+    for router in testnet.routers:
+        if router.floodfill:
+            found = [ls for ls in fetch_leasesets(router.console) if ls.b32 == label]
+            views[router.name] = found[0] if found else None
+    return views
 
 
 def valid(lease_set: ConsoleLeaseSet | None) -> bool:

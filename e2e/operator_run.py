@@ -27,11 +27,10 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
-from e2e.balancer_run import LeaseKey, manifest, valid
+from e2e.balancer_run import LeaseKey, floodfill_views, manifest, valid
 from i2p_multihome.harness.testnet import (
     ConsoleLeaseSet,
     Testnet,
-    fetch_leasesets,
     fetch_local_destinations,
 )
 from i2p_multihome.model.v1alpha1 import GROUP, PLURAL, VERSION
@@ -406,14 +405,7 @@ class Destination:
         return {(t["gateway"], t["tunnelId"]) for t in status.get("tunnels", []) if t["published"]}
 
     def floodfill_views(self, b32: str | None = None) -> dict[str, ConsoleLeaseSet | None]:
-        """Each floodfill's stored LeaseSet for this destination (None: it holds none)."""
-        label = (b32 or self.b32()).removesuffix(".b32.i2p")
-        views: dict[str, ConsoleLeaseSet | None] = {}
-        for router in self.testnet.routers:
-            if router.floodfill:
-                found = [ls for ls in fetch_leasesets(router.console) if ls.b32 == label]
-                views[router.name] = found[0] if found else None
-        return views
+        return floodfill_views(self.testnet, b32 or self.b32())
 
     def routers_of(self, lease_set: ConsoleLeaseSet) -> set[str]:
         self.status()

@@ -25,6 +25,7 @@ import yaml
 from pydantic import ValidationError
 
 from e2e.fixtures_cluster import KubeCluster
+from e2e.operator_run import kubectl as kubectl_with
 from i2p_multihome.balancer.policy import SelectedLease
 from i2p_multihome.balancer.snapshot import BalancerSnapshot, RouterSnapshot
 from i2p_multihome.balancer.status import build_status
@@ -47,17 +48,7 @@ B32 = "e" * 52 + ".b32.i2p"
 def kubectl(
     kube: KubeCluster, *args: str, stdin: str | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        ["kubectl", f"--kubeconfig={kube.kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
-    return result
+    return kubectl_with(kube.kubeconfig, *args, stdin=stdin, check=check)
 
 
 @dataclass(frozen=True)
