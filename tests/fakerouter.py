@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -156,6 +157,7 @@ class FakeRouter:
         lease_deadline_s: float = LEASESET_CREATION_TIMEOUT_S,
         known_destinations: Iterable[Destination] = (),
         destroy_reply_delay_s: float = 0.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """`version`: None echoes the client's GetDate version (i2pd < 2.58), a string is
         sent as the router's own (2.58+). `leases` are requested right after a session is
@@ -170,6 +172,7 @@ class FakeRouter:
         self.lease_deadline_s = lease_deadline_s
         self.known_destinations = {d.hash: d for d in known_destinations}
         self.destroy_reply_delay_s = destroy_reply_delay_s
+        self.ssl_context = ssl_context  # I2CP over TLS, as Java routers with i2cp.SSL=true
         self.connections: list[RouterConnection] = []
         self.received: list[Received] = []
         self.lease_sets: list[ReceivedLeaseSet] = []
@@ -185,7 +188,9 @@ class FakeRouter:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> FakeRouter:
-        self._server = await asyncio.start_server(self._accept, HOST, self._port)
+        self._server = await asyncio.start_server(
+            self._accept, HOST, self._port, ssl=self.ssl_context
+        )
         self._port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,8 @@ from fakerouter import (
     eventually,
     make_leases,
 )
+from i2p_multihome.harness.pki import write_pki
+from i2p_multihome.i2cp.connection import ConnectionClosed
 from i2p_multihome.i2cp.session import Endpoint, RouterSession, SessionLost, SessionRefused
 from i2p_multihome.wire import i2cp
 from i2p_multihome.wire.keys import DestinationKeys
@@ -223,6 +227,30 @@ async def test_credentials_only_in_getdate_when_set(
     assert router.connections[0].getdate_options == expected
     assert "s3cret" not in repr(endpoint)
     await session.close()
+
+
+async def test_tls_endpoint_speaks_i2cp_over_tls(
+    routers: RouterFactory, keys: DestinationKeys, tmp_path: Path
+) -> None:
+    pki = write_pki(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.serving_cert, pki.serving_key)
+    router = await routers(ssl_context=context)
+
+    session = RouterSession(
+        "r1", Endpoint("127.0.0.1", router.port, tls=True), keys, handshake_timeout_s=2.0
+    )
+    await session.connect(CLIENT_VERSION)
+    await session.create({"inbound.quantity": "1"})
+    assert session.established
+    assert router.connections[0].protocol_byte_read
+    await session.close()
+
+    # Plain TCP to a TLS port is no I2CP: the handshake fails instead of hanging.
+    plain = RouterSession("r2", Endpoint("127.0.0.1", router.port), keys, handshake_timeout_s=1.0)
+    with pytest.raises((SessionLost, ConnectionClosed)):
+        await plain.connect(CLIENT_VERSION)
+    await plain.close()
 
 
 async def test_no_credentials_no_mapping(routers: RouterFactory, keys: DestinationKeys) -> None:
