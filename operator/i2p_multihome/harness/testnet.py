@@ -487,6 +487,14 @@ class Testnet:
                 log.info("router already stopped", extra=fields(router=name))
                 return
             _end_processes({pid})
+            # A killed i2pd's main thread is reaped before its other threads exit and close
+            # its sockets: "stopped" means its I2CP port refuses connections.
+            _wait_for(
+                f"router {name}'s I2CP port to close",
+                lambda: not _port_open(*router.i2cp),
+                15.0,
+                f"see {self.log_file(name)}",
+            )
         log.info("router stopped", extra=fields(router=name, pid=pid))
 
     def start_router(self, name: str, timeout: float = 60.0) -> None:
