@@ -28,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.balancer_run import LeaseKey, floodfill_views, manifest, valid
+from i2p_multihome.harness.processes import free_ports
 from i2p_multihome.harness.testnet import (
     ConsoleLeaseSet,
     Testnet,
@@ -127,13 +128,6 @@ class Namespace:
 
 
 # --------------------------------------------------------------------------- the process
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -271,7 +265,7 @@ def start_operator(
 ) -> OperatorProcess:
     """Start the operator as a subprocess and return once its liveness endpoint answers."""
     directory.mkdir(parents=True, exist_ok=True)
-    metrics_port, liveness_port = free_port(), free_port()
+    metrics_port, liveness_port = free_ports(2)
     liveness_url = f"http://127.0.0.1:{liveness_port}/healthz"
     argv = [
         sys.executable, "-m", "i2p_multihome.cli", "--log-level", log_level, "operator",

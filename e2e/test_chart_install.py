@@ -284,11 +284,6 @@ def test_cluster_wide_install_grants_the_same_verbs_in_every_namespace(
     assert not cluster_wide.can_i("list", "namespaces", "*")
 
 
-def free_port() -> int:
-    (port,) = demo.free_ports(1)
-    return port
-
-
 def refusals(log: Path) -> list[str]:
     """Lines of the operator's log where the API server refused it."""
     lines = log.read_text().splitlines()
@@ -320,13 +315,14 @@ def test_peering_release_lets_the_operator_join_its_kopf_peering(
             kubeconfig, log, scope=[ns], extra_args=[f"--peering={peering}"]
         )
         try:
+            (closed_port,) = demo.free_ports(1)
             manifest = {
                 "apiVersion": "multihome.i2p/v1alpha1",
                 "kind": "MultihomedDestination",
                 "metadata": {"name": "unreachable"},
                 # Nothing listens there: the destination stays NotPublished, with a status.
                 "spec": {
-                    "routers": [{"name": "r0", "i2cp": {"host": "127.0.0.1", "port": free_port()}}]
+                    "routers": [{"name": "r0", "i2cp": {"host": "127.0.0.1", "port": closed_port}}]
                 },
             }
             release.kubectl(f"--namespace={ns}", "apply", "-f", "-", stdin=json.dumps(manifest))

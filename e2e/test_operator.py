@@ -37,7 +37,6 @@ from e2e.operator_run import (
     compare_floodfills,
     destination_manifest,
     find_key_material,
-    free_port,
     install_crds,
     key_material_forms,
     operator_running,
@@ -45,6 +44,7 @@ from e2e.operator_run import (
     tcp_peers,
     wait_for,
 )
+from i2p_multihome.harness.processes import free_ports
 from i2p_multihome.harness.testnet import Testnet, fetch_local_destinations
 
 pytestmark = [pytest.mark.testnet, pytest.mark.cluster]
@@ -701,7 +701,7 @@ def test_one_broken_destination_does_not_hold_back_the_others(
 ) -> None:
     """PROVES the Disconnected state: a router address where nothing listens."""
     ns = new_namespace(crds, "many")
-    dead = (testnet.router("r4").i2cp[0], free_port())  # nothing listens there
+    dead = (testnet.router("r4").i2cp[0], free_ports(1)[0])  # nothing listens there
     with operator_running(crds.kubeconfig, tmp_path, [ns.name]) as operator:
         good = ["many-a", "many-b"]
         for name in good:

@@ -14,10 +14,7 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -33,6 +30,14 @@ import yaml
 
 from i2p_multihome.harness import toolchain
 from i2p_multihome.harness.pki import Pki, write_pki
+from i2p_multihome.harness.processes import (
+    free_ports,
+    process_alive,
+    spawn_detached,
+    start_ticks,
+    stop_process_group,
+    wait_port_closed,
+)
 from i2p_multihome.logs import fields
 
 log = logging.getLogger(__name__)
@@ -44,9 +49,6 @@ _START_TIMEOUT = 180.0
 _STOP_TIMEOUT = 15.0
 # Removed before a fresh start; logs are kept so the last failure can still be read.
 _STATE_DIRS = ("etcd", "pki", "apiserver-certs")
-# Processes this interpreter started (the pytest fixture's case): kept so they can be reaped
-# by `poll()` rather than linger as zombies or warn when garbage-collected while running.
-_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class ClusterError(RuntimeError):
@@ -152,23 +154,26 @@ def down(directory: Path) -> None:
     if state is None:
         return
     # API server first, so it never sees its storage vanish and retries against a dead etcd.
-    for process in (state.apiserver, state.etcd):
-        _stop(process)
-    for process in (state.apiserver, state.etcd):
-        if _alive(process):
+    stopped = [
+        stop_process_group(process.pid, process.start_ticks, _STOP_TIMEOUT)
+        for process in (state.apiserver, state.etcd)
+    ]
+    for process, gone in zip((state.apiserver, state.etcd), stopped, strict=True):
+        if not gone:
             raise ClusterError(f"pid {process.pid} survived SIGKILL")
         for port in process.ports:
-            _wait_port_closed(port)
+            if not wait_port_closed(port):
+                raise ClusterError(f"127.0.0.1:{port} still accepts connections after stop")
     (directory / STATE_FILE).unlink()
     log.info("cluster stopped", extra=fields(dir=directory))
 
 
 def _start(directory: Path, tools: toolchain.Tools) -> ClusterState:
-    etcd_port, peer_port, api_port = _free_ports(3)
+    etcd_port, peer_port, api_port = free_ports(3)
     server = f"https://127.0.0.1:{api_port}"
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"
-    etcd = _spawn(
+    etcd = spawn_detached(
         [
             str(tools.etcd),
             "--name=default",
@@ -187,7 +192,7 @@ def _start(directory: Path, tools: toolchain.Tools) -> ClusterState:
         kubeconfig=str(directory / KUBECONFIG_FILE),
         server=server,
         kube_version=toolchain.KUBE_VERSION,
-        etcd=_Process(etcd, _start_ticks(etcd), (etcd_port, peer_port)),
+        etcd=_Process(etcd, start_ticks(etcd), (etcd_port, peer_port)),
         apiserver=_Process(0, 0, ()),
     )
     partial.save(directory)
@@ -198,7 +203,7 @@ def _start(directory: Path, tools: toolchain.Tools) -> ClusterState:
     )
 
     pki = write_pki(directory / "pki")
-    apiserver = _spawn(
+    apiserver = spawn_detached(
         [
             str(tools.kube_apiserver),
             f"--etcd-servers={etcd_url}",
@@ -227,7 +232,7 @@ def _start(directory: Path, tools: toolchain.Tools) -> ClusterState:
         server=server,
         kube_version=partial.kube_version,
         etcd=partial.etcd,
-        apiserver=_Process(apiserver, _start_ticks(apiserver), (api_port,)),
+        apiserver=_Process(apiserver, start_ticks(apiserver), (api_port,)),
     )
     state.save(directory)
     context = _admin_tls(pki)
@@ -248,80 +253,11 @@ def _start(directory: Path, tools: toolchain.Tools) -> ClusterState:
     return state
 
 
-def _spawn(argv: list[str], log_path: Path) -> int:
-    """Start a detached process (own session) so it outlives `cluster up`."""
-    with log_path.open("ab") as out:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    _children[process.pid] = process
-    return process.pid
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports the kernel hands out; all held open together so they are distinct."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
-def _start_ticks(pid: int) -> int:
-    """Field 22 of /proc/PID/stat; the command name before it may contain spaces."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def _alive(process: _Process) -> bool:
-    if process.pid <= 0:
-        return False
-    child = _children.get(process.pid)
-    if child is not None and child.poll() is not None:
-        return False
-    try:
-        stat = Path(f"/proc/{process.pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    fields_after_name = stat.rsplit(")", 1)[1].split()
-    return fields_after_name[0] != "Z" and int(fields_after_name[19]) == process.start_ticks
-
-
-def _stop(process: _Process) -> None:
-    """SIGTERM the process group, then SIGKILL it if it lingers."""
-    for sig, grace in ((signal.SIGTERM, _STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
-        if not _alive(process):
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        deadline = time.monotonic() + grace
-        while _alive(process) and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-
-def _wait_port_closed(port: int) -> None:
-    deadline = time.monotonic() + 5.0
-    while _port_open(port):
-        if time.monotonic() > deadline:
-            raise ClusterError(f"127.0.0.1:{port} still accepts connections after stop")
-        time.sleep(0.1)
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1.0)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _alive_check(process: _Process, log_path: Path) -> Callable[[], None]:
     """A probe that fails fast, quoting the log, once the process has died."""
 
     def check() -> None:
-        if not _alive(process):
+        if not process_alive(process.pid, process.start_ticks):
             lines = log_path.read_text(errors="replace").strip().splitlines()[-3:]
             raise ClusterError(f"{log_path.stem} exited: {' | '.join(lines)}")
 
@@ -354,7 +290,7 @@ def _admin_tls(pki: Pki) -> ssl.SSLContext:
 
 def _is_healthy(state: ClusterState, directory: Path) -> bool:
     """Both recorded processes are ours and alive, and the API server answers as admin."""
-    if not (_alive(state.etcd) and _alive(state.apiserver)):
+    if not all(process_alive(p.pid, p.start_ticks) for p in (state.etcd, state.apiserver)):
         return False
     try:
         context = _admin_tls(Pki.at(directory / "pki"))

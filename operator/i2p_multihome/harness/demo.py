@@ -15,11 +15,8 @@ namespace or listening port.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +30,14 @@ from typing import Any
 import yaml
 
 from i2p_multihome.harness import cluster, toolchain
+from i2p_multihome.harness.processes import (
+    free_ports,
+    process_alive,
+    spawn_detached,
+    start_ticks,
+    stop_process_group,
+    wait_port_closed,
+)
 from i2p_multihome.harness.testnet import Testnet, TestnetError, fetch_leasesets
 
 HOSTS = ("r1", "r2", "r3", "r4")
@@ -50,8 +55,6 @@ _STATE_FILE = "demo.json"
 _REPO = Path(__file__).resolve().parents[3]
 CHART_DIR = _REPO / "charts" / "i2p-multihome"
 EXAMPLE = _REPO / "examples" / "multihomed-destination.yaml"
-# Children this interpreter started, reaped on stop so none lingers as a zombie.
-_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class DemoError(RuntimeError):
@@ -81,38 +84,6 @@ class OperatorProcess:
         return (self.healthz_port, self.metrics_port)
 
 
-def start_ticks(pid: int) -> int:
-    """Field 22 of /proc/PID/stat: tells our process from a later one reusing its PID."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def process_alive(pid: int, ticks: int) -> bool:
-    child = _children.get(pid)
-    if child is not None and child.poll() is not None:
-        return False
-    try:
-        after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    return after_name[0] != "Z" and int(after_name[19]) == ticks
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct loopback ports the kernel hands out (held together while choosing)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1.0)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 def start_operator(
     kubeconfig: Path,
     log_path: Path,
@@ -134,21 +105,19 @@ def start_operator(
         if not key.startswith(("KUBERNETES_", "KUBECONFIG"))
     }
     env["KUBECONFIG"] = str(kubeconfig)
-    with log_path.open("ab") as log:
-        child = subprocess.Popen(
-            [
-                sys.executable, "-m", "i2p_multihome.cli", "operator", *namespaces,
-                f"--liveness=http://127.0.0.1:{healthz_port}/healthz",
-                f"--metrics-port={metrics_port}", "--metrics-address=127.0.0.1",
-                *extra_args,
-            ],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, start_new_session=True,
-        )  # fmt: skip
-    _children[child.pid] = child
+    pid = spawn_detached(
+        [
+            sys.executable, "-m", "i2p_multihome.cli", "operator", *namespaces,
+            f"--liveness=http://127.0.0.1:{healthz_port}/healthz",
+            f"--metrics-port={metrics_port}", "--metrics-address=127.0.0.1",
+            *extra_args,
+        ],
+        log_path,
+        env,
+    )  # fmt: skip
     process = OperatorProcess(
-        pid=child.pid,
-        start_ticks=start_ticks(child.pid),
+        pid=pid,
+        start_ticks=start_ticks(pid),
         healthz_port=healthz_port,
         metrics_port=metrics_port,
         kubeconfig=str(kubeconfig),
@@ -178,23 +147,11 @@ def operator_healthy(process: OperatorProcess) -> bool:
 
 def stop_operator(process: OperatorProcess) -> None:
     """SIGTERM (the operator destroys its I2CP sessions), then SIGKILL if it lingers."""
-    for signum, grace in ((signal.SIGTERM, OPERATOR_STOP_TIMEOUT_S), (signal.SIGKILL, 5.0)):
-        if not process_alive(process.pid, process.start_ticks):
-            break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signum)
-        deadline = time.monotonic() + grace
-        while process_alive(process.pid, process.start_ticks) and time.monotonic() < deadline:
-            time.sleep(0.1)
-    if process_alive(process.pid, process.start_ticks):
+    if not stop_process_group(process.pid, process.start_ticks, OPERATOR_STOP_TIMEOUT_S):
         raise DemoError(f"operator pid {process.pid} survived SIGKILL")
-    _children.pop(process.pid, None)
     for port in process.ports:
-        deadline = time.monotonic() + 5.0
-        while port_open(port):
-            if time.monotonic() > deadline:
-                raise DemoError(f"127.0.0.1:{port} still accepts connections")
-            time.sleep(0.1)
+        if not wait_port_closed(port):
+            raise DemoError(f"127.0.0.1:{port} still accepts connections")
 
 
 # --------------------------------------------------------------------------- kubernetes
