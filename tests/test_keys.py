@@ -29,24 +29,12 @@ from i2p_multihome.wire.keys import (
     load_or_create,
 )
 from i2p_multihome.wire.structures import Destination, Lease2, LeaseSet2
+from seeded import seeded_random
 
 DATA = Path(__file__).parent / "data"
 I2PD_DAT = (DATA / "i2pd-ed25519.dat").read_bytes()
 I2PD_B32 = (DATA / "i2pd-ed25519.b32").read_text().strip()
 ELGAMAL_PRIVATE_LEN = 256
-
-
-def _random(seed: bytes) -> Callable[[int], bytes]:
-    """Deterministic stand-in for os.urandom; records nothing, repeats nothing."""
-    counter = iter(range(1 << 30))
-
-    def random_bytes(n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            out += hashlib.sha256(seed + next(counter).to_bytes(4, "big")).digest()
-        return out[:n]
-
-    return random_bytes
 
 
 def _scripted(*chunks: bytes) -> Callable[[int], bytes]:
@@ -106,8 +94,12 @@ def test_generate_uses_the_injected_randomness() -> None:
 
 
 def test_generate_is_deterministic_given_the_randomness() -> None:
-    assert DestinationKeys.generate(_random(b"a")) == DestinationKeys.generate(_random(b"a"))
-    assert DestinationKeys.generate(_random(b"a")) != DestinationKeys.generate(_random(b"b"))
+    assert DestinationKeys.generate(seeded_random(b"a")) == DestinationKeys.generate(
+        seeded_random(b"a")
+    )
+    assert DestinationKeys.generate(seeded_random(b"a")) != DestinationKeys.generate(
+        seeded_random(b"b")
+    )
 
 
 def test_generate_defaults_to_os_randomness() -> None:
@@ -116,7 +108,7 @@ def test_generate_defaults_to_os_randomness() -> None:
 
 
 def test_json_round_trip() -> None:
-    keys = DestinationKeys.generate(_random(b"json"))
+    keys = DestinationKeys.generate(seeded_random(b"json"))
     text = keys.to_json()
     doc = json.loads(text)
     assert doc["format"] == KEY_FILE_FORMAT
@@ -142,7 +134,7 @@ def test_json_round_trip() -> None:
     ],
 )
 def test_json_refuses_bad_fields_without_echoing_keys(field: str, value: object) -> None:
-    keys = DestinationKeys.generate(_random(b"bad"))
+    keys = DestinationKeys.generate(seeded_random(b"bad"))
     doc = json.loads(keys.to_json())
     doc[field] = value
     with pytest.raises(KeyFileError) as info:
@@ -152,7 +144,7 @@ def test_json_refuses_bad_fields_without_echoing_keys(field: str, value: object)
 
 
 def test_json_refuses_missing_fields() -> None:
-    doc = json.loads(DestinationKeys.generate(_random(b"m")).to_json())
+    doc = json.loads(DestinationKeys.generate(seeded_random(b"m")).to_json())
     for name in ("destination", "signingPrivateKey", "encryptionPrivateKey"):
         partial = {k: v for k, v in doc.items() if k != name}
         with pytest.raises(KeyFileError):
@@ -160,7 +152,7 @@ def test_json_refuses_missing_fields() -> None:
 
 
 def test_mismatched_seed_is_refused_on_construction() -> None:
-    keys = DestinationKeys.generate(_random(b"x"))
+    keys = DestinationKeys.generate(seeded_random(b"x"))
     with pytest.raises(KeyFileError):
         DestinationKeys(keys.destination, bytes(32), keys.encryption_private)
     with pytest.raises(KeyFileError):
@@ -171,7 +163,7 @@ def test_mismatched_seed_is_refused_on_construction() -> None:
 
 
 def test_repr_and_str_show_only_the_address() -> None:
-    keys = DestinationKeys.generate(_random(b"repr"))
+    keys = DestinationKeys.generate(seeded_random(b"repr"))
     assert repr(keys) == f"DestinationKeys({keys.destination.b32})"
     for text in (repr(keys), str(keys), f"{keys}", f"{keys!r}", repr([keys]), repr({"k": keys})):
         _assert_no_secret(text, keys)
@@ -179,7 +171,7 @@ def test_repr_and_str_show_only_the_address() -> None:
 
 def test_sanity_of_the_leak_check() -> None:
     """The checker itself finds a leak, so the tests above can fail."""
-    keys = DestinationKeys.generate(_random(b"leak"))
+    keys = DestinationKeys.generate(seeded_random(b"leak"))
     with pytest.raises(AssertionError):
         _assert_no_secret(f"oops {b64encode(keys.signing_seed)}", keys)
     with pytest.raises(AssertionError):
@@ -187,7 +179,7 @@ def test_sanity_of_the_leak_check() -> None:
 
 
 def test_logging_the_keys_leaks_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    keys = DestinationKeys.generate(_random(b"log"))
+    keys = DestinationKeys.generate(seeded_random(b"log"))
     log = logging.getLogger("i2p_multihome.test_keys")
     with caplog.at_level(logging.DEBUG):
         log.info("keys %s", keys)
@@ -205,7 +197,7 @@ def test_logging_the_keys_leaks_nothing(caplog: pytest.LogCaptureFixture) -> Non
 
 
 def test_messages_carrying_private_keys_do_not_repr_them() -> None:
-    keys = DestinationKeys.generate(_random(b"msg"))
+    keys = DestinationKeys.generate(seeded_random(b"msg"))
     message = CreateLeaseSet2(1, _lease_set_for(keys), (PrivateKey(4, keys.encryption_private),))
     _assert_no_secret(repr(message), keys)
     _assert_no_secret(repr(PrivateKey(4, keys.encryption_private)), keys)
@@ -228,17 +220,17 @@ def open_umask() -> Iterator[None]:
 
 def test_load_or_create_creates_a_0600_file(tmp_path: Path, open_umask: None) -> None:
     path = tmp_path / "keys.json"
-    keys = load_or_create(str(path), _random(b"create"))
+    keys = load_or_create(str(path), seeded_random(b"create"))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert keys == DestinationKeys.generate(_random(b"create"))
+    assert keys == DestinationKeys.generate(seeded_random(b"create"))
     assert DestinationKeys.from_json(path.read_text()) == keys
 
 
 def test_load_or_create_loads_an_existing_file(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
-    created = load_or_create(str(path), _random(b"first"))
+    created = load_or_create(str(path), seeded_random(b"first"))
     before = path.read_bytes()
-    loaded = load_or_create(str(path), _random(b"second"))
+    loaded = load_or_create(str(path), seeded_random(b"second"))
     assert loaded == created
     assert path.read_bytes() == before
 
@@ -246,7 +238,7 @@ def test_load_or_create_loads_an_existing_file(tmp_path: Path) -> None:
 def test_load_or_create_imports_an_i2pd_dat(tmp_path: Path) -> None:
     path = tmp_path / "test.dat"
     path.write_bytes(I2PD_DAT)
-    keys = load_or_create(str(path), _random(b"dat"))
+    keys = load_or_create(str(path), seeded_random(b"dat"))
     assert keys.destination.b32 == I2PD_B32
     assert path.read_bytes() == I2PD_DAT  # imported, not rewritten
 
@@ -258,7 +250,7 @@ def test_load_or_create_imports_an_i2pd_dat_that_starts_with_a_brace(tmp_path: P
     destination = Destination.for_ed25519(public, b"{" + bytes(range(0x80, 0x9F)))
     path = tmp_path / "brace.dat"
     path.write_bytes(destination.raw + bytes(ELGAMAL_PRIVATE_LEN) + seed)
-    keys = load_or_create(str(path), _random(b"brace"))
+    keys = load_or_create(str(path), seeded_random(b"brace"))
     assert keys.destination == destination
 
 

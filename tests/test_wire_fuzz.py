@@ -59,25 +59,13 @@ from i2p_multihome.wire.structures import (
     encode_mapping,
     read_mapping,
 )
+from seeded import seeded_random
 
 FUZZ = settings(max_examples=300)
 I2PD_DAT = (Path(__file__).parent / "data" / "i2pd-ed25519.dat").read_bytes()
 
 
-def _chunks(seed: bytes) -> Callable[[int], bytes]:
-    """Deterministic stand-in for os.urandom."""
-    counter = iter(range(1 << 30))
-
-    def random_bytes(n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            out += hashlib.sha256(seed + next(counter).to_bytes(4, "big")).digest()
-        return out[:n]
-
-    return random_bytes
-
-
-KEYS = DestinationKeys.generate(_chunks(b"fuzz"))
+KEYS = DestinationKeys.generate(seeded_random(b"fuzz"))
 OTHER = Destination.for_ed25519(bytes(range(32)), bytes(32))
 
 
