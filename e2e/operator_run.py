@@ -28,7 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.balancer_run import LeaseKey, floodfill_views, manifest, valid
-from i2p_multihome.harness.processes import free_ports
+from i2p_multihome.harness.processes import free_ports, stat_fields
 from i2p_multihome.harness.testnet import (
     ConsoleLeaseSet,
     Testnet,
@@ -144,9 +144,8 @@ def process_usage(pid: int) -> Usage:
     rss_kib = next(
         int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")
     )
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # Fields after the parenthesised command; utime and stime are fields 14 and 15.
-    rest = stat[stat.rindex(")") + 2 :].split()
+    # utime and stime are fields 14 and 15, the start time field 22.
+    rest = stat_fields(pid)
     ticks = os.sysconf("SC_CLK_TCK")
     cpu_s = (int(rest[11]) + int(rest[12])) / ticks
     start_s = int(rest[19]) / ticks

@@ -24,6 +24,7 @@ from e2e.fixtures_cluster import (
     write_token_kubeconfig,
 )
 from i2p_multihome.harness import cluster, toolchain
+from i2p_multihome.harness.processes import live_processes
 
 pytestmark = pytest.mark.cluster
 
@@ -205,7 +206,7 @@ def test_cluster_down_leaves_no_process_or_port(second_cluster_dir: Path) -> Non
     assert run_cluster_cli("down", "--dir", str(second_cluster_dir)).code == 0
 
     groups = {p.pid for p in processes}
-    assert not [pid for pid, pgid in _process_groups() if pid in groups or pgid in groups]
+    assert not [pid for pid, stat in live_processes() if pid in groups or int(stat[2]) in groups]
     for port in (port for p in processes for port in p.ports):
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -219,14 +220,3 @@ def test_cluster_cli_reports_errors_in_one_line(tmp_path: Path) -> None:
     assert result.code == 2
     assert result.err.count("\n") == 1
     assert cluster.STATE_FILE in result.err
-
-
-def _process_groups() -> list[tuple[int, int]]:
-    """(pid, process group) of every process, zombies included, from /proc."""
-    groups = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        # A process may exit between listing and reading.
-        with contextlib.suppress(OSError):
-            after_name = stat.read_text().rsplit(")", 1)[1].split()
-            groups.append((int(stat.parent.name), int(after_name[2])))
-    return groups

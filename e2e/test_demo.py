@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from i2p_multihome.harness import cluster, demo
+from i2p_multihome.harness.processes import live_processes
 from i2p_multihome.harness.testnet import Testnet
 
 pytestmark = [pytest.mark.cluster, pytest.mark.testnet, pytest.mark.timeout(900)]
@@ -31,13 +32,11 @@ def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
 def processes_mentioning(text: str) -> list[str]:
     """Command lines of live processes (not zombies) that mention `text`."""
     found = []
-    for entry in Path("/proc").glob("[0-9]*"):
+    for pid, _ in live_processes():
         with contextlib.suppress(OSError):
-            if entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            cmdline = entry.joinpath("cmdline").read_bytes().replace(b"\0", b" ").decode()
-            if text in cmdline and str(os.getpid()) != entry.name:
-                found.append(f"{entry.name}: {cmdline}")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if text in cmdline and pid != os.getpid():
+                found.append(f"{pid}: {cmdline}")
     return found
 
 

@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 # Children this interpreter started, kept so `poll()` reaps them: otherwise they linger as
@@ -33,11 +33,32 @@ def spawn_detached(argv: list[str], log_path: Path, env: Mapping[str, str] | Non
     return process.pid
 
 
+def stat_fields(pid: int) -> list[str]:
+    """Fields 3 onward of /proc/PID/stat (state, ppid, pgrp, ...; index = field - 3).
+    The command name before them may contain spaces and parentheses. Raises OSError
+    once the process is gone."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def is_zombie(fields: list[str]) -> bool:
+    """A dead process not yet reaped by its parent (PID 1 here may never reap it): it
+    holds no port, file or memory any more."""
+    return fields[0] in ("Z", "X")
+
+
+def live_processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, stat fields) of every process on the machine that is not a zombie."""
+    for entry in Path("/proc").glob("[0-9]*"):
+        # A process may exit between listing and reading.
+        with contextlib.suppress(OSError):
+            fields = stat_fields(int(entry.name))
+            if not is_zombie(fields):
+                yield int(entry.name), fields
+
+
 def start_ticks(pid: int) -> int:
-    """Field 22 of /proc/PID/stat: tells our process from a later one reusing its PID.
-    The command name before it may contain spaces."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    """Field 22 of /proc/PID/stat: tells our process from a later one reusing its PID."""
+    return int(stat_fields(pid)[19])
 
 
 def process_alive(pid: int, ticks: int) -> bool:
@@ -48,10 +69,10 @@ def process_alive(pid: int, ticks: int) -> bool:
     if child is not None and child.poll() is not None:
         return False
     try:
-        after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat_fields(pid)
     except OSError:
         return False
-    return after_name[0] != "Z" and int(after_name[19]) == ticks
+    return not is_zombie(fields) and int(fields[19]) == ticks
 
 
 def stop_process_group(pid: int, ticks: int, term_grace_s: float) -> bool:

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from i2p_multihome.harness.processes import is_zombie, stat_fields
 from i2p_multihome.logs import fields
 
 log = logging.getLogger(__name__)
@@ -259,10 +260,9 @@ def _disable_ipv6(link: str, namespace: str | None = None) -> None:
 def _pid_alive(pid: int) -> bool:
     """True while the process exists and is not a zombie (PID 1 here may never reap it)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return not is_zombie(stat_fields(pid))
     except OSError:
         return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _end_processes(pids: set[int], graceful: bool = False, timeout: float = 15.0) -> None:
