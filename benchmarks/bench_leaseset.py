@@ -116,9 +116,11 @@ def simulate(routers: int, tunnels: int, minutes: int = 60, seed: int = 1) -> tu
                 published, last_publish, pending_at = desired, now, None
                 merged += now >= warmup
         if published:
+            wake = [t for t in (pending_at, policy.next_refresh_at(last_publish)) if t is not None]
             review = policy.next_review_ms(published)
-            if review is not None and review <= now_ms and pending_at is None:
-                pending_at = now
+            if review is not None and review <= now_ms:
+                wake.append(now)
+            pending_at = min(wake, default=None)
     per10 = 10 / minutes
     return merged * per10, naive * per10
 

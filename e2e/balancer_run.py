@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +69,7 @@ class BalancerRun:
     # Every (gateway, tunnel id) ever reported, with the router that built it: leases stay
     # attributable after their router died and vanished from the status.
     owners: dict[LeaseKey, str] = field(default_factory=dict)
+    last_views: dict[str, ConsoleLeaseSet | None] = field(default_factory=dict)
 
     @property
     def status_path(self) -> Path:
@@ -100,7 +101,24 @@ class BalancerRun:
             raise AssertionError(f"balancer exited with {self.process.returncode}:\n{log}")
 
     def floodfill_views(self) -> dict[str, ConsoleLeaseSet | None]:
-        return floodfill_views(self.testnet, self.b32)
+        self.last_views = floodfill_views(self.testnet, self.b32)
+        return self.last_views
+
+    def explain_floodfills(self) -> str:
+        """What each floodfill held at the last look, for a timeout's message: tells a lost
+        flood (one floodfill holds nothing) from a LeaseSet that lacks a router's leases."""
+        parts = []
+        for floodfill, lease_set in sorted(self.last_views.items()):
+            if lease_set is None:
+                parts.append(f"{floodfill}: nothing")
+                continue
+            routers = ",".join(sorted(self.routers_of(lease_set)))
+            state = "valid" if valid(lease_set) else "NOT valid"
+            parts.append(
+                f"{floodfill}: {state}, {len(lease_set.leases)} leases from {routers}, "
+                f"expires {lease_set.expires}"
+            )
+        return "; ".join(parts) or "no floodfill looked at yet"
 
     def routers_of(self, lease_set: ConsoleLeaseSet) -> set[str]:
         self.status()
@@ -165,8 +183,15 @@ def run_balancer(
         log.close()
 
 
-def wait_until(what: str, timeout: float, check: Any, interval: float = 2.0) -> Any:
-    """Poll `check()` until it returns something truthy; fail with `what` and the last value."""
+def wait_until(
+    what: str,
+    timeout: float,
+    check: Any,
+    interval: float = 2.0,
+    explain: Callable[[], str] | None = None,
+) -> Any:
+    """Poll `check()` until it returns something truthy; fail with `what`, the last value
+    and, when given, `explain()`'s account of the state."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -174,4 +199,7 @@ def wait_until(what: str, timeout: float, check: Any, interval: float = 2.0) -> 
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+    detail = f"; {explain()}" if explain is not None else ""
+    raise AssertionError(
+        f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}{detail}"
+    )

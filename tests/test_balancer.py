@@ -41,13 +41,14 @@ LEASES_PER_ROUTER = 3
 I2PD_WINDOW_S = 12 * 60
 
 
-def timing(min_publish_interval_s: float = 0.3) -> Timing:
+def timing(min_publish_interval_s: float = 0.3, refresh_interval_s: float = 60.0) -> Timing:
     return Timing(
         backoff_initial_s=0.05,
         backoff_max_s=0.2,
         heartbeat_s=0.5,
         handshake_timeout_s=2,
         min_publish_interval_s=min_publish_interval_s,
+        refresh_interval_s=refresh_interval_s,
     )
 
 
@@ -307,6 +308,35 @@ async def test_unchanged_leases_are_not_republished(setup: Setup) -> None:
     await asyncio.sleep(0.3)
     assert balancer.publishes == publishes
     assert answer.raw == r1.lease_sets[0].raw
+
+
+async def test_unchanged_lease_set_is_published_afresh_after_the_refresh_interval(
+    setup: Setup,
+) -> None:
+    """Without any change, the same leases go out again with a newer `published`, so a
+    floodfill that missed the last store or flood catches up."""
+    refresh = 1.0
+    r1 = await setup.add_router("r1")
+    r2 = await setup.add_router("r2")
+    balancer = await setup.start(min_publish_interval_s=0.1, refresh_interval_s=refresh)
+    await setup.converged()
+    first = r1.last_lease_set
+    assert first is not None
+    publishes = balancer.publishes
+
+    await eventually(
+        lambda: balancer.publishes == publishes + 1, refresh + 1.0, "a refresh publish"
+    )
+    fresh = r1.last_lease_set
+    assert fresh is not None and fresh.raw != first.raw
+    assert fresh.at - first.at >= refresh - 0.05
+    assert fresh.lease_set.published > first.lease_set.published
+    assert fresh.lease_set.leases == first.lease_set.leases
+    await eventually(
+        lambda: r2.last_lease_set is not None and r2.last_lease_set.raw == fresh.raw,
+        0.5,
+        "the refreshed LeaseSet on r2",
+    )
 
 
 async def test_short_lived_leases_are_still_answered(setup: Setup) -> None:

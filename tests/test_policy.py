@@ -15,6 +15,7 @@ from i2p_multihome.balancer.policy import (
     CLIENT_API_VERSION,
     MIN_PUBLISH_INTERVAL_S,
     MIN_REMAINING_S,
+    REFRESH_INTERVAL_S,
     SELECTION_MARGIN_S,
     PublishAction,
     SelectedLease,
@@ -22,6 +23,7 @@ from i2p_multihome.balancer.policy import (
     excluded_gateways,
     lease_set_expires_s,
     next_published_s,
+    next_refresh_at,
     next_review_ms,
     publish_is_inverted,
     select_leases,
@@ -263,6 +265,20 @@ def test_unchanged_set_is_not_republished() -> None:
     nudged = SelectedLease("a", Lease(A1.lease.gateway, 1, A1.lease.end_ms + 1))
     assert A1.lease.end_ms % 1000 == 0
     assert decide_publish([nudged, B1], [A1, B1], 99.0, now=100.0).action is PublishAction.NONE
+
+
+def test_unchanged_set_is_published_afresh_after_the_refresh_interval() -> None:
+    assert decide_publish([A1, B1], [A1, B1], 10.0, now=10.0 + REFRESH_INTERVAL_S - 1).action is (
+        PublishAction.NONE
+    )
+    decision = decide_publish([A1, B1], [A1, B1], 10.0, now=10.0 + REFRESH_INTERVAL_S)
+    assert decision.action is PublishAction.NOW
+    assert decision.reason == "refresh"
+    assert decide_publish([A1], [A1], 10.0, now=20.0, refresh_interval_s=5).action is (
+        PublishAction.NOW
+    )
+    assert next_refresh_at(None) is None
+    assert next_refresh_at(10.0) == 10.0 + REFRESH_INTERVAL_S
 
 
 def test_changes_within_the_interval_are_coalesced() -> None:

@@ -44,6 +44,7 @@ class Timing:
     heartbeat_s: float = 10.0
     handshake_timeout_s: float = 15.0
     min_publish_interval_s: float = policy.MIN_PUBLISH_INTERVAL_S  # coalescing window
+    refresh_interval_s: float = policy.REFRESH_INTERVAL_S  # unchanged LeaseSet published afresh
 
 
 @dataclass(frozen=True)
@@ -375,11 +376,17 @@ class Balancer:
                 now,
                 lost,
                 min_interval_s=self._timing.min_publish_interval_s,
+                refresh_interval_s=self._timing.refresh_interval_s,
             )
             reached: set[str] = set()
             if decision.action is policy.PublishAction.NOW:
                 reached = await self._publish(desired, decision.reason)
             wake = [decision.at] if decision.at is not None else []
+            refresh_at = policy.next_refresh_at(
+                self._last_publish_at, self._timing.refresh_interval_s
+            )
+            if refresh_at is not None:
+                wake.append(max(refresh_at, now + 1.0))
             review_ms = policy.next_review_ms(self._published)
             if review_ms is not None:
                 # At least a second ahead: a review due now was just done.

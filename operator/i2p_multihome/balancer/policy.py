@@ -22,6 +22,10 @@ MIN_REMAINING_S = 30
 # of both: a lease chosen now still has > MIN_REMAINING_S left when the next publish can go.
 MIN_PUBLISH_INTERVAL_S = 20
 SELECTION_MARGIN_S = MIN_REMAINING_S + MIN_PUBLISH_INTERVAL_S
+# An unchanged LeaseSet is published afresh this often, as Java I2P's RepublishLeaseSetJob
+# does (i2pd republishes only on change): a floodfill that missed a store or a flood catches
+# up within this time instead of at the next tunnel rotation, up to 10 minutes later.
+REFRESH_INTERVAL_S = 90
 
 # The API version we announce in GetDate. i2pd before 2.58 echoes it back; newer routers
 # answer with their own, which is how the dontPublishLeaseSet inversion is detected.
@@ -90,15 +94,19 @@ def decide_publish(
     now: float,
     lost_routers: Iterable[str] = (),
     min_interval_s: float = MIN_PUBLISH_INTERVAL_S,
+    refresh_interval_s: float = REFRESH_INTERVAL_S,
 ) -> PublishDecision:
     """Coalesce changes to one publish per `min_interval_s`; a lost router whose leases are
-    in the published LeaseSet is the exception and publishes at once."""
+    in the published LeaseSet is the exception and publishes at once. An unchanged LeaseSet
+    is published afresh once `refresh_interval_s` has passed."""
     if not desired:
         return PublishDecision(PublishAction.NONE, reason="no usable leases")
-    if published is not None and _lease_keys(desired) == _lease_keys(published):
-        return PublishDecision(PublishAction.NONE, reason="unchanged")
     if published is None or last_publish_at is None:
         return PublishDecision(PublishAction.NOW, reason="first LeaseSet")
+    if _lease_keys(desired) == _lease_keys(published):
+        if now >= last_publish_at + refresh_interval_s:
+            return PublishDecision(PublishAction.NOW, reason="refresh")
+        return PublishDecision(PublishAction.NONE, reason="unchanged")
     lost = frozenset(lost_routers)
     if any(s.router in lost for s in published):
         return PublishDecision(PublishAction.NOW, reason="router lost")
@@ -119,6 +127,13 @@ def next_review_ms(
     if not published:
         return None
     return min(s.lease.end_ms for s in published) - margin_s * 1000 + 1
+
+
+def next_refresh_at(
+    last_publish_at: float | None, refresh_interval_s: float = REFRESH_INTERVAL_S
+) -> float | None:
+    """When an unchanged LeaseSet is next due to be published afresh."""
+    return None if last_publish_at is None else last_publish_at + refresh_interval_s
 
 
 def next_published_s(previous: int | None, now_s: int) -> int:
