@@ -21,7 +21,15 @@ from fakerouter import (
     make_leases,
     options_of,
 )
-from i2p_multihome.balancer.engine import Balancer, Timing
+from i2p_multihome.balancer.engine import (
+    Balancer,
+    BalancerEvent,
+    EndpointError,
+    EndpointResolver,
+    Timing,
+    plain_endpoint,
+)
+from i2p_multihome.i2cp.session import Endpoint
 from i2p_multihome.logs import KeyValueFormatter
 from i2p_multihome.model.v1alpha1 import (
     I2CPEndpoint,
@@ -83,6 +91,7 @@ class Setup:
         self.routers: dict[str, FakeRouter] = {}
         self.balancer: Balancer | None = None
         self.task: asyncio.Task[None] | None = None
+        self.events: list[BalancerEvent] = []
 
     async def add_router(self, name: str, leases: int = LEASES_PER_ROUTER, **kw: Any) -> FakeRouter:
         router = await FakeRouter(name, leases=make_leases(name, leases), **kw).start()
@@ -90,12 +99,17 @@ class Setup:
         return router
 
     async def start(
-        self, spec: MultihomedDestinationSpec | None = None, **timing_kw: float
+        self,
+        spec: MultihomedDestinationSpec | None = None,
+        resolve_endpoint: EndpointResolver = plain_endpoint,
+        **timing_kw: float,
     ) -> Balancer:
         self.balancer = Balancer(
             "dest",
             spec or make_spec(self.routers.values()),
             self.keys,
+            on_event=self.events.append,
+            resolve_endpoint=resolve_endpoint,
             timing=timing(**timing_kw),
         )
         self.task = asyncio.create_task(self.balancer.run())
@@ -439,6 +453,35 @@ async def test_garbage_from_one_router_never_disturbs_the_others(setup: Setup, k
         [request] = await router.request_leases()
         await asyncio.wait_for(request.answered, 0.5)
     assert_all_requests_answered_fast([r1, r2, r3])
+
+
+async def test_router_without_an_endpoint_is_refused_alone_then_joins(setup: Setup) -> None:
+    """A router whose endpoint cannot be resolved (its credentials Secret is missing) is
+    Refused with the reason, once as an event; the others publish; once the endpoint can be
+    had, the next attempt connects."""
+    await setup.add_router("r1")
+    await setup.add_router("r2")
+    secret_exists = False
+    attempts: list[str] = []
+
+    async def resolve(router: RouterSpec) -> Endpoint:
+        attempts.append(router.name)
+        if router.name == "r2" and not secret_exists:
+            raise EndpointError("I2CP credentials: reading Secret ns/r2-auth: Not Found")
+        return await plain_endpoint(router)
+
+    balancer = await setup.start(resolve_endpoint=resolve)
+    await setup.converged(["r1"])
+    await eventually(lambda: attempts.count("r2") >= 3, 3.0, "r2 retried with backoff")
+    r2 = next(r for r in balancer.snapshot().routers if r.name == "r2")
+    assert r2.state is RouterState.REFUSED
+    assert r2.last_error == "I2CP credentials: reading Secret ns/r2-auth: Not Found"
+    refusals = [e for e in setup.events if e.kind == "RouterRefused"]
+    assert [e.router for e in refusals] == ["r2"]
+
+    secret_exists = True
+    await setup.converged(["r1", "r2"], within_s=3.0)
+    assert attempts.count("r1") == 1
 
 
 async def test_hung_router_dropped_by_heartbeat(setup: Setup) -> None:

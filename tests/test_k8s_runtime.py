@@ -14,9 +14,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from i2p_multihome.balancer.engine import BalancerEvent
+from i2p_multihome.balancer.engine import BalancerEvent, EndpointError, plain_endpoint
 from i2p_multihome.balancer.policy import SelectedLease
 from i2p_multihome.balancer.snapshot import BalancerSnapshot, RouterSnapshot
+from i2p_multihome.i2cp.session import Endpoint
 from i2p_multihome.k8s import handlers, metrics, secrets
 from i2p_multihome.k8s.runtime import DestinationRuntime
 from i2p_multihome.model.v1alpha1 import MultihomedDestinationSpec, RouterState
@@ -191,6 +192,44 @@ def test_unreadable_secret_is_a_secret_error() -> None:
         secrets.load_or_create_keys(Forbidden(), "team", "web-keys", None)  # type: ignore[arg-type]
 
 
+# --------------------------------------------------------------------------- router credentials
+
+
+async def test_credentials_are_read_at_every_connection_attempt() -> None:
+    """A missing Secret refuses only that router (EndpointError); a rotated one counts from
+    the next attempt; a router without a credentials reference reads no Secret."""
+    core = FakeCore()
+    resolve = handlers.endpoint_resolver(core, "team")  # type: ignore[arg-type]
+    spec = MultihomedDestinationSpec.model_validate(
+        {
+            "routers": [
+                {"name": "java", "i2cp": {"host": "j", "port": 7650, "tls": True,
+                                          "credentialsSecretRef": {"name": "java-auth"}}},
+                {"name": "plain", "i2cp": {"host": "p"}},
+            ]
+        }
+    )  # fmt: skip
+    java, plain = spec.routers
+
+    with pytest.raises(EndpointError, match="I2CP credentials: reading Secret team/java-auth"):
+        await resolve(java)
+    assert await resolve(plain) == Endpoint("p", 7654, False)
+
+    core.stored = secret({"username": b"alice", "password": b"one"})
+    first = await resolve(java)
+    assert (first.host, first.port, first.tls) == ("j", 7650, True)
+    assert (first.username, first.password) == ("alice", "one")
+    assert "one" not in repr(first)
+
+    core.stored = secret({"username": b"alice", "password": b"two"})
+    rotated = await resolve(java)
+    assert (rotated.username, rotated.password) == ("alice", "two")
+
+    core.stored = secret({"username": b"alice"})
+    with pytest.raises(EndpointError, match="needs 'username' and 'password'"):
+        await resolve(java)
+
+
 # --------------------------------------------------------------------------- events
 
 
@@ -198,7 +237,7 @@ def runtime(namespace: str, name: str, posted: list[tuple[str, str, str]]) -> De
     return DestinationRuntime(
         namespace, name, SPEC, KEYS, 1, [], None,  # type: ignore[arg-type]
         post_event=lambda kind, reason, message: posted.append((kind, reason, message)),
-        resolve_endpoint=lambda router: None,  # type: ignore[arg-type,return-value]
+        resolve_endpoint=plain_endpoint,
     )  # fmt: skip
 
 

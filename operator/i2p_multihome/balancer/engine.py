@@ -11,7 +11,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from i2p_multihome.balancer import policy
@@ -27,10 +27,18 @@ from i2p_multihome.wire.structures import Lease, LeaseSet2
 
 log = logging.getLogger(__name__)
 
-EndpointResolver = Callable[[RouterSpec], Endpoint]
+
+class EndpointError(Exception):
+    """A router's connection details cannot be had (say, its credentials Secret): that
+    router is refused and retried with backoff; the others are untouched."""
 
 
-def plain_endpoint(router: RouterSpec) -> Endpoint:
+# Called before every connection attempt, so a rotated credentials Secret is used at the
+# next reconnect and a router added by a spec update gets its own.
+EndpointResolver = Callable[[RouterSpec], Awaitable[Endpoint]]
+
+
+async def plain_endpoint(router: RouterSpec) -> Endpoint:
     """Endpoint without credentials (the standalone balancer; the operator reads Secrets)."""
     return Endpoint(router.i2cp.host, router.i2cp.port, router.i2cp.tls)
 
@@ -219,9 +227,20 @@ class Balancer:
         attempt = 0
         name = link.spec.name
         while not (self._stopping or link.retired):
+            try:
+                endpoint = await self._resolve_endpoint(link.spec)
+            except EndpointError as exc:
+                self._refused(link, str(exc))
+                log.warning(
+                    "router unavailable", extra=fields(**self._log_fields, router=name, error=exc)
+                )
+                self._on_change()
+                await self._back_off(link, attempt)
+                attempt += 1
+                continue
             session = RouterSession(
                 name,
-                self._resolve_endpoint(link.spec),
+                endpoint,
                 self._keys,
                 clock=self._clock,
                 wall_clock_ms=lambda: int(self._wall_clock() * 1000),
@@ -264,9 +283,7 @@ class Balancer:
                 self._on_change()
                 await session.run(self._on_lease_request, self._on_payload)
             except SessionRefused as exc:
-                if link.last_error != str(exc):
-                    self._on_event(BalancerEvent("RouterRefused", f"router {name}: {exc}", name))
-                link.state, link.last_error = RouterState.REFUSED, str(exc)
+                self._refused(link, str(exc))
             except (SessionLost, ConnectionClosed, OSError, TimeoutError) as exc:
                 link.state = RouterState.DISCONNECTED
                 link.last_error = str(exc) or type(exc).__name__
@@ -288,10 +305,21 @@ class Balancer:
                 )
                 await self._evaluate(lost=(name,))
             self._on_change()
-            delay = min(self._timing.backoff_max_s, self._timing.backoff_initial_s * 2**attempt)
+            await self._back_off(link, attempt)
             attempt += 1
-            await asyncio.sleep(delay * (0.5 + self._rng.random() / 2))
-            link.state = RouterState.CONNECTING
+
+    def _refused(self, link: _RouterLink, reason: str) -> None:
+        """A refusal is news once (an event), then stays in the router's status."""
+        if link.last_error != reason:
+            name = link.spec.name
+            self._on_event(BalancerEvent("RouterRefused", f"router {name}: {reason}", name))
+        link.state, link.last_error = RouterState.REFUSED, reason
+
+    async def _back_off(self, link: _RouterLink, attempt: int) -> None:
+        """Exponential, capped, jittered wait before the next connection attempt."""
+        delay = min(self._timing.backoff_max_s, self._timing.backoff_initial_s * 2**attempt)
+        await asyncio.sleep(delay * (0.5 + self._rng.random() / 2))
+        link.state = RouterState.CONNECTING
 
     def _options_for(self, link: _RouterLink, reply_version: str) -> dict[str, str]:
         inverted = policy.publish_is_inverted(

@@ -5,6 +5,7 @@ finalizer."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from kubernetes import client
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from i2p_multihome.balancer.engine import EndpointError, EndpointResolver
 from i2p_multihome.i2cp.session import Endpoint
 from i2p_multihome.k8s import secrets
 from i2p_multihome.k8s.runtime import DestinationRuntime, write_failure_status
@@ -25,6 +27,7 @@ from i2p_multihome.model.v1alpha1 import (
     VERSION,
     Condition,
     MultihomedDestinationSpec,
+    RouterSpec,
 )
 
 log = logging.getLogger(__name__)
@@ -83,24 +86,25 @@ def _owner_reference(body: kopf.Body) -> dict[str, Any]:
     }
 
 
-async def _endpoint_resolver(
-    state: OperatorState, namespace: str, spec: MultihomedDestinationSpec
-) -> dict[str, Endpoint]:
-    endpoints = {}
-    for router in spec.routers:
+def endpoint_resolver(core: client.CoreV1Api, namespace: str) -> EndpointResolver:
+    """Endpoints for the balancer, credentials read from their Secret at every connection
+    attempt: a rotated Secret counts from the next reconnect, and a missing one refuses only
+    its router, with the reason in that router's status."""
+
+    async def resolve(router: RouterSpec) -> Endpoint:
         endpoint = Endpoint(router.i2cp.host, router.i2cp.port, router.i2cp.tls)
-        if router.i2cp.credentials_secret_ref is not None:
+        ref = router.i2cp.credentials_secret_ref
+        if ref is None:
+            return endpoint
+        try:
             username, password = await asyncio.to_thread(
-                secrets.router_credentials,
-                state.core,
-                namespace,
-                router.i2cp.credentials_secret_ref.name,
+                secrets.router_credentials, core, namespace, ref.name
             )
-            endpoint = Endpoint(
-                endpoint.host, endpoint.port, endpoint.tls, username=username, password=password
-            )
-        endpoints[router.name] = endpoint
-    return endpoints
+        except secrets.SecretError as exc:
+            raise EndpointError(f"I2CP credentials: {exc}") from None
+        return dataclasses.replace(endpoint, username=username, password=password)
+
+    return resolve
 
 
 async def host_destination(
@@ -127,7 +131,6 @@ async def host_destination(
         result = await asyncio.to_thread(
             secrets.load_or_create_keys, state.core, namespace, secret, _owner_reference(body)
         )
-        endpoints = await _endpoint_resolver(state, namespace, parsed)
     except secrets.SecretError as exc:
         kopf.warn(body, reason="KeysUnavailable", message=str(exc))
         await asyncio.to_thread(
@@ -149,8 +152,7 @@ async def host_destination(
         post_event=lambda kind, reason, message: kopf.event(
             body, type=kind, reason=reason, message=message
         ),
-        resolve_endpoint=lambda router: endpoints.get(router.name)
-        or Endpoint(router.i2cp.host, router.i2cp.port, router.i2cp.tls),
+        resolve_endpoint=endpoint_resolver(state.core, namespace),
     )  # fmt: skip
     state.runtimes[(namespace, name)] = runtime
     runtime.start()

@@ -14,9 +14,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from i2p_multihome.balancer.engine import Balancer, BalancerEvent, Timing
+from i2p_multihome.balancer.engine import Balancer, BalancerEvent, EndpointResolver, Timing
 from i2p_multihome.balancer.status import build_status
-from i2p_multihome.i2cp.session import Endpoint
 from i2p_multihome.k8s import metrics
 from i2p_multihome.logs import fields
 from i2p_multihome.model.v1alpha1 import (
@@ -25,7 +24,6 @@ from i2p_multihome.model.v1alpha1 import (
     VERSION,
     Condition,
     MultihomedDestinationSpec,
-    RouterSpec,
 )
 from i2p_multihome.wire.keys import DestinationKeys
 
@@ -56,7 +54,7 @@ class DestinationRuntime:
         conditions: list[Condition],
         custom: client.CustomObjectsApi,
         post_event: EventPoster,
-        resolve_endpoint: Callable[[RouterSpec], Endpoint],
+        resolve_endpoint: EndpointResolver,
         timing: Timing | None = None,
     ) -> None:
         self.namespace = namespace
