@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,8 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
-from e2e.balancer_run import LeaseKey, floodfill_views, manifest, valid
+from e2e.balancer_run import LeaseKey, floodfill_views, manifest, valid, wait_until
+from e2e.fixtures_cluster import KubeCluster
 from i2p_multihome.harness.processes import free_ports, stat_fields
 from i2p_multihome.harness.testnet import (
     ConsoleLeaseSet,
@@ -125,6 +127,18 @@ class Namespace:
 
     def has_event(self, involved: str, reason: str, kind: str) -> bool:
         return any(e["reason"] == reason and e["type"] == kind for e in self.events(involved))
+
+
+def new_namespace(kube: KubeCluster, purpose: str) -> Namespace:
+    namespace = Namespace(kube.kubeconfig, f"op-{purpose}-{uuid.uuid4().hex[:6]}").create()
+    # Established comes a moment before the resource is served in a new namespace's discovery.
+    wait_until(
+        "multihomeddestinations to be served",
+        30,
+        lambda: namespace.kubectl("get", "mhd", check=False).returncode == 0,
+        interval=0.5,
+    )
+    return namespace
 
 
 # --------------------------------------------------------------------------- the process

@@ -18,7 +18,6 @@ import re
 import signal
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from e2e.operator_run import (
     find_key_material,
     install_crds,
     key_material_forms,
+    new_namespace,
     operator_running,
     start_operator,
     tcp_peers,
@@ -59,18 +59,6 @@ HOSTS4 = ["r1", "r2", "r3", "r4"]
 def crds(kube_cluster: KubeCluster) -> KubeCluster:
     install_crds(kube_cluster.kubeconfig, CRD_FILE, PEERING_CRD_FILE)
     return kube_cluster
-
-
-def new_namespace(kube: KubeCluster, purpose: str) -> Namespace:
-    namespace = Namespace(kube.kubeconfig, f"op-{purpose}-{uuid.uuid4().hex[:6]}").create()
-    # Established comes a moment before the resource is served in a new namespace's discovery.
-    wait_until(
-        "multihomeddestinations to be served",
-        30,
-        lambda: namespace.kubectl("get", "mhd", check=False).returncode == 0,
-        interval=0.5,
-    )
-    return namespace
 
 
 def peering_status(namespace: Namespace, name: str) -> dict[str, dict[str, Any]]:

@@ -25,7 +25,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from i2p_multihome.harness.processes import is_zombie, stat_fields
+from i2p_multihome.harness.processes import is_zombie, port_open, stat_fields
 from i2p_multihome.logs import fields
 
 log = logging.getLogger(__name__)
@@ -286,14 +285,6 @@ def _signal_and_wait(pids: set[int], signum: signal.Signals, timeout: float) -> 
     return True
 
 
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
 def _wait_for(what: str, check: Callable[[], bool], timeout: float, hint: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -491,7 +482,7 @@ class Testnet:
             # its sockets: "stopped" means its I2CP port refuses connections.
             _wait_for(
                 f"router {name}'s I2CP port to close",
-                lambda: not _port_open(*router.i2cp),
+                lambda: not port_open(router.i2cp[1], router.i2cp[0]),
                 15.0,
                 f"see {self.log_file(name)}",
             )
@@ -508,7 +499,7 @@ class Testnet:
             self._start(router, i2pd)
             _wait_for(
                 f"{name}'s I2CP port",
-                lambda: _port_open(*router.i2cp),
+                lambda: port_open(router.i2cp[1], router.i2cp[0]),
                 timeout,
                 f"see {self.log_file(name)}",
             )
