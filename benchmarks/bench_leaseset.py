@@ -110,16 +110,13 @@ def simulate(routers: int, tunnels: int, minutes: int = 60, seed: int = 1) -> tu
         # Merged: the balancer evaluates on each lease request and at its wake time.
         if changed or (pending_at is not None and now >= pending_at):
             desired = policy.select_leases(leases, now_ms, 16)
-            decision = policy.decide_publish(desired, published, last_publish, now)
+            decision = policy.decide_publish(desired, published, last_publish, now, now_ms=now_ms)
             pending_at = decision.at
             if decision.action is policy.PublishAction.NOW:
                 published, last_publish, pending_at = desired, now, None
                 merged += now >= warmup
         if published:
             wake = [t for t in (pending_at, policy.next_refresh_at(last_publish)) if t is not None]
-            review = policy.next_review_ms(published)
-            if review is not None and review <= now_ms:
-                wake.append(now)
             pending_at = min(wake, default=None)
     per10 = 10 / minutes
     return merged * per10, naive * per10

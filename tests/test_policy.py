@@ -24,7 +24,6 @@ from i2p_multihome.balancer.policy import (
     lease_set_expires_s,
     next_published_s,
     next_refresh_at,
-    next_review_ms,
     publish_is_inverted,
     select_leases,
     session_options,
@@ -281,6 +280,30 @@ def test_unchanged_set_is_published_afresh_after_the_refresh_interval() -> None:
     assert next_refresh_at(10.0) == 10.0 + REFRESH_INTERVAL_S
 
 
+def test_leases_that_only_aged_out_are_not_withdrawn_by_a_publish() -> None:
+    """Dropping leases that near their end spends the routers' publish slot for nothing:
+    held until something new comes or the refresh is due."""
+    now_ms = NOW_MS
+    aging = SelectedLease("a", Lease(gw("old"), 9, now_ms + 40_000))  # inside the margin
+    published = [A1, aging, B1]
+    decision = decide_publish([A1, B1], published, 10.0, now=50.0, now_ms=now_ms)
+    assert decision.action is PublishAction.NONE
+    refresh = decide_publish(
+        [A1, B1], published, 10.0, now=10.0 + REFRESH_INTERVAL_S, now_ms=now_ms
+    )
+    assert (refresh.action, refresh.reason) == (PublishAction.NOW, "refresh")
+    # Something new, or a lease that left before its time (a failed tunnel), is news.
+    assert decide_publish([A1, A2, B1], published, 10.0, now=50.0, now_ms=now_ms).action is (
+        PublishAction.NOW
+    )
+    assert decide_publish([A1], [A1, B1], 10.0, now=50.0, now_ms=now_ms).action is (
+        PublishAction.NOW
+    )
+    # A lost router's leases leave at once, aged or not.
+    lost = decide_publish([A1, B1], published, 49.0, now=50.0, lost_routers=["a"], now_ms=now_ms)
+    assert lost.action is PublishAction.NOW
+
+
 def test_changes_within_the_interval_are_coalesced() -> None:
     decision = decide_publish([A1, A2, B1], [A1, B1], last_publish_at=90.0, now=100.0)
     assert decision.action is PublishAction.LATER
@@ -339,17 +362,6 @@ def test_lease_set_expires_s() -> None:
     assert lease_set_expires_s([leases[0]], 2_000_000) == 0  # never negative
     far = SelectedLease("a", Lease(gw("g"), 1, (published + 100_000) * 1000))
     assert lease_set_expires_s([far], published) == 0xFFFF  # fits the u16 field
-
-
-def test_next_review_ms() -> None:
-    assert next_review_ms([]) is None
-    early = SelectedLease("b", lease("b", 1, 100))
-    assert next_review_ms([A1, early]) == early.lease.end_ms - MARGIN_MS + 1
-    # By then the earliest lease has left the selectable window; just before it had not.
-    review = next_review_ms([A1, early])
-    assert review is not None
-    assert select_leases({"b": [early.lease]}, review, 16) == ()
-    assert select_leases({"b": [early.lease]}, early.lease.end_ms - MARGIN_MS - 1, 16) != ()
 
 
 # --- publish_is_inverted ----------------------------------------------------------------------

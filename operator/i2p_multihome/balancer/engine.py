@@ -405,6 +405,7 @@ class Balancer:
                 lost,
                 min_interval_s=self._timing.min_publish_interval_s,
                 refresh_interval_s=self._timing.refresh_interval_s,
+                now_ms=now_ms,
             )
             reached: set[str] = set()
             if decision.action is policy.PublishAction.NOW:
@@ -415,10 +416,6 @@ class Balancer:
             )
             if refresh_at is not None:
                 wake.append(max(refresh_at, now + 1.0))
-            review_ms = policy.next_review_ms(self._published)
-            if review_ms is not None:
-                # At least a second ahead: a review due now was just done.
-                wake.append(now + max(1.0, (review_ms - now_ms) / 1000))
             if wake:
                 self._schedule(min(wake))
             return reached

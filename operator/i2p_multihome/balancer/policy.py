@@ -95,21 +95,31 @@ def decide_publish(
     lost_routers: Iterable[str] = (),
     min_interval_s: float = MIN_PUBLISH_INTERVAL_S,
     refresh_interval_s: float = REFRESH_INTERVAL_S,
+    now_ms: int | None = None,
+    margin_s: int = SELECTION_MARGIN_S,
 ) -> PublishDecision:
     """Coalesce changes to one publish per `min_interval_s`; a lost router whose leases are
     in the published LeaseSet is the exception and publishes at once. An unchanged LeaseSet
-    is published afresh once `refresh_interval_s` has passed."""
+    is published afresh once `refresh_interval_s` has passed.
+
+    Leases that only aged out of the selection margin (by `now_ms`) are not withdrawn by a
+    publish of their own: they stay valid on the network until their end, clients skip
+    leases that near it, and such a publish would spend the routers' 20-s publish slot just
+    before the replacement leases arrive (i2pd builds them 30 s before the old ones end),
+    leaving the floodfills with no usable lease until the slot comes round again."""
     if not desired:
         return PublishDecision(PublishAction.NONE, reason="no usable leases")
     if published is None or last_publish_at is None:
         return PublishDecision(PublishAction.NOW, reason="first LeaseSet")
-    if _lease_keys(desired) == _lease_keys(published):
-        if now >= last_publish_at + refresh_interval_s:
-            return PublishDecision(PublishAction.NOW, reason="refresh")
-        return PublishDecision(PublishAction.NONE, reason="unchanged")
     lost = frozenset(lost_routers)
     if any(s.router in lost for s in published):
         return PublishDecision(PublishAction.NOW, reason="router lost")
+    if _lease_keys(desired) == _lease_keys(published) or (
+        now_ms is not None and _only_aged_out(desired, published, now_ms, margin_s)
+    ):
+        if now >= last_publish_at + refresh_interval_s:
+            return PublishDecision(PublishAction.NOW, reason="refresh")
+        return PublishDecision(PublishAction.NONE, reason="unchanged")
     ready_at = last_publish_at + min_interval_s
     if now >= ready_at:
         return PublishDecision(PublishAction.NOW, reason="leases changed")
@@ -117,16 +127,26 @@ def decide_publish(
 
 
 def _lease_keys(leases: Sequence[SelectedLease]) -> frozenset[tuple[bytes, int, int]]:
-    return frozenset((s.lease.gateway, s.lease.tunnel_id, s.lease.end_ms // 1000) for s in leases)
+    return frozenset(_lease_key(s) for s in leases)
 
 
-def next_review_ms(
-    published: Sequence[SelectedLease], margin_s: int = SELECTION_MARGIN_S
-) -> int | None:
-    """When the published set next changes by itself: its first lease leaving the margin."""
-    if not published:
-        return None
-    return min(s.lease.end_ms for s in published) - margin_s * 1000 + 1
+def _lease_key(selected: SelectedLease) -> tuple[bytes, int, int]:
+    lease = selected.lease
+    return (lease.gateway, lease.tunnel_id, lease.end_ms // 1000)
+
+
+def _only_aged_out(
+    desired: Sequence[SelectedLease],
+    published: Sequence[SelectedLease],
+    now_ms: int,
+    margin_s: int,
+) -> bool:
+    """Nothing new is desired, and every published lease left out ends within the margin."""
+    wanted = _lease_keys(desired)
+    if not wanted <= _lease_keys(published):
+        return False
+    cutoff = now_ms + margin_s * 1000
+    return all(s.lease.end_ms <= cutoff for s in published if _lease_key(s) not in wanted)
 
 
 def next_refresh_at(
