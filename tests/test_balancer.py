@@ -49,7 +49,13 @@ LEASES_PER_ROUTER = 3
 I2PD_WINDOW_S = 12 * 60
 
 
-def timing(min_publish_interval_s: float = 0.3, refresh_interval_s: float = 60.0) -> Timing:
+def timing(
+    min_publish_interval_s: float = 0.3,
+    refresh_interval_s: float = 60.0,
+    ramp_first_s: float = 60.0,
+    ramp_spread_s: float = 0.0,
+) -> Timing:
+    """Short timings; the refresh and the tunnel ramp only come in the tests about them."""
     return Timing(
         backoff_initial_s=0.05,
         backoff_max_s=0.2,
@@ -57,6 +63,8 @@ def timing(min_publish_interval_s: float = 0.3, refresh_interval_s: float = 60.0
         handshake_timeout_s=2,
         min_publish_interval_s=min_publish_interval_s,
         refresh_interval_s=refresh_interval_s,
+        ramp_first_s=ramp_first_s,
+        ramp_spread_s=ramp_spread_s,
     )
 
 
@@ -353,6 +361,28 @@ async def test_unchanged_lease_set_is_published_afresh_after_the_refresh_interva
     )
 
 
+async def test_sessions_start_with_one_inbound_tunnel_and_ramp_up_in_turn(setup: Setup) -> None:
+    """Tunnels built together end together: each session gets its other inbound tunnels
+    later, routers in spec order, so the merged LeaseSet's leases end at spread times."""
+    r1, r2, r3 = [await setup.add_router(n) for n in ("r1", "r2", "r3")]
+    await setup.start(ramp_first_s=0.3, ramp_spread_s=0.6)
+    started = time.monotonic()
+    for router in (r1, r2, r3):
+        await eventually(lambda r=router: r.creates, 2.0, f"{router.name}'s CreateSession")
+        assert router.creates[0].config.options["inbound.quantity"] == "1"
+        assert router.creates[0].config.options["outbound.quantity"] == str(LEASES_PER_ROUTER)
+    turns = {}
+    for router in (r1, r2, r3):
+        await eventually(lambda r=router: r.reconfigures, 2.0, f"{router.name}'s ramp")
+        turns[router.name] = time.monotonic() - started
+        assert options_of(router)["inbound.quantity"] == str(LEASES_PER_ROUTER)
+        assert len(router.reconfigures) == 1 and len(router.creates) == 1
+    # r1 at 0.3 s, r2 at 0.6 s, r3 at 0.9 s after their sessions.
+    assert turns["r1"] < turns["r2"] < turns["r3"], turns
+    assert turns["r3"] - turns["r1"] >= 0.4, turns
+    assert r1.errors == r2.errors == r3.errors == []
+
+
 async def test_short_lived_leases_are_still_answered(setup: Setup) -> None:
     """Leases too close to their end to publish normally must not leave a router waiting
     into i2pd's 10 s timeout."""
@@ -526,7 +556,9 @@ async def test_apply_spec_reconfigures_adds_and_removes(setup: Setup) -> None:
     assert [m.session_id for m in r1.destroys] == r1.session_ids
     await eventually(lambda: r1.connections[0].closed, 2.0, "r1 connection closed")
     await setup.converged(["r2", "r3"], within_s=2.0)
-    assert r3.connections[0].options["inbound.quantity"] == "5"
+    # Created with one inbound tunnel; the rest come at its ramp turn.
+    assert r3.connections[0].options["inbound.quantity"] == "1"
+    assert r3.connections[0].options["outbound.quantity"] == "5"
     assert r2.session_ids == ids[1]
     assert [r.name for r in balancer.snapshot().routers] == ["r2", "r3"]
     await asyncio.sleep(0.3)

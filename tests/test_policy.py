@@ -15,16 +15,20 @@ from i2p_multihome.balancer.policy import (
     CLIENT_API_VERSION,
     MIN_PUBLISH_INTERVAL_S,
     MIN_REMAINING_S,
+    RAMP_FIRST_S,
+    RAMP_SPREAD_S,
     REFRESH_INTERVAL_S,
     SELECTION_MARGIN_S,
     PublishAction,
     SelectedLease,
     decide_publish,
     excluded_gateways,
+    first_tunnel_only,
     lease_set_expires_s,
     next_published_s,
     next_refresh_at,
     publish_is_inverted,
+    ramp_delay_s,
     select_leases,
     session_options,
 )
@@ -362,6 +366,24 @@ def test_lease_set_expires_s() -> None:
     assert lease_set_expires_s([leases[0]], 2_000_000) == 0  # never negative
     far = SelectedLease("a", Lease(gw("g"), 1, (published + 100_000) * 1000))
     assert lease_set_expires_s([far], published) == 0xFFFF  # fits the u16 field
+
+
+def test_sessions_are_created_with_one_inbound_tunnel() -> None:
+    options = {"inbound.quantity": "4", "outbound.quantity": "3", "inbound.length": "2"}
+    assert first_tunnel_only(options) == {**options, "inbound.quantity": "1"}
+    assert options["inbound.quantity"] == "4"  # not modified in place
+    single = {"inbound.quantity": "1", "outbound.quantity": "3"}
+    assert first_tunnel_only(single) == single
+
+
+def test_ramp_turns_spread_across_the_routers() -> None:
+    assert ramp_delay_s(0, 1) == RAMP_FIRST_S
+    delays = [ramp_delay_s(i, 4) for i in range(4)]
+    assert delays[0] == RAMP_FIRST_S
+    assert delays[-1] == RAMP_FIRST_S + RAMP_SPREAD_S
+    assert delays == sorted(delays) and len(set(delays)) == 4
+    assert ramp_delay_s(9, 4) == delays[-1]  # an index past the end takes the last turn
+    assert ramp_delay_s(1, 3, first_s=1.0, spread_s=2.0) == 2.0
 
 
 # --- publish_is_inverted ----------------------------------------------------------------------

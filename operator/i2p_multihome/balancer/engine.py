@@ -53,6 +53,8 @@ class Timing:
     handshake_timeout_s: float = 15.0
     min_publish_interval_s: float = policy.MIN_PUBLISH_INTERVAL_S  # coalescing window
     refresh_interval_s: float = policy.REFRESH_INTERVAL_S  # unchanged LeaseSet published afresh
+    ramp_first_s: float = policy.RAMP_FIRST_S  # then the rest of a new session's tunnels ...
+    ramp_spread_s: float = policy.RAMP_SPREAD_S  # ... the routers taking turns across this
 
 
 @dataclass(frozen=True)
@@ -248,10 +250,11 @@ class Balancer:
                 handshake_timeout_s=self._timing.handshake_timeout_s,
             )
             established = False
+            ramp: asyncio.Task[None] | None = None
             try:
                 reply = await session.connect(policy.CLIENT_API_VERSION)
                 link.version = describe_version(reply)
-                link.options = self._options_for(link, reply)
+                link.options = policy.first_tunnel_only(self._options_for(link, reply))
                 await session.create(link.options)
                 link.session, established = session, True
                 link.state, link.since_s, link.last_error = (
@@ -281,6 +284,7 @@ class Balancer:
                         BalancerEvent("SessionEstablished", f"session on router {name}", name)
                     )
                 self._on_change()
+                ramp = asyncio.create_task(self._ramp_up(link, session), name=f"ramp-{name}")
                 await session.run(self._on_lease_request, self._on_payload)
             except SessionRefused as exc:
                 self._refused(link, str(exc))
@@ -288,6 +292,8 @@ class Balancer:
                 link.state = RouterState.DISCONNECTED
                 link.last_error = str(exc) or type(exc).__name__
             finally:
+                if ramp is not None:
+                    ramp.cancel()
                 link.session, link.leases, link.since_s = None, (), None
                 await session.close()
             if self._stopping or link.retired:
@@ -320,6 +326,18 @@ class Balancer:
         delay = min(self._timing.backoff_max_s, self._timing.backoff_initial_s * 2**attempt)
         await asyncio.sleep(delay * (0.5 + self._rng.random() / 2))
         link.state = RouterState.CONNECTING
+
+    async def _ramp_up(self, link: _RouterLink, session: RouterSession) -> None:
+        """Give a new session the rest of its inbound tunnels, at this router's turn."""
+        names = [r.name for r in self.spec.routers]
+        index = names.index(link.spec.name) if link.spec.name in names else 0
+        await asyncio.sleep(
+            policy.ramp_delay_s(
+                index, len(names), self._timing.ramp_first_s, self._timing.ramp_spread_s
+            )
+        )
+        if link.session is session:
+            await self._reconfigure(link)
 
     def _options_for(self, link: _RouterLink, reply_version: str) -> dict[str, str]:
         inverted = policy.publish_is_inverted(

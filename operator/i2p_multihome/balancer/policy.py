@@ -27,6 +27,15 @@ SELECTION_MARGIN_S = MIN_REMAINING_S + MIN_PUBLISH_INTERVAL_S
 # up within this time instead of at the next tunnel rotation, up to 10 minutes later.
 REFRESH_INTERVAL_S = 90
 
+# i2pd builds all of a session's tunnels at once, and replaces each 10-30 s before its lease
+# ends; floodfills drop a LeaseSet 51 s before its last lease ends. With every tunnel of
+# every router in step, each rotation would leave the floodfills without the LeaseSet for
+# a while. So a session starts with one inbound tunnel and is given the rest this long
+# after it is created, the routers taking turns across RAMP_SPREAD_S: tunnel ends spread
+# over about a minute, and some lease always outlives the replacements' arrival.
+RAMP_FIRST_S = 20.0
+RAMP_SPREAD_S = 40.0
+
 # The API version we announce in GetDate. i2pd before 2.58 echoes it back; newer routers
 # answer with their own, which is how the dontPublishLeaseSet inversion is detected.
 CLIENT_API_VERSION = "0.9.62"
@@ -210,6 +219,24 @@ def session_options(
     if not router.publish:
         options["i2cp.dontPublishLeaseSet"] = "false" if inverted_publish_flag else "true"
     return options
+
+
+def first_tunnel_only(options: Mapping[str, str]) -> dict[str, str]:
+    """The options a session is created with: one inbound tunnel; ReconfigureSession
+    brings the spec's quantity after `ramp_delay_s`."""
+    if int(options.get("inbound.quantity", "1")) <= 1:
+        return dict(options)
+    return {**options, "inbound.quantity": "1"}
+
+
+def ramp_delay_s(
+    index: int, routers: int, first_s: float = RAMP_FIRST_S, spread_s: float = RAMP_SPREAD_S
+) -> float:
+    """How long after its session is created router `index` (of `routers`, in spec order)
+    gets the rest of its inbound tunnels."""
+    if routers <= 1:
+        return first_s
+    return first_s + spread_s * min(index, routers - 1) / (routers - 1)
 
 
 def _tunnel_options(direction: str, tunnels: TunnelDirection) -> dict[str, str]:
