@@ -377,13 +377,15 @@ def test_sessions_are_created_with_one_inbound_tunnel() -> None:
 
 
 def test_ramp_turns_spread_across_the_routers() -> None:
-    assert ramp_delay_s(0, 1) == RAMP_FIRST_S
+    last = RAMP_FIRST_S + RAMP_SPREAD_S
+    assert ramp_delay_s(0, 1) == last  # a lone router's own tunnels spread
     delays = [ramp_delay_s(i, 4) for i in range(4)]
-    assert delays[0] == RAMP_FIRST_S
-    assert delays[-1] == RAMP_FIRST_S + RAMP_SPREAD_S
     assert delays == sorted(delays) and len(set(delays)) == 4
-    assert ramp_delay_s(9, 4) == delays[-1]  # an index past the end takes the last turn
-    assert ramp_delay_s(1, 3, first_s=1.0, spread_s=2.0) == 2.0
+    assert delays[-1] == last
+    # Most routers fill up early; the last ends its tunnels late enough to cover the rest.
+    assert delays[2] - RAMP_FIRST_S < RAMP_SPREAD_S * 0.6
+    assert ramp_delay_s(9, 4) == last  # an index past the end takes the last turn
+    assert ramp_delay_s(0, 2, first_s=1.0, spread_s=4.0) == 2.0
 
 
 # --- publish_is_inverted ----------------------------------------------------------------------

@@ -30,11 +30,11 @@ REFRESH_INTERVAL_S = 90
 # i2pd builds all of a session's tunnels at once, and replaces each 10-30 s before its lease
 # ends; floodfills drop a LeaseSet 51 s before its last lease ends. With every tunnel of
 # every router in step, each rotation would leave the floodfills without the LeaseSet for
-# a while. So a session starts with one inbound tunnel and is given the rest this long
-# after it is created, the routers taking turns across RAMP_SPREAD_S: tunnel ends spread
-# over about a minute, and some lease always outlives the replacements' arrival.
-RAMP_FIRST_S = 20.0
-RAMP_SPREAD_S = 40.0
+# a while. So a session starts with one inbound tunnel and is given the rest later: soon
+# for the first routers (the LeaseSet fills up quickly), a minute after creation for the
+# last one, whose tunnels then end late enough to cover the others' replacements.
+RAMP_FIRST_S = 10.0
+RAMP_SPREAD_S = 50.0
 
 # The API version we announce in GetDate. i2pd before 2.58 echoes it back; newer routers
 # answer with their own, which is how the dontPublishLeaseSet inversion is detected.
@@ -233,10 +233,10 @@ def ramp_delay_s(
     index: int, routers: int, first_s: float = RAMP_FIRST_S, spread_s: float = RAMP_SPREAD_S
 ) -> float:
     """How long after its session is created router `index` (of `routers`, in spec order)
-    gets the rest of its inbound tunnels."""
-    if routers <= 1:
-        return first_s
-    return first_s + spread_s * min(index, routers - 1) / (routers - 1)
+    gets the rest of its inbound tunnels: from about `first_s` for the first routers to
+    `first_s + spread_s` for the last (a lone router too, so its own tunnels spread)."""
+    turn = (min(index, routers - 1) + 1) / max(routers, 1)
+    return first_s + spread_s * turn * turn
 
 
 def _tunnel_options(direction: str, tunnels: TunnelDirection) -> dict[str, str]:
