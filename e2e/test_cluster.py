@@ -23,6 +23,7 @@ from e2e.fixtures_cluster import (
     mint_service_account_token,
     write_token_kubeconfig,
 )
+from e2e.operator_run import kubectl
 from i2p_multihome.harness import cluster, toolchain
 from i2p_multihome.harness.processes import live_processes
 
@@ -57,33 +58,20 @@ spec:
 """
 
 
-def kubectl(
-    kube: KubeCluster, *args: str, stdin: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["kubectl", f"--kubeconfig={kube.kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=check,
-    )
-
-
 def test_kubectl_version_and_api_resources(kube_cluster: KubeCluster) -> None:
-    version = json.loads(kubectl(kube_cluster, "version", "--output=json").stdout)
+    version = json.loads(kubectl(kube_cluster.kubeconfig, "version", "--output=json").stdout)
     if kube_cluster.local:
         assert version["serverVersion"]["gitVersion"] == toolchain.KUBE_VERSION
-    resources = kubectl(kube_cluster, "api-resources", "--output=name").stdout.split()
+    resources = kubectl(kube_cluster.kubeconfig, "api-resources", "--output=name").stdout.split()
     assert "customresourcedefinitions.apiextensions.k8s.io" in resources
     assert "roles.rbac.authorization.k8s.io" in resources
 
 
 def test_crd_cel_rule_rejects_violating_object(kube_cluster: KubeCluster) -> None:
-    kubectl(kube_cluster, "apply", "-f", "-", stdin=CRD)
+    kubectl(kube_cluster.kubeconfig, "apply", "-f", "-", stdin=CRD)
     try:
         kubectl(
-            kube_cluster,
+            kube_cluster.kubeconfig,
             "wait",
             "--for=condition=Established",
             "--timeout=60s",
@@ -100,14 +88,16 @@ def test_crd_cel_rule_rejects_violating_object(kube_cluster: KubeCluster) -> Non
                     "spec": {"min": low, "max": high},
                 }
             )
-            return kubectl(kube_cluster, "create", "-f", "-", stdin=manifest, check=False)
+            return kubectl(
+                kube_cluster.kubeconfig, "create", "-f", "-", stdin=manifest, check=False
+            )
 
         rejected = create(3, 1)
         assert rejected.returncode != 0
         assert "min must not exceed max" in rejected.stderr
         assert create(1, 3).returncode == 0
     finally:
-        kubectl(kube_cluster, "delete", "crd/replicaranges.harness.i2p-multihome.test")
+        kubectl(kube_cluster.kubeconfig, "delete", "crd/replicaranges.harness.i2p-multihome.test")
 
 
 def test_service_account_token_has_only_its_roles_rights(
@@ -115,7 +105,7 @@ def test_service_account_token_has_only_its_roles_rights(
 ) -> None:
     namespace = f"rbac-{uuid.uuid4().hex[:8]}"
     kubectl(
-        kube_cluster,
+        kube_cluster.kubeconfig,
         "apply",
         "-f",
         "-",
@@ -156,7 +146,7 @@ subjects:
         assert f"system:serviceaccount:{namespace}:reader" in str(denied.value.body)
     finally:
         # Without a namespace controller the local cluster leaves it Terminating; harmless.
-        kubectl(kube_cluster, "delete", "namespace", namespace, "--wait=false")
+        kubectl(kube_cluster.kubeconfig, "delete", "namespace", namespace, "--wait=false")
 
 
 @dataclass(frozen=True)
