@@ -361,16 +361,17 @@ async def test_unchanged_lease_set_is_published_afresh_after_the_refresh_interva
     )
 
 
-async def test_sessions_start_with_one_inbound_tunnel_and_ramp_up_in_turn(setup: Setup) -> None:
-    """Tunnels built together end together: each session gets its other inbound tunnels
+async def test_sessions_start_one_tunnel_short_and_ramp_up_in_turn(setup: Setup) -> None:
+    """Tunnels built together end together: each session gets its last inbound tunnel
     later, routers in spec order, so the merged LeaseSet's leases end at spread times."""
     r1, r2, r3 = [await setup.add_router(n) for n in ("r1", "r2", "r3")]
     await setup.start(ramp_first_s=0.2, ramp_spread_s=0.9)
     started = time.monotonic()
     for router in (r1, r2, r3):
         await eventually(lambda r=router: r.creates, 2.0, f"{router.name}'s CreateSession")
-        assert router.creates[0].config.options["inbound.quantity"] == "1"
-        assert router.creates[0].config.options["outbound.quantity"] == str(LEASES_PER_ROUTER)
+        created = router.creates[0].config.options
+        assert created["inbound.quantity"] == str(LEASES_PER_ROUTER - 1)
+        assert created["outbound.quantity"] == str(LEASES_PER_ROUTER)
     turns = {}
     for router in (r1, r2, r3):
         await eventually(lambda r=router: r.reconfigures, 2.0, f"{router.name}'s ramp")
@@ -556,8 +557,8 @@ async def test_apply_spec_reconfigures_adds_and_removes(setup: Setup) -> None:
     assert [m.session_id for m in r1.destroys] == r1.session_ids
     await eventually(lambda: r1.connections[0].closed, 2.0, "r1 connection closed")
     await setup.converged(["r2", "r3"], within_s=2.0)
-    # Created with one inbound tunnel; the rest come at its ramp turn.
-    assert r3.connections[0].options["inbound.quantity"] == "1"
+    # Created one inbound tunnel short; the last comes at its ramp turn.
+    assert r3.connections[0].options["inbound.quantity"] == "4"
     assert r3.connections[0].options["outbound.quantity"] == "5"
     assert r2.session_ids == ids[1]
     assert [r.name for r in balancer.snapshot().routers] == ["r2", "r3"]

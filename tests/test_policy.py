@@ -23,10 +23,10 @@ from i2p_multihome.balancer.policy import (
     SelectedLease,
     decide_publish,
     excluded_gateways,
-    first_tunnel_only,
     lease_set_expires_s,
     next_published_s,
     next_refresh_at,
+    one_tunnel_held_back,
     publish_is_inverted,
     ramp_delay_s,
     select_leases,
@@ -368,12 +368,12 @@ def test_lease_set_expires_s() -> None:
     assert lease_set_expires_s([far], published) == 0xFFFF  # fits the u16 field
 
 
-def test_sessions_are_created_with_one_inbound_tunnel() -> None:
+def test_sessions_are_created_with_one_inbound_tunnel_held_back() -> None:
     options = {"inbound.quantity": "4", "outbound.quantity": "3", "inbound.length": "2"}
-    assert first_tunnel_only(options) == {**options, "inbound.quantity": "1"}
+    assert one_tunnel_held_back(options) == {**options, "inbound.quantity": "3"}
     assert options["inbound.quantity"] == "4"  # not modified in place
     single = {"inbound.quantity": "1", "outbound.quantity": "3"}
-    assert first_tunnel_only(single) == single
+    assert one_tunnel_held_back(single) == single
 
 
 def test_ramp_turns_spread_across_the_routers() -> None:

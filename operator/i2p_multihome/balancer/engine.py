@@ -53,7 +53,7 @@ class Timing:
     handshake_timeout_s: float = 15.0
     min_publish_interval_s: float = policy.MIN_PUBLISH_INTERVAL_S  # coalescing window
     refresh_interval_s: float = policy.REFRESH_INTERVAL_S  # unchanged LeaseSet published afresh
-    ramp_first_s: float = policy.RAMP_FIRST_S  # then the rest of a new session's tunnels ...
+    ramp_first_s: float = policy.RAMP_FIRST_S  # then a new session's held-back tunnel ...
     ramp_spread_s: float = policy.RAMP_SPREAD_S  # ... the routers taking turns across this
 
 
@@ -254,7 +254,7 @@ class Balancer:
             try:
                 reply = await session.connect(policy.CLIENT_API_VERSION)
                 link.version = describe_version(reply)
-                link.options = policy.first_tunnel_only(self._options_for(link, reply))
+                link.options = policy.one_tunnel_held_back(self._options_for(link, reply))
                 await session.create(link.options)
                 link.session, established = session, True
                 link.state, link.since_s, link.last_error = (
@@ -328,7 +328,7 @@ class Balancer:
         link.state = RouterState.CONNECTING
 
     async def _ramp_up(self, link: _RouterLink, session: RouterSession) -> None:
-        """Give a new session the rest of its inbound tunnels, at this router's turn."""
+        """Give a new session its held-back inbound tunnel, at this router's turn."""
         names = [r.name for r in self.spec.routers]
         index = names.index(link.spec.name) if link.spec.name in names else 0
         await asyncio.sleep(

@@ -30,9 +30,11 @@ REFRESH_INTERVAL_S = 90
 # i2pd builds all of a session's tunnels at once, and replaces each 10-30 s before its lease
 # ends; floodfills drop a LeaseSet 51 s before its last lease ends. With every tunnel of
 # every router in step, each rotation would leave the floodfills without the LeaseSet for
-# a while. So a session starts with one inbound tunnel and is given the rest later: soon
-# for the first routers (the LeaseSet fills up quickly), a minute after creation for the
-# last one, whose tunnels then end late enough to cover the others' replacements.
+# a while. So a session starts with one inbound tunnel held back and is given it later:
+# soon for the first routers, a minute after creation for the last one, whose late tunnel
+# then ends late enough to cover the others' replacements. Holding back only one keeps the
+# LeaseSet nearly full from the start (CI saw a 1-tunnel start stay short of 10 leases
+# from 4 routers for 2 minutes on a freshly built testnet).
 RAMP_FIRST_S = 10.0
 RAMP_SPREAD_S = 50.0
 
@@ -221,19 +223,21 @@ def session_options(
     return options
 
 
-def first_tunnel_only(options: Mapping[str, str]) -> dict[str, str]:
-    """The options a session is created with: one inbound tunnel; ReconfigureSession
-    brings the spec's quantity after `ramp_delay_s`."""
-    if int(options.get("inbound.quantity", "1")) <= 1:
+def one_tunnel_held_back(options: Mapping[str, str]) -> dict[str, str]:
+    """The options a session is created with: one inbound tunnel fewer than the spec's
+    (none held back from a single tunnel); ReconfigureSession brings the spec's quantity
+    after `ramp_delay_s`."""
+    quantity = int(options.get("inbound.quantity", "1"))
+    if quantity <= 1:
         return dict(options)
-    return {**options, "inbound.quantity": "1"}
+    return {**options, "inbound.quantity": str(quantity - 1)}
 
 
 def ramp_delay_s(
     index: int, routers: int, first_s: float = RAMP_FIRST_S, spread_s: float = RAMP_SPREAD_S
 ) -> float:
     """How long after its session is created router `index` (of `routers`, in spec order)
-    gets the rest of its inbound tunnels: from about `first_s` for the first routers to
+    gets its held-back inbound tunnel: from about `first_s` for the first routers to
     `first_s + spread_s` for the last (a lone router too, so its own tunnels spread)."""
     turn = (min(index, routers - 1) + 1) / max(routers, 1)
     return first_s + spread_s * turn * turn
