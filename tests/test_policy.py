@@ -382,7 +382,8 @@ def test_ramp_turns_spread_across_the_routers() -> None:
     delays = [ramp_delay_s(i, 4) for i in range(4)]
     assert delays == sorted(delays) and len(set(delays)) == 4
     assert delays[-1] == last
-    # Most routers fill up early; the last ends its tunnels late enough to cover the rest.
+    # Most routers fill up early; the last one's held-back tunnel ends late enough to cover
+    # the rest.
     assert delays[2] - RAMP_FIRST_S < RAMP_SPREAD_S * 0.6
     assert ramp_delay_s(9, 4) == last  # an index past the end takes the last turn
     assert ramp_delay_s(0, 2, first_s=1.0, spread_s=4.0) == 2.0
