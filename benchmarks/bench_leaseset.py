@@ -20,7 +20,7 @@ import statistics
 import time
 
 from i2p_multihome.balancer import policy
-from i2p_multihome.wire import i2cp
+from i2p_multihome.wire import messages
 from i2p_multihome.wire.keys import DestinationKeys
 from i2p_multihome.wire.structures import Lease, LeaseSet2
 
@@ -53,8 +53,10 @@ def bench_assemble_sign(rounds: int = 3000) -> None:
             tuple(s.to_lease2() for s in selected),
             keys.sign,
         )
-        i2cp.encode_frame(
-            i2cp.CreateLeaseSet2(1, lease_set, (i2cp.PrivateKey(4, keys.encryption_private),))
+        messages.encode_frame(
+            messages.CreateLeaseSet2(
+                1, lease_set, (messages.PrivateKey(4, keys.encryption_private),)
+            )
         )
         timings.append(time.perf_counter() - start)
     size = len(lease_set.to_bytes())

@@ -37,13 +37,13 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from i2p_multihome.i2cp.session import Endpoint
-from i2p_multihome.wire import codec, i2cp
+from i2p_multihome.wire import codec, messages
 from i2p_multihome.wire.codec import WireError
 from i2p_multihome.wire.structures import Destination, Lease, LeaseSet2
 
 log = logging.getLogger("fakerouter")
 
-_C = TypeVar("_C", bound=i2cp.ClientMessage)
+_C = TypeVar("_C", bound=messages.ClientMessage)
 
 HOST = "127.0.0.1"
 LEASESET_CREATION_TIMEOUT_S = 10.0  # i2pd's I2CP_LEASESET_CREATION_TIMEOUT
@@ -88,7 +88,7 @@ def make_leases(
 @dataclass(frozen=True)
 class Received:
     connection: int
-    message: i2cp.ClientMessage
+    message: messages.ClientMessage
     at: float  # monotonic
 
 
@@ -99,7 +99,7 @@ class ReceivedLeaseSet:
     raw: bytes  # the LeaseSet2 exactly as it arrived
     lease_set: LeaseSet2
     signature_ok: bool
-    private_keys: tuple[i2cp.PrivateKey, ...] = field(repr=False)
+    private_keys: tuple[messages.PrivateKey, ...] = field(repr=False)
     at: float  # monotonic
     answered_after_s: float | None  # since the outstanding RequestVariableLeaseSet
 
@@ -266,7 +266,7 @@ class FakeRouter:
                 case "unknown_type":
                     frame = codec.u32(3) + codec.u8(99) + b"\x00\x01\x02"
                 case "oversize_length":
-                    frame = codec.u32(1 << 20) + codec.u8(i2cp.RequestVariableLeaseSet.TYPE)
+                    frame = codec.u32(1 << 20) + codec.u8(messages.RequestVariableLeaseSet.TYPE)
                 case "lying_lease_count":
                     two = b"".join(lease.to_bytes() for lease in make_leases(self.name, 2))
                     body = codec.u16(session_id) + codec.u8(5) + two
@@ -279,7 +279,7 @@ class FakeRouter:
 
     async def disconnect(self, reason: str) -> None:
         for connection in self.sessions:
-            await self._send(connection, i2cp.Disconnect(reason))
+            await self._send(connection, messages.Disconnect(reason))
             self._terminate(connection)
 
     # --- lease requests -----------------------------------------------------------------
@@ -314,7 +314,7 @@ class FakeRouter:
         connection.pending = request
         self.requests.append(request)
         await self._send(
-            connection, i2cp.RequestVariableLeaseSet(connection.session_id, self.leases)
+            connection, messages.RequestVariableLeaseSet(connection.session_id, self.leases)
         )
         request.timer = asyncio.create_task(self._lease_deadline(connection, request))
         return request
@@ -343,16 +343,16 @@ class FakeRouter:
         return [r.message for r in self.received if isinstance(r.message, kind)]
 
     @property
-    def creates(self) -> list[i2cp.CreateSession]:
-        return self.messages(i2cp.CreateSession)
+    def creates(self) -> list[messages.CreateSession]:
+        return self.messages(messages.CreateSession)
 
     @property
-    def destroys(self) -> list[i2cp.DestroySession]:
-        return self.messages(i2cp.DestroySession)
+    def destroys(self) -> list[messages.DestroySession]:
+        return self.messages(messages.DestroySession)
 
     @property
-    def reconfigures(self) -> list[i2cp.ReconfigureSession]:
-        return self.messages(i2cp.ReconfigureSession)
+    def reconfigures(self) -> list[messages.ReconfigureSession]:
+        return self.messages(messages.ReconfigureSession)
 
     @property
     def session_ids(self) -> list[int]:
@@ -383,20 +383,20 @@ class FakeRouter:
             if not connection.protocol_byte_read:
                 first = await reader.readexactly(1)
                 connection.protocol_byte_read = True
-                if first[0] != i2cp.PROTOCOL_BYTE:
+                if first[0] != messages.PROTOCOL_BYTE:
                     self._error(f"protocol byte {first[0]:#x}")
                     self._terminate(connection)
                     return
             while not connection.closed:
-                header = await reader.readexactly(i2cp.HEADER_SIZE)
+                header = await reader.readexactly(messages.HEADER_SIZE)
                 length, msg_type = int.from_bytes(header[:4], "big"), header[4]
-                if length > i2cp.MAX_BODY:
+                if length > messages.MAX_BODY:
                     self._error(f"unexpected payload length {length}")
                     self._terminate(connection)
                     return
                 body = await reader.readexactly(length)
                 try:
-                    message = i2cp.decode_client_message(msg_type, body)
+                    message = messages.decode_client_message(msg_type, body)
                 except WireError as exc:
                     self._error(f"message type {msg_type}: {exc}")
                     continue
@@ -405,65 +405,71 @@ class FakeRouter:
         except (asyncio.IncompleteReadError, ConnectionError):
             self._terminate(connection)
 
-    async def _handle(self, connection: RouterConnection, message: i2cp.ClientMessage) -> None:
+    async def _handle(self, connection: RouterConnection, message: messages.ClientMessage) -> None:
         match message:
-            case i2cp.GetDate():
+            case messages.GetDate():
                 connection.client_version = message.version
                 connection.getdate_options = dict(message.options)
                 version = self.version if self.version is not None else message.version
-                await self._send(connection, i2cp.SetDate(int(time.time() * 1000), version))
-            case i2cp.CreateSession():
+                await self._send(connection, messages.SetDate(int(time.time() * 1000), version))
+            case messages.CreateSession():
                 await self._create_session(connection, message)
-            case i2cp.ReconfigureSession():
+            case messages.ReconfigureSession():
                 await self._reconfigure(connection, message)
-            case i2cp.DestroySession():
+            case messages.DestroySession():
                 await asyncio.sleep(self.destroy_reply_delay_s)
-                await self._status(connection, i2cp.STATUS_DESTROYED)
+                await self._status(connection, messages.STATUS_DESTROYED)
                 self._terminate(connection)
-            case i2cp.CreateLeaseSet2():
+            case messages.CreateLeaseSet2():
                 self._lease_set_created(connection, message)
-            case i2cp.HostLookup():
+            case messages.HostLookup():
                 await self._host_lookup(connection, message)
-            case i2cp.SendMessage() | i2cp.SendMessageExpires():
+            case messages.SendMessage() | messages.SendMessageExpires():
                 if message.nonce:
                     await self._send(
                         connection,
-                        i2cp.MessageStatus(
+                        messages.MessageStatus(
                             connection.session_id or 0, len(self.received),
                             MESSAGE_STATUS_ACCEPTED, 0, message.nonce,
                         ),
                     )  # fmt: skip
-            case i2cp.Disconnect():
+            case messages.Disconnect():
                 self._terminate(connection)
 
     async def _create_session(
-        self, connection: RouterConnection, message: i2cp.CreateSession
+        self, connection: RouterConnection, message: messages.CreateSession
     ) -> None:
         config = message.config
         session_id = self._new_session_id()
         if connection.session_id is not None:
-            await self._send(connection, i2cp.SessionStatus(session_id, i2cp.STATUS_REFUSED))
+            await self._send(
+                connection, messages.SessionStatus(session_id, messages.STATUS_REFUSED)
+            )
             return
         if not config.destination.verify(config.signed_part(), config.signature):
             self._error("CreateSession signature verification failed")
-            await self._send(connection, i2cp.SessionStatus(session_id, i2cp.STATUS_INVALID))
+            await self._send(
+                connection, messages.SessionStatus(session_id, messages.STATUS_INVALID)
+            )
             return
         if any(c.destination == config.destination for c in self.sessions):
             log.info("duplicate destination refused", extra={"fields": {"router": self.name}})
-            await self._send(connection, i2cp.SessionStatus(session_id, i2cp.STATUS_INVALID))
+            await self._send(
+                connection, messages.SessionStatus(session_id, messages.STATUS_INVALID)
+            )
             return
-        if self.create_status is not None and self.create_status != i2cp.STATUS_CREATED:
-            await self._send(connection, i2cp.SessionStatus(session_id, self.create_status))
+        if self.create_status is not None and self.create_status != messages.STATUS_CREATED:
+            await self._send(connection, messages.SessionStatus(session_id, self.create_status))
             return
         connection.session_id = session_id
         connection.destination = config.destination
         connection.options = dict(config.options)
-        await self._send(connection, i2cp.SessionStatus(session_id, i2cp.STATUS_CREATED))
+        await self._send(connection, messages.SessionStatus(session_id, messages.STATUS_CREATED))
         if self.auto_request and self.leases:
             await self._request(connection)
 
     async def _reconfigure(
-        self, connection: RouterConnection, message: i2cp.ReconfigureSession
+        self, connection: RouterConnection, message: messages.ReconfigureSession
     ) -> None:
         config = message.config
         ok = (
@@ -475,10 +481,10 @@ class FakeRouter:
             connection.options = dict(config.options)
         else:
             self._error("ReconfigureSession rejected")
-        await self._status(connection, i2cp.STATUS_UPDATED if ok else i2cp.STATUS_INVALID)
+        await self._status(connection, messages.STATUS_UPDATED if ok else messages.STATUS_INVALID)
 
     def _lease_set_created(
-        self, connection: RouterConnection, message: i2cp.CreateLeaseSet2
+        self, connection: RouterConnection, message: messages.CreateLeaseSet2
     ) -> None:
         if message.session_id != connection.session_id:
             self._error(f"CreateLeaseSet2 for unexpected session id {message.session_id}")
@@ -508,15 +514,17 @@ class FakeRouter:
             if not pending.answered.done():
                 pending.answered.set_result(record)
 
-    async def _host_lookup(self, connection: RouterConnection, message: i2cp.HostLookup) -> None:
-        if message.session_id not in (connection.session_id, i2cp.NO_SESSION):
+    async def _host_lookup(
+        self, connection: RouterConnection, message: messages.HostLookup
+    ) -> None:
+        if message.session_id not in (connection.session_id, messages.NO_SESSION):
             self._error(f"HostLookup for unexpected session id {message.session_id}")
             return
         found = self.known_destinations.get(message.hash) if message.hash is not None else None
         await self._send(
             connection,
-            i2cp.HostReply(
-                connection.session_id or i2cp.NO_SESSION,
+            messages.HostReply(
+                connection.session_id or messages.NO_SESSION,
                 message.request_id,
                 0 if found is not None else 1,
                 found,
@@ -528,17 +536,17 @@ class FakeRouter:
     def _new_session_id(self) -> int:
         taken = set(self.session_ids)
         while True:
-            candidate = self._rng.randrange(0, i2cp.NO_SESSION)
+            candidate = self._rng.randrange(0, messages.NO_SESSION)
             if candidate not in taken:
                 return candidate
 
     async def _status(self, connection: RouterConnection, status: int) -> None:
-        await self._send(connection, i2cp.SessionStatus(connection.session_id or 0, status))
+        await self._send(connection, messages.SessionStatus(connection.session_id or 0, status))
 
-    async def _send(self, connection: RouterConnection, message: i2cp.Message) -> None:
+    async def _send(self, connection: RouterConnection, message: messages.Message) -> None:
         if connection.closed:
             return
-        connection.writer.write(i2cp.encode_frame(message))
+        connection.writer.write(messages.encode_frame(message))
         with contextlib.suppress(ConnectionError):
             await connection.writer.drain()
 

@@ -40,7 +40,7 @@ from i2p_multihome.model.v1alpha1 import (
     TunnelDirection,
     TunnelsSpec,
 )
-from i2p_multihome.wire import i2cp
+from i2p_multihome.wire import messages
 from i2p_multihome.wire.encoding import b64encode
 from i2p_multihome.wire.keys import DestinationKeys
 
@@ -448,13 +448,13 @@ async def test_dead_router_dropped_at_once_then_rejoins(setup: Setup) -> None:
 
 async def test_refused_router_is_retried_with_capped_backoff(setup: Setup) -> None:
     r1 = await setup.add_router("r1")
-    r2 = await setup.add_router("r2", create_status=i2cp.STATUS_REFUSED)
+    r2 = await setup.add_router("r2", create_status=messages.STATUS_REFUSED)
     balancer = await setup.start()
     await setup.converged(["r1"])
 
     await asyncio.sleep(1.2)
 
-    attempts = [r.at for r in r2.received if isinstance(r.message, i2cp.CreateSession)]
+    attempts = [r.at for r in r2.received if isinstance(r.message, messages.CreateSession)]
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert 4 <= len(attempts) <= 25, attempts
     assert all(gap >= 0.02 for gap in gaps), gaps  # backoff_initial 0.05 with jitter >= 0.5
@@ -631,7 +631,7 @@ async def test_key_material_never_logged(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     r1, r2, r3 = [await setup.add_router(n) for n in ("r1", "r2", "r3")]
-    await setup.add_router("refuses", create_status=i2cp.STATUS_REFUSED)
+    await setup.add_router("refuses", create_status=messages.STATUS_REFUSED)
     balancer = await setup.start(min_publish_interval_s=0.1)
     await setup.converged(["r1", "r2", "r3"])
     await r2.send_malformed("lying_lease_count")

@@ -21,13 +21,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from i2p_multihome.wire.encoding import b64encode
-from i2p_multihome.wire.i2cp import CreateLeaseSet2, PrivateKey
 from i2p_multihome.wire.keys import (
     KEY_FILE_FORMAT,
     DestinationKeys,
     KeyFileError,
     load_or_create,
 )
+from i2p_multihome.wire.messages import CreateLeaseSet2, PrivateKey
 from i2p_multihome.wire.structures import Destination, Lease2, LeaseSet2
 from seeded import seeded_random
 

@@ -22,7 +22,7 @@ from fakerouter import (
 from i2p_multihome.harness.pki import write_pki
 from i2p_multihome.i2cp.connection import ConnectionClosed
 from i2p_multihome.i2cp.session import Endpoint, RouterSession, SessionLost, SessionRefused
-from i2p_multihome.wire import i2cp
+from i2p_multihome.wire import messages
 from i2p_multihome.wire.keys import DestinationKeys
 from i2p_multihome.wire.structures import Lease, Lease2, LeaseSet2
 
@@ -77,7 +77,7 @@ class Client:
         if self.answer:
             await session.send_lease_set(lease_set_for(self.keys, leases))
 
-    async def on_payload(self, session: RouterSession, message: i2cp.MessagePayload) -> None:
+    async def on_payload(self, session: RouterSession, message: messages.MessagePayload) -> None:
         pass
 
     def start(self) -> Client:
@@ -162,7 +162,7 @@ async def test_router_with_own_api_version(routers: RouterFactory, keys: Destina
 
 
 @pytest.mark.parametrize(
-    ("status", "name"), [(i2cp.STATUS_REFUSED, "refused"), (i2cp.STATUS_INVALID, "invalid")]
+    ("status", "name"), [(messages.STATUS_REFUSED, "refused"), (messages.STATUS_INVALID, "invalid")]
 )
 async def test_refused_session_raises_with_status_name(
     routers: RouterFactory, keys: DestinationKeys, status: int, name: str
@@ -257,7 +257,7 @@ async def test_no_credentials_no_mapping(routers: RouterFactory, keys: Destinati
     router = await routers()
     session = RouterSession("r1", router.endpoint, keys, handshake_timeout_s=2.0)
     await session.connect(CLIENT_VERSION)
-    [getdate] = router.messages(i2cp.GetDate)
+    [getdate] = router.messages(messages.GetDate)
     assert getdate.options == {}
     await session.close()
 
@@ -371,7 +371,7 @@ async def test_heartbeat_keeps_a_quiet_router_and_drops_a_hung_one(
     client = Client(await open_session(router, keys, heartbeat_s=0.2), keys).start()
 
     # Quiet but healthy: GetDate is answered, the session stays.
-    await eventually(lambda: len(router.messages(i2cp.GetDate)) >= 3, 3.0, "heartbeat GetDates")
+    await eventually(lambda: len(router.messages(messages.GetDate)) >= 3, 3.0, "heartbeat GetDates")
     assert client.task is not None and not client.task.done()
     assert client.session.established
 
@@ -439,7 +439,7 @@ async def test_lookup_gets_host_reply(routers: RouterFactory, keys: DestinationK
 
     assert found == known
     assert missing is None
-    assert [m.hash for m in router.messages(i2cp.HostLookup)] == [known.hash, b"\x01" * 32]
+    assert [m.hash for m in router.messages(messages.HostLookup)] == [known.hash, b"\x01" * 32]
     await client.stop()
 
 
@@ -449,14 +449,18 @@ async def test_send_payload_reaches_router(routers: RouterFactory, keys: Destina
     to = DestinationKeys.generate().destination
 
     nonce = await client.session.send_payload(
-        to, i2cp.Payload(b"ping", i2cp.PROTOCOL_DATAGRAM, 1, 2), int(time.time() * 1000) + 60_000
+        to,
+        messages.Payload(b"ping", messages.PROTOCOL_DATAGRAM, 1, 2),
+        int(time.time() * 1000) + 60_000,
     )
-    await eventually(lambda: router.messages(i2cp.SendMessageExpires), what="SendMessageExpires")
+    await eventually(
+        lambda: router.messages(messages.SendMessageExpires), what="SendMessageExpires"
+    )
 
-    [sent] = router.messages(i2cp.SendMessageExpires)
+    [sent] = router.messages(messages.SendMessageExpires)
     assert sent.nonce == nonce
     assert sent.destination == to
-    assert i2cp.Payload.decode(sent.payload) == i2cp.Payload(b"ping", 17, 1, 2)
+    assert messages.Payload.decode(sent.payload) == messages.Payload(b"ping", 17, 1, 2)
     await asyncio.sleep(0.05)  # the MessageStatus answer must not upset the session
     assert client.task is not None and not client.task.done()
     await client.stop()

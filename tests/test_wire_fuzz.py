@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from i2p_multihome.wire.codec import Reader, WireError
 from i2p_multihome.wire.encoding import b32_address, b64decode, b64encode, hash_from_b32
-from i2p_multihome.wire.i2cp import (
+from i2p_multihome.wire.keys import DestinationKeys, KeyFileError
+from i2p_multihome.wire.messages import (
     MAX_BODY,
     MAX_PAYLOAD,
     PROTOCOL_STREAMING,
@@ -48,7 +49,6 @@ from i2p_multihome.wire.i2cp import (
     decode_router_message,
     parse_header,
 )
-from i2p_multihome.wire.keys import DestinationKeys, KeyFileError
 from i2p_multihome.wire.structures import (
     MAX_LEASES,
     Destination,

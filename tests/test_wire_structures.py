@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from i2p_multihome.wire import codec
 from i2p_multihome.wire.codec import Reader, WireError
 from i2p_multihome.wire.encoding import b32_address, b64decode, b64encode, hash_from_b32
-from i2p_multihome.wire.i2cp import (
+from i2p_multihome.wire.keys import DestinationKeys
+from i2p_multihome.wire.messages import (
     MAX_BODY,
     PROTOCOL_DATAGRAM,
     CreateLeaseSet2,
@@ -46,7 +47,6 @@ from i2p_multihome.wire.i2cp import (
     encode_frame,
     parse_header,
 )
-from i2p_multihome.wire.keys import DestinationKeys
 from i2p_multihome.wire.structures import (
     MAX_LEASES,
     SIG_SPECS,
@@ -768,10 +768,10 @@ def test_router_message_round_trip(name: str, data: st.DataObject) -> None:
 
 
 def test_every_message_type_has_a_round_trip_strategy() -> None:
-    from i2p_multihome.wire import i2cp
+    from i2p_multihome.wire import messages
 
-    client_types = {cls.TYPE for cls in i2cp._CLIENT_MESSAGES.values()}
-    router_types = {cls.TYPE for cls in i2cp._ROUTER_MESSAGES.values()}
+    client_types = {cls.TYPE for cls in messages._CLIENT_MESSAGES.values()}
+    router_types = {cls.TYPE for cls in messages._ROUTER_MESSAGES.values()}
     assert client_types == {
         GetDate.TYPE, CreateSession.TYPE, ReconfigureSession.TYPE, DestroySession.TYPE,
         CreateLeaseSet2.TYPE, SendMessage.TYPE, SendMessageExpires.TYPE, HostLookup.TYPE,

@@ -20,7 +20,7 @@ from i2p_multihome.i2cp.connection import ConnectionClosed
 from i2p_multihome.i2cp.session import Endpoint, RouterSession, SessionLost, SessionRefused
 from i2p_multihome.logs import fields
 from i2p_multihome.model.v1alpha1 import MultihomedDestinationSpec, RouterSpec, RouterState
-from i2p_multihome.wire import i2cp
+from i2p_multihome.wire import messages
 from i2p_multihome.wire.encoding import b64encode
 from i2p_multihome.wire.keys import DestinationKeys
 from i2p_multihome.wire.structures import Lease, LeaseSet2
@@ -395,7 +395,7 @@ class Balancer:
                         await session.send_lease_set(self._current)
         self._on_change()
 
-    async def _on_payload(self, session: RouterSession, message: i2cp.MessagePayload) -> None:
+    async def _on_payload(self, session: RouterSession, message: messages.MessagePayload) -> None:
         log.debug(
             "payload received",
             extra=fields(**self._log_fields, router=session.name, bytes=len(message.payload)),

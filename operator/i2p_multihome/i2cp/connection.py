@@ -8,7 +8,7 @@ import logging
 import ssl
 
 from i2p_multihome.logs import fields
-from i2p_multihome.wire import i2cp
+from i2p_multihome.wire import messages
 from i2p_multihome.wire.codec import WireError
 
 log = logging.getLogger(__name__)
@@ -39,33 +39,33 @@ class I2CPConnection:
         connect_timeout_s: float = 10.0,
     ) -> I2CPConnection:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=ssl_context, limit=i2cp.MAX_BODY + 64),
+            asyncio.open_connection(host, port, ssl=ssl_context, limit=messages.MAX_BODY + 64),
             connect_timeout_s,
         )
         connection = cls(reader, writer, f"{host}:{port}")
-        writer.write(bytes([i2cp.PROTOCOL_BYTE]))
+        writer.write(bytes([messages.PROTOCOL_BYTE]))
         await writer.drain()
         return connection
 
-    async def send(self, message: i2cp.ClientMessage) -> None:
+    async def send(self, message: messages.ClientMessage) -> None:
         if self._closed:
             raise ConnectionClosed(f"connection to {self.peer} is closed")
         try:
-            self._writer.write(i2cp.encode_frame(message))
+            self._writer.write(messages.encode_frame(message))
             await self._writer.drain()
         except (ConnectionError, OSError) as exc:
             await self.close()
             raise ConnectionClosed(f"send to {self.peer} failed: {exc}") from exc
 
-    async def receive(self) -> i2cp.RouterMessage:
+    async def receive(self) -> messages.RouterMessage:
         """The next message. Malformed input closes the connection and raises
         RouterProtocolError; nothing but this connection is affected."""
         header = b""
         try:
-            header = await self._reader.readexactly(i2cp.HEADER_SIZE)
-            length, msg_type = i2cp.parse_header(header)
+            header = await self._reader.readexactly(messages.HEADER_SIZE)
+            length, msg_type = messages.parse_header(header)
             body = await self._reader.readexactly(length)
-            return i2cp.decode_router_message(msg_type, body)
+            return messages.decode_router_message(msg_type, body)
         except asyncio.IncompleteReadError as exc:
             await self.close()
             if header or exc.partial:

@@ -18,13 +18,13 @@ from typing import TypeVar
 
 from i2p_multihome.i2cp.connection import ConnectionClosed, I2CPConnection, RouterProtocolError
 from i2p_multihome.logs import fields
-from i2p_multihome.wire import i2cp
+from i2p_multihome.wire import messages
 from i2p_multihome.wire.keys import DestinationKeys
 from i2p_multihome.wire.structures import Destination, Lease, LeaseSet2, SessionConfig
 
 log = logging.getLogger(__name__)
 
-_M = TypeVar("_M", bound=i2cp.RouterMessage)
+_M = TypeVar("_M", bound=messages.RouterMessage)
 
 
 class SessionRefused(Exception):
@@ -55,7 +55,7 @@ class Endpoint:
 
 
 LeaseRequestHandler = Callable[["RouterSession", tuple[Lease, ...]], Awaitable[None]]
-PayloadHandler = Callable[["RouterSession", i2cp.MessagePayload], Awaitable[None]]
+PayloadHandler = Callable[["RouterSession", messages.MessagePayload], Awaitable[None]]
 
 
 class RouterSession:
@@ -109,8 +109,8 @@ class RouterSession:
                 "i2cp.username": self.endpoint.username,
                 "i2cp.password": self.endpoint.password,
             }
-        await self._connection.send(i2cp.GetDate(sent_version, auth))
-        reply = await self._expect(i2cp.SetDate)
+        await self._connection.send(messages.GetDate(sent_version, auth))
+        reply = await self._expect(messages.SetDate)
         self.router_version = reply.version
         return reply.version
 
@@ -119,9 +119,9 @@ class RouterSession:
         config = SessionConfig.build(
             self._keys.destination, options, self._wall_clock_ms(), self._keys.sign
         )
-        await self._require_connection().send(i2cp.CreateSession(config))
-        status = await self._expect(i2cp.SessionStatus)
-        if status.status != i2cp.STATUS_CREATED:
+        await self._require_connection().send(messages.CreateSession(config))
+        status = await self._expect(messages.SessionStatus)
+        if status.status != messages.STATUS_CREATED:
             await self.close()
             raise SessionRefused(f"router answered CreateSession with '{status.status_name}'")
         self.session_id = status.session_id
@@ -133,21 +133,23 @@ class RouterSession:
             self._keys.destination, options, self._wall_clock_ms(), self._keys.sign
         )
         await self._require_connection().send(
-            i2cp.ReconfigureSession(self._require_session(), config)
+            messages.ReconfigureSession(self._require_session(), config)
         )
 
     async def send_lease_set(self, lease_set: LeaseSet2) -> None:
-        private = i2cp.PrivateKey(
+        private = messages.PrivateKey(
             self._keys.encryption_key.crypto_type, self._keys.encryption_private
         )
         await self._require_connection().send(
-            i2cp.CreateLeaseSet2(self._require_session(), lease_set, (private,))
+            messages.CreateLeaseSet2(self._require_session(), lease_set, (private,))
         )
 
-    async def send_payload(self, to: Destination, payload: i2cp.Payload, expires_ms: int) -> int:
+    async def send_payload(
+        self, to: Destination, payload: messages.Payload, expires_ms: int
+    ) -> int:
         nonce = next(self._nonces) & 0xFFFFFFFF or 1
         await self._require_connection().send(
-            i2cp.SendMessageExpires(
+            messages.SendMessageExpires(
                 self._require_session(), to, payload.encode(), nonce, 0, expires_ms
             )
         )
@@ -159,7 +161,9 @@ class RouterSession:
         self._lookups[request_id] = future
         try:
             await self._require_connection().send(
-                i2cp.HostLookup(self._require_session(), request_id, int(timeout_s * 1000), hash32)
+                messages.HostLookup(
+                    self._require_session(), request_id, int(timeout_s * 1000), hash32
+                )
             )
             return await asyncio.wait_for(future, timeout_s + 5)
         finally:
@@ -170,7 +174,7 @@ class RouterSession:
         `run()` is reading, it is the one that sees the answer."""
         if self.established and self._connection is not None and self.session_id is not None:
             with contextlib.suppress(ConnectionClosed):
-                await self._connection.send(i2cp.DestroySession(self.session_id))
+                await self._connection.send(messages.DestroySession(self.session_id))
                 waiter = self._destroyed.wait() if self._running else self._drain_until_destroyed()
                 with contextlib.suppress(TimeoutError, ConnectionClosed, RouterProtocolError):
                     await asyncio.wait_for(waiter, 5.0)
@@ -207,30 +211,30 @@ class RouterSession:
 
     async def _dispatch(
         self,
-        message: i2cp.RouterMessage,
+        message: messages.RouterMessage,
         on_lease_request: LeaseRequestHandler,
         on_payload: PayloadHandler,
     ) -> None:
         match message:
-            case i2cp.RequestVariableLeaseSet(leases=leases):
+            case messages.RequestVariableLeaseSet(leases=leases):
                 await on_lease_request(self, leases)
-            case i2cp.MessagePayload():
+            case messages.MessagePayload():
                 await on_payload(self, message)
-            case i2cp.HostReply(request_id=request_id, destination=destination):
+            case messages.HostReply(request_id=request_id, destination=destination):
                 future = self._lookups.get(request_id)
                 if future is not None and not future.done():
                     future.set_result(destination)
-            case i2cp.SessionStatus(status=i2cp.STATUS_DESTROYED):
+            case messages.SessionStatus(status=messages.STATUS_DESTROYED):
                 self._destroyed.set()
                 raise SessionLost("router destroyed the session")
-            case i2cp.SessionStatus():
+            case messages.SessionStatus():
                 log.info(
                     "session status",
                     extra=fields(router=self.name, status=message.status_name),
                 )
-            case i2cp.Disconnect(reason=reason):
+            case messages.Disconnect(reason=reason):
                 raise SessionLost(f"router disconnected: {reason}")
-            case i2cp.SetDate() | i2cp.MessageStatus():
+            case messages.SetDate() | messages.MessageStatus():
                 pass
 
     async def _heartbeat(self, connection: I2CPConnection) -> None:
@@ -248,13 +252,16 @@ class RouterSession:
                 return
             if quiet > self._heartbeat_s:
                 with contextlib.suppress(ConnectionClosed):
-                    await connection.send(i2cp.GetDate(self.router_version or ""))
+                    await connection.send(messages.GetDate(self.router_version or ""))
 
     async def _drain_until_destroyed(self) -> None:
         connection = self._require_connection()
         while True:
             message = await connection.receive()
-            if isinstance(message, i2cp.SessionStatus) and message.status == i2cp.STATUS_DESTROYED:
+            if (
+                isinstance(message, messages.SessionStatus)
+                and message.status == messages.STATUS_DESTROYED
+            ):
                 return
 
     async def _expect(self, kind: type[_M]) -> _M:
@@ -266,7 +273,7 @@ class RouterSession:
                     message = await connection.receive()
                     if isinstance(message, kind):
                         return message
-                    if isinstance(message, i2cp.Disconnect):
+                    if isinstance(message, messages.Disconnect):
                         raise SessionRefused(f"router disconnected: {message.reason}")
         except TimeoutError:
             await self.close()

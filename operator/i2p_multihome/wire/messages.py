@@ -1,8 +1,8 @@
 """I2CP messages (spec: i2cp): framing and one typed value per message.
 
-`decode_message` is the only entry point for bytes from a peer: it returns a typed message or
-raises `WireError`, never anything else. Each message can also encode itself, so tests can
-play the router's side with real bytes.
+`decode_router_message` is the only entry point for bytes from a router: it returns a typed
+message or raises `WireError`, never anything else. Each message can also encode itself, and
+`decode_client_message` reads the client's side, so tests can play the router with real bytes.
 """
 
 from __future__ import annotations
