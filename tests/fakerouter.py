@@ -89,7 +89,7 @@ def make_leases(
 class Received:
     connection: int
     message: messages.ClientMessage
-    at: float  # monotonic
+    at: float  # the router's clock (see FakeRouter)
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class ReceivedLeaseSet:
     lease_set: LeaseSet2
     signature_ok: bool
     private_keys: tuple[messages.PrivateKey, ...] = field(repr=False)
-    at: float  # monotonic
+    at: float  # the router's clock (see FakeRouter)
     answered_after_s: float | None  # since the outstanding RequestVariableLeaseSet
 
     @property
@@ -158,12 +158,15 @@ class FakeRouter:
         known_destinations: Iterable[Destination] = (),
         destroy_reply_delay_s: float = 0.0,
         ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`version`: None echoes the client's GetDate version (i2pd < 2.58), a string is
         sent as the router's own (2.58+). `leases` are requested right after a session is
         created when `auto_request`. `create_status` forces the CreateSession answer.
         `lease_deadline_s` is i2pd's LeaseSet creation timer; `destroy_reply_delay_s` holds
-        back the `destroyed` status (to see that the client waits for it)."""
+        back the `destroyed` status (to see that the client waits for it). `clock` stamps
+        the records' `at` (a test with a virtual clock passes its own); i2pd's timers and
+        `answered_after_s` stay on real time."""
         self.name = name
         self.version = version
         self.leases: tuple[Lease, ...] = tuple(leases)
@@ -173,6 +176,7 @@ class FakeRouter:
         self.known_destinations = {d.hash: d for d in known_destinations}
         self.destroy_reply_delay_s = destroy_reply_delay_s
         self.ssl_context = ssl_context  # I2CP over TLS, as Java routers with i2cp.SSL=true
+        self._clock = clock
         self.connections: list[RouterConnection] = []
         self.received: list[Received] = []
         self.lease_sets: list[ReceivedLeaseSet] = []
@@ -400,7 +404,7 @@ class FakeRouter:
                 except WireError as exc:
                     self._error(f"message type {msg_type}: {exc}")
                     continue
-                self.received.append(Received(connection.index, message, time.monotonic()))
+                self.received.append(Received(connection.index, message, self._clock()))
                 await self._handle(connection, message)
         except (asyncio.IncompleteReadError, ConnectionError):
             self._terminate(connection)
@@ -492,7 +496,6 @@ class FakeRouter:
         lease_set = message.lease_set
         signature_ok = lease_set.destination == connection.destination and lease_set.verify()
         pending = connection.pending
-        now = time.monotonic()
         record = ReceivedLeaseSet(
             connection.index,
             message.session_id,
@@ -500,8 +503,8 @@ class FakeRouter:
             lease_set,
             signature_ok,
             message.private_keys,
-            now,
-            now - pending.sent_at if pending is not None else None,
+            self._clock(),
+            time.monotonic() - pending.sent_at if pending is not None else None,
         )
         self.lease_sets.append(record)
         if not signature_ok:

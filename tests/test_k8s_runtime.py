@@ -14,12 +14,22 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from i2p_multihome.balancer.engine import BalancerEvent, EndpointError, plain_endpoint
+from i2p_multihome.balancer.engine import EndpointError, plain_endpoint
+from i2p_multihome.balancer.events import (
+    BalancerEvent,
+    FailoverPublished,
+    LeaseSetPublished,
+    PublishReason,
+    RouterLost,
+    RouterRecovered,
+    RouterRefused,
+    SessionEstablished,
+)
 from i2p_multihome.balancer.policy import SelectedLease
 from i2p_multihome.balancer.snapshot import BalancerSnapshot, RouterSnapshot
 from i2p_multihome.i2cp.session import Endpoint
 from i2p_multihome.k8s import handlers, metrics, secrets
-from i2p_multihome.k8s.runtime import DestinationRuntime
+from i2p_multihome.k8s.runtime import DestinationRuntime, kubernetes_event
 from i2p_multihome.model.v1alpha1 import MultihomedDestinationSpec, RouterState
 from i2p_multihome.wire.encoding import b64encode
 from i2p_multihome.wire.keys import DestinationKeys
@@ -246,30 +256,45 @@ def value(name: str, **labels: str) -> float | None:
     return sample
 
 
+PUBLISHED = LeaseSetPublished(PublishReason.LEASES_CHANGED, 3, ("r1",), ("r1",))
+FAILOVER = FailoverPublished(("r2",), 0.42, 6, ("r1", "r3"), ("r1", "r3"))
+
+
 @pytest.mark.parametrize(
-    ("kind", "event_type"),
+    ("event", "event_type", "reason"),
     [
-        ("RouterLost", "Warning"),
-        ("RouterRefused", "Warning"),
-        ("RouterRecovered", "Normal"),
-        ("SessionEstablished", "Normal"),
-        ("SomethingNew", "Normal"),
+        (RouterLost("r1", "router disconnected: bye"), "Warning", "RouterLost"),
+        (RouterRefused("r1", "router answered 'refused'"), "Warning", "RouterRefused"),
+        (RouterRecovered("r1", 42.0), "Normal", "RouterRecovered"),
+        (SessionEstablished("r1", "0.9.67"), "Normal", "SessionEstablished"),
+        (FAILOVER, "Normal", "Published"),
     ],
 )
-def test_balancer_events_map_to_kubernetes_event_types(kind: str, event_type: str) -> None:
+def test_balancer_events_map_to_kubernetes_events(
+    event: BalancerEvent, event_type: str, reason: str
+) -> None:
     posted: list[tuple[str, str, str]] = []
-    runtime("ev-types", kind.lower(), posted)._on_event(
-        BalancerEvent(kind, f"router r1: {kind}", "r1")
+    runtime("ev-types", reason.lower(), posted)._on_event(event)
+    assert posted == [(event_type, reason, event.message)]
+    assert kubernetes_event(event) == (event_type, reason)
+
+
+def test_event_messages_say_what_happened() -> None:
+    assert RouterLost("r1", "closed").message == "router r1 lost: closed"
+    assert RouterRecovered("r1", 42.4).message == "router r1 is back after 42s"
+    assert RouterRefused("r1", "auth failed").message == "router r1: auth failed"
+    assert FAILOVER.message == (
+        "LeaseSet with 6 leases from 2 routers, without r2; 0.4s after the router was lost"
     )
-    assert posted == [(event_type, kind, f"router r1: {kind}")]
+    assert PUBLISHED.message == "LeaseSet with 3 leases from 1 routers (leases changed)"
 
 
 def test_routine_publish_is_metrics_only() -> None:
     posted: list[tuple[str, str, str]] = []
     rt = runtime("ev-publish", "routine", posted)
     labels = {"namespace": "ev-publish", "destination": "routine"}
-    rt._on_event(BalancerEvent("Published", "LeaseSet with 3 leases from 1 routers"))
-    rt._on_event(BalancerEvent("Published", "LeaseSet with 4 leases from 2 routers"))
+    rt._on_event(PUBLISHED)
+    rt._on_event(LeaseSetPublished(PublishReason.REFRESH, 3, ("r1",), ("r1",)))
     assert posted == []
     assert value("i2p_multihome_publishes_total", **labels) == 2
     assert value("i2p_multihome_failover_seconds_count", **labels) is None
@@ -279,17 +304,14 @@ def test_failover_publish_posts_event_and_observes_histogram() -> None:
     posted: list[tuple[str, str, str]] = []
     rt = runtime("ev-failover", "web", posted)
     labels = {"namespace": "ev-failover", "destination": "web"}
-    rt._on_event(BalancerEvent("RouterLost", "router r2 lost: closed", "r2"))
-    rt._on_event(BalancerEvent("Published", "LeaseSet with 6 leases from 3 routers", seconds=0.42))
+    rt._on_event(RouterLost("r2", "closed"))
+    rt._on_event(FAILOVER)
     assert posted == [
         ("Warning", "RouterLost", "router r2 lost: closed"),
-        (
-            "Normal",
-            "Published",
-            "LeaseSet with 6 leases from 3 routers; 0.4s after the router was lost",
-        ),
+        ("Normal", "Published", FAILOVER.message),
     ]
     assert value("i2p_multihome_router_failovers_total", **labels, router="r2") == 1
+    assert value("i2p_multihome_publishes_total", **labels) == 1
     assert value("i2p_multihome_failover_seconds_count", **labels) == 1
     assert value("i2p_multihome_failover_seconds_sum", **labels) == pytest.approx(0.42)
     assert value("i2p_multihome_failover_seconds_bucket", **labels, le="0.5") == 1
@@ -299,9 +321,11 @@ def test_failover_publish_posts_event_and_observes_histogram() -> None:
 def test_events_never_carry_key_material() -> None:
     posted: list[tuple[str, str, str]] = []
     rt = runtime("ev-keys", "web", posted)
-    for kind in ("RouterLost", "RouterRefused", "RouterRecovered", "SessionEstablished"):
-        rt._on_event(BalancerEvent(kind, f"{kind} on r1", "r1"))
-    rt._on_event(BalancerEvent("Published", "LeaseSet", seconds=1.0))
+    for event in (
+        RouterLost("r1", "x"), RouterRefused("r1", "x"), RouterRecovered("r1", 1.0),
+        SessionEstablished("r1", "0.9.67"), FAILOVER, PUBLISHED,
+    ):  # fmt: skip
+        rt._on_event(event)
     secrets_doc = json.loads(KEYS.to_json())
     text = repr(posted)
     assert secrets_doc["signingPrivateKey"] not in text
@@ -370,8 +394,8 @@ def test_observe_snapshot_follows_state_changes() -> None:
 def test_forget_removes_every_series_of_the_destination_only() -> None:
     for name in ("gone", "kept"):
         metrics.observe_snapshot("m-forget", name, snapshot(), NOW_S)
-        metrics.observe_event("m-forget", name, BalancerEvent("RouterLost", "r2 lost", "r2"))
-        metrics.observe_event("m-forget", name, BalancerEvent("Published", "p", seconds=1.5))
+        metrics.observe_event("m-forget", name, RouterLost("r2", "lost"))
+        metrics.observe_event("m-forget", name, FAILOVER)
     metrics.forget("m-forget", "gone", ["r1", "r2"])
     metrics.forget("m-forget", "gone", ["r1", "r2"])  # twice: no error
     exposed = [

@@ -11,22 +11,29 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from i2p_multihome.balancer.events import PublishReason
+from i2p_multihome.balancer.link import LinkState
 from i2p_multihome.balancer.policy import (
+    BACKOFF_INITIAL_S,
     CLIENT_API_VERSION,
     MIN_PUBLISH_INTERVAL_S,
     MIN_REMAINING_S,
+    PUBLISH_RETRY_S,
     RAMP_FIRST_S,
     RAMP_SPREAD_S,
     REFRESH_INTERVAL_S,
     SELECTION_MARGIN_S,
-    PublishAction,
+    PublishInput,
+    PublishPlan,
+    PublishTiming,
     SelectedLease,
-    decide_publish,
+    backoff_delay_s,
     excluded_gateways,
     lease_set_expires_s,
     next_published_s,
-    next_refresh_at,
     one_tunnel_held_back,
+    options_for,
+    plan_publish,
     publish_is_inverted,
     ramp_delay_s,
     select_leases,
@@ -38,6 +45,7 @@ from i2p_multihome.model.v1alpha1 import (
     PeerPolicy,
     RouterImplementation,
     RouterSpec,
+    RouterState,
     TunnelDirection,
     TunnelsSpec,
 )
@@ -243,98 +251,184 @@ def test_selection_properties(
             assert max(left_out) <= min(mine)
 
 
-# --- decide_publish ---------------------------------------------------------------------------
+# --- plan_publish -----------------------------------------------------------------------------
 
 
 A1 = SelectedLease("a", lease("a1", 1, 300))
 A2 = SelectedLease("a", lease("a2", 2, 300))
 B1 = SelectedLease("b", lease("b1", 1, 300))
+TWO_ROUTERS = MultihomedDestinationSpec(
+    routers=[
+        RouterSpec(name="a", i2cp=I2CPEndpoint(host="router-a")),
+        RouterSpec(name="b", i2cp=I2CPEndpoint(host="router-b")),
+    ]
+)
 
 
-def test_first_publish_is_immediate() -> None:
-    decision = decide_publish([A1, B1], None, None, now=100.0)
-    assert decision.action is PublishAction.NOW
-    assert "first" in decision.reason
+DEFAULT_TIMING = PublishTiming()
+
+
+def link(
+    name: str,
+    *leases: SelectedLease,
+    state: RouterState = RouterState.ESTABLISHED,
+    waiting: bool = False,
+    lost_at: float | None = None,
+) -> LinkState:
+    return LinkState(
+        name,
+        state=state,
+        leases=tuple(s.lease for s in leases),
+        awaiting_answer=waiting,
+        lost_at=lost_at,
+    )
+
+
+def plan(
+    links: Sequence[LinkState],
+    published: Sequence[SelectedLease] | None,
+    last_publish_at: float | None,
+    now: float,
+    timing: PublishTiming = DEFAULT_TIMING,
+    spec: MultihomedDestinationSpec = TWO_ROUTERS,
+) -> PublishPlan:
+    return plan_publish(
+        PublishInput(
+            links=tuple(links),
+            published=None if published is None else tuple(published),
+            last_publish_at=last_publish_at,
+            spec=spec,
+            now=now,
+            now_ms=NOW_MS,
+            timing=timing,
+        )
+    )
+
+
+def test_first_publish_is_immediate_to_every_connected_router() -> None:
+    down = link("c", state=RouterState.CONNECTING)
+    result = plan([link("a", A1), link("b", B1), down], None, None, now=100.0)
+    assert result.leases == (A1, B1)
+    assert result.publish_reason is PublishReason.FIRST
+    assert result.targets == {"a", "b"}
+    assert result.wake_at == 100.0 + REFRESH_INTERVAL_S
+    assert result.retry_at == 100.0 + PUBLISH_RETRY_S
 
 
 def test_nothing_to_publish_without_leases() -> None:
-    assert decide_publish([], None, None, now=100.0).action is PublishAction.NONE
-    assert decide_publish([], [A1], 50.0, now=100.0).action is PublishAction.NONE
+    assert plan([link("a"), link("b")], None, None, now=100.0).leases is None
+    assert plan([link("a", A1, state=RouterState.REFUSED)], None, None, now=100.0).leases is None
+    result = plan([link("a", waiting=True)], [A1], 50.0, now=100.0)
+    assert result.leases is None
+    assert result.resend_current_to == {"a"}  # answered with what there is
 
 
 def test_unchanged_set_is_not_republished() -> None:
-    assert decide_publish([A1, B1], [B1, A1], 99.0, now=100.0).action is PublishAction.NONE
+    result = plan([link("a", A1), link("b", B1, waiting=True)], [B1, A1], 99.0, now=100.0)
+    assert result.leases is None
+    assert result.reason == "unchanged"
+    assert result.resend_current_to == {"b"}
+    assert result.wake_at == 99.0 + REFRESH_INTERVAL_S
     # Sub-second end changes do not show in a Lease2 (seconds), so they are no change.
     nudged = SelectedLease("a", Lease(A1.lease.gateway, 1, A1.lease.end_ms + 1))
     assert A1.lease.end_ms % 1000 == 0
-    assert decide_publish([nudged, B1], [A1, B1], 99.0, now=100.0).action is PublishAction.NONE
+    assert plan([link("a", nudged), link("b", B1)], [A1, B1], 99.0, now=100.0).leases is None
 
 
 def test_unchanged_set_is_published_afresh_after_the_refresh_interval() -> None:
-    assert decide_publish([A1, B1], [A1, B1], 10.0, now=10.0 + REFRESH_INTERVAL_S - 1).action is (
-        PublishAction.NONE
-    )
-    decision = decide_publish([A1, B1], [A1, B1], 10.0, now=10.0 + REFRESH_INTERVAL_S)
-    assert decision.action is PublishAction.NOW
-    assert decision.reason == "refresh"
-    assert decide_publish([A1], [A1], 10.0, now=20.0, refresh_interval_s=5).action is (
-        PublishAction.NOW
-    )
-    assert next_refresh_at(None) is None
-    assert next_refresh_at(10.0) == 10.0 + REFRESH_INTERVAL_S
+    links = [link("a", A1), link("b", B1)]
+    assert plan(links, [A1, B1], 10.0, now=10.0 + REFRESH_INTERVAL_S - 1).leases is None
+    result = plan(links, [A1, B1], 10.0, now=10.0 + REFRESH_INTERVAL_S)
+    assert result.leases == (A1, B1)
+    assert result.publish_reason is PublishReason.REFRESH
+    assert result.wake_at == 10.0 + 2 * REFRESH_INTERVAL_S
+    short = PublishTiming(refresh_interval_s=5)
+    assert plan([link("a", A1)], [A1], 10.0, now=15.0, timing=short).leases == (A1,)
 
 
 def test_leases_that_only_aged_out_are_not_withdrawn_by_a_publish() -> None:
     """Dropping leases that near their end spends the routers' publish slot for nothing:
     held until something new comes or the refresh is due."""
-    now_ms = NOW_MS
-    aging = SelectedLease("a", Lease(gw("old"), 9, now_ms + 40_000))  # inside the margin
+    aging = SelectedLease("a", Lease(gw("old"), 9, NOW_MS + 40_000))  # inside the margin
     published = [A1, aging, B1]
-    decision = decide_publish([A1, B1], published, 10.0, now=50.0, now_ms=now_ms)
-    assert decision.action is PublishAction.NONE
-    refresh = decide_publish(
-        [A1, B1], published, 10.0, now=10.0 + REFRESH_INTERVAL_S, now_ms=now_ms
-    )
-    assert (refresh.action, refresh.reason) == (PublishAction.NOW, "refresh")
+    links = [link("a", A1, aging), link("b", B1)]
+    assert plan(links, published, 10.0, now=50.0).leases is None
+    refresh = plan(links, published, 10.0, now=10.0 + REFRESH_INTERVAL_S)
+    assert (refresh.leases, refresh.publish_reason) == ((A1, B1), PublishReason.REFRESH)
     # Something new, or a lease that left before its time (a failed tunnel), is news.
-    assert decide_publish([A1, A2, B1], published, 10.0, now=50.0, now_ms=now_ms).action is (
-        PublishAction.NOW
-    )
-    assert decide_publish([A1], [A1, B1], 10.0, now=50.0, now_ms=now_ms).action is (
-        PublishAction.NOW
-    )
+    assert plan([link("a", A1, A2, aging), link("b", B1)], published, 10.0, now=50.0).leases
+    assert plan([link("a", A1), link("b")], [A1, B1], 10.0, now=50.0).leases == (A1,)
     # A lost router's leases leave at once, aged or not.
-    lost = decide_publish([A1, B1], published, 49.0, now=50.0, lost_routers=["a"], now_ms=now_ms)
-    assert lost.action is PublishAction.NOW
+    lost = plan([link("a", A1, aging), link("b", lost_at=49.0, state=RouterState.DISCONNECTED)],
+                published, 49.5, now=50.0)  # fmt: skip
+    assert lost.publish_reason is PublishReason.ROUTER_LOST
 
 
 def test_changes_within_the_interval_are_coalesced() -> None:
-    decision = decide_publish([A1, A2, B1], [A1, B1], last_publish_at=90.0, now=100.0)
-    assert decision.action is PublishAction.LATER
-    assert decision.at == 90.0 + MIN_PUBLISH_INTERVAL_S == 110.0
+    result = plan([link("a", A1, A2, waiting=True), link("b", B1)], [A1, B1], 90.0, now=100.0)
+    assert result.leases is None
+    assert result.wake_at == 90.0 + MIN_PUBLISH_INTERVAL_S == 110.0
+    assert result.resend_current_to == {"a"}  # answered now with the current LeaseSet
 
 
 def test_changes_after_the_interval_publish_now() -> None:
-    assert (
-        decide_publish([A1, A2, B1], [A1, B1], last_publish_at=80.0, now=100.0).action
-        is PublishAction.NOW
-    )
-    assert (
-        decide_publish([A1, A2], [A1], last_publish_at=80.0, now=100.0, min_interval_s=30).action
-        is PublishAction.LATER
-    )
+    links = [link("a", A1, A2), link("b", B1)]
+    result = plan(links, [A1, B1], last_publish_at=80.0, now=100.0)
+    assert result.publish_reason is PublishReason.LEASES_CHANGED
+    assert set(result.leases or ()) == {A1, A2, B1}
+    slow = PublishTiming(min_interval_s=30)
+    assert plan(links, [A1, B1], 80.0, now=100.0, timing=slow).wake_at == 110.0
+
+
+def test_the_coalescing_wake_is_never_after_the_refresh() -> None:
+    timing = PublishTiming(min_interval_s=30, refresh_interval_s=5)
+    links = [link("a", A1, A2), link("b", B1)]
+    assert plan(links, [A1, B1], 98.0, now=100.0, timing=timing).wake_at == 103.0
+    # A refresh that is already due wakes a second from now, not in the past.
+    assert plan(links, [A1, B1], 90.0, now=100.0, timing=timing).wake_at == 101.0
 
 
 def test_a_lost_router_in_the_published_set_publishes_at_once() -> None:
-    decision = decide_publish([A1, A2], [A1, B1], 95.0, now=100.0, lost_routers=["b"])
-    assert decision.action is PublishAction.NOW
-    assert "lost" in decision.reason
+    lost = link("b", state=RouterState.DISCONNECTED, lost_at=97.5)
+    result = plan([link("a", A1, A2), lost], [A1, B1], 95.0, now=100.0)
+    assert set(result.leases or ()) == {A1, A2}
+    assert result.publish_reason is PublishReason.ROUTER_LOST
+    assert result.lost == ("b",)
+    assert result.failover_s == 2.5
+    assert result.targets == {"a"}
+
+
+def test_a_router_removed_from_the_spec_publishes_at_once_without_a_failover() -> None:
+    result = plan([link("a", A1, A2)], [A1, B1], 95.0, now=100.0)
+    assert result.publish_reason is PublishReason.ROUTER_REMOVED
+    assert result.lost == () and result.failover_s is None
 
 
 def test_a_lost_router_not_in_the_published_set_is_coalesced() -> None:
-    decision = decide_publish([A1, A2], [A1], 95.0, now=100.0, lost_routers=["c"])
-    assert decision.action is PublishAction.LATER
-    assert decision.at == 115.0
+    gone = link("c", state=RouterState.DISCONNECTED, lost_at=99.0)
+    result = plan([link("a", A1, A2), gone], [A1], 95.0, now=100.0)
+    assert result.leases is None
+    assert result.wake_at == 115.0
+
+
+def test_a_waiting_router_gets_short_lived_leases_rather_than_nothing() -> None:
+    """Before any LeaseSet exists, leases between the hard floor (30 s) and the selection
+    margin (50 s) are published for a router waiting for an answer (i2pd gives it 10 s)."""
+    short = SelectedLease("a", lease("s", 1, 40))
+    assert plan([link("a", short)], None, None, now=100.0).leases is None
+    result = plan([link("a", short, waiting=True)], None, None, now=100.0)
+    assert result.leases == (short,)
+    assert result.publish_reason is PublishReason.FIRST_SHORT_LIVED
+    too_short = SelectedLease("a", lease("t", 1, 20))
+    assert plan([link("a", too_short, waiting=True)], None, None, now=100.0).leases is None
+
+
+def test_backoff_doubles_to_the_cap_with_jitter() -> None:
+    assert backoff_delay_s(0, 1.0) == BACKOFF_INITIAL_S
+    assert backoff_delay_s(0, 0.0) == BACKOFF_INITIAL_S / 2
+    assert [backoff_delay_s(n, 1.0, 1.0, 30.0) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+    assert backoff_delay_s(10_000, 0.5, 1.0, 30.0) == 22.5  # no overflow
+    assert backoff_delay_s(-1, 2.0, 1.0, 30.0) == 1.0  # inputs clamped
 
 
 # --- timing helpers ---------------------------------------------------------------------------
@@ -485,3 +579,15 @@ def test_excluded_gateways_decode_base64_hashes() -> None:
     spec, _ = _spec(peer_policy=PeerPolicy(excluded_peers=[PEER_1, PEER_2]))
     assert excluded_gateways(spec) == frozenset({gw("peer1"), gw("peer2")})
     assert excluded_gateways(_spec()[0]) == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("reply", "publish_value"), [(CLIENT_API_VERSION, "true"), ("0.9.67", "false")]
+)
+def test_options_for_a_session_follow_its_version_and_ramp(reply: str, publish_value: str) -> None:
+    spec, router = _spec(publish=False)
+    before = options_for(spec, router, reply, ramped=False, nickname="n")
+    after = options_for(spec, router, reply, ramped=True, nickname="n")
+    assert before["i2cp.dontPublishLeaseSet"] == after["i2cp.dontPublishLeaseSet"] == publish_value
+    assert (before["inbound.quantity"], after["inbound.quantity"]) == ("2", "3")
+    assert after == session_options(spec, router, publish_value == "false", "n")

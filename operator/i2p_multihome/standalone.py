@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +17,16 @@ import yaml
 from pydantic import ValidationError
 
 from i2p_multihome.balancer.engine import Balancer
-from i2p_multihome.balancer.status import build_status
+from i2p_multihome.balancer.reporter import StatusReporter, StatusSink
 from i2p_multihome.logs import fields
 from i2p_multihome.model.v1alpha1 import (
-    Condition,
     MultihomedDestinationManifest,
+    MultihomedDestinationStatus,
 )
+from i2p_multihome.supervision import first_to_end
 from i2p_multihome.wire.keys import KeyFileError, load_or_create
 
 log = logging.getLogger(__name__)
-
-STATUS_REFRESH_S = 5.0
 
 
 class ManifestError(ValueError):
@@ -64,53 +61,69 @@ def write_json_atomically(path: Path, document: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+class StatusFileSink:
+    """The status, as the CRD status subresource would hold it, in a JSON file replaced
+    atomically (a reader never sees half a file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def write(self, status: MultihomedDestinationStatus) -> None:
+        await asyncio.to_thread(write_json_atomically, self.path, status.to_json_dict())
+
+
+class NoStatus:
+    async def write(self, status: MultihomedDestinationStatus) -> None:
+        pass
+
+
+class BalancerFailed(Exception):
+    """A task of the standalone balancer ended on its own."""
+
+
 async def run_standalone(
     manifest: MultihomedDestinationManifest, keys_path: str, status_path: Path | None
 ) -> None:
+    """Balance until SIGINT or SIGTERM, then destroy every session. Raises BalancerFailed
+    if the balancer or the status reporter ends on its own."""
     keys = load_or_create(keys_path)
-    changed = asyncio.Event()
-    balancer = Balancer(manifest.metadata.name, manifest.spec, keys, on_change=changed.set)
-    log.info(
-        "standalone balancer",
-        extra=fields(destination=keys.destination.b32, routers=len(manifest.spec.routers)),
-    )
-    conditions: list[Condition] = []
-
-    async def write_status() -> None:
-        nonlocal conditions
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), STATUS_REFRESH_S)
-            changed.clear()
-            status = build_status(balancer.snapshot(), time.time(), conditions)
-            conditions = status.conditions
-            if status_path is not None:
-                try:
-                    write_json_atomically(status_path, status.to_json_dict())
-                except OSError as exc:  # a full or vanished disk must not stop the balancer
-                    log.warning(
-                        "status file not written", extra=fields(path=status_path, error=str(exc))
-                    )
-
+    log_fields = {"destination": keys.destination.b32}
+    sink: StatusSink = StatusFileSink(status_path) if status_path is not None else NoStatus()
+    reporter = StatusReporter(lambda: balancer.snapshot(), sink, log_fields=log_fields)
+    balancer = Balancer(manifest.metadata.name, manifest.spec, keys, on_change=reporter.changed)
+    log.info("standalone balancer", extra=fields(**log_fields, routers=len(manifest.spec.routers)))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner = asyncio.create_task(balancer.run())
-    writer = asyncio.create_task(write_status())
+    tasks = {
+        "balancer": asyncio.create_task(balancer.run()),
+        "status": asyncio.create_task(reporter.run()),
+    }
+    stopping = asyncio.create_task(stop.wait())
+    failing = asyncio.create_task(first_to_end(tasks))
     try:
-        await stop.wait()
-        log.info("stopping: destroying sessions", extra=fields(destination=keys.destination.b32))
+        await asyncio.wait((stopping, failing), return_when=asyncio.FIRST_COMPLETED)
+        if failing.done():
+            name, error = failing.result()
+            log.error(
+                "balancer task ended unexpectedly; stopping",
+                exc_info=error,
+                extra=fields(**log_fields, task=name, error=repr(error)),
+            )
+        log.info("stopping: destroying sessions", extra=fields(**log_fields))
         await balancer.stop(destroy_sessions=True)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        for task in (runner, writer):
+        for task in (*tasks.values(), stopping, failing):
             task.cancel()
-        await asyncio.gather(runner, writer, return_exceptions=True)
-        if status_path is not None:
-            status = build_status(balancer.snapshot(), time.time(), conditions)
-            write_json_atomically(status_path, status.to_json_dict())
+        await asyncio.gather(*tasks.values(), stopping, failing, return_exceptions=True)
+        if not await reporter.report():
+            log.warning("final status not written", extra=fields(**log_fields))
+    if failing.done() and not failing.cancelled():
+        name, error = failing.result()
+        raise BalancerFailed(f"the {name} task ended unexpectedly: {error!r}")
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -120,6 +133,9 @@ def _command(args: argparse.Namespace) -> int:
     except (ManifestError, KeyFileError) as exc:
         print(f"i2p-multihome balance: {exc}", file=sys.stderr)
         return 2
+    except BalancerFailed as exc:
+        print(f"i2p-multihome balance: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

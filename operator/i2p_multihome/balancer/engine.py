@@ -1,7 +1,10 @@
-"""The balancer's I/O: one session per router, lease reports in, one merged LeaseSet out.
+"""The balancer's I/O: one I2CP session per router, lease reports in, one merged LeaseSet out.
 
-Every decision is delegated to `policy`; this module gathers the snapshot those functions
-need, applies their result, and keeps each router's session alive with backoff.
+Decisions are made elsewhere, on values: each router link's lifecycle by `link.step`, what to
+publish, when and to which routers by `policy.plan_publish`, the options of each session by
+`policy.options_for`, backoff by `policy.backoff_delay_s`. This module gathers their inputs,
+performs their effects, and keeps each router's session going. All waiting goes through the
+injected `Clock`, so tests drive time.
 """
 
 from __future__ import annotations
@@ -10,16 +13,39 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from i2p_multihome.balancer import policy
+from i2p_multihome.balancer.events import (
+    BalancerEvent,
+    FailoverPublished,
+    LeaseSetPublished,
+)
+from i2p_multihome.balancer.link import (
+    AttemptStarted,
+    BackOff,
+    CreateRefused,
+    EndpointUnavailable,
+    LeaseSetHandedOver,
+    LeasesReported,
+    LinkEvent,
+    LinkState,
+    Notify,
+    PlanPublish,
+    RampTurn,
+    Reconfigure,
+    Retired,
+    SessionCreated,
+    SessionEnded,
+    step,
+)
 from i2p_multihome.balancer.snapshot import BalancerSnapshot, RouterSnapshot
+from i2p_multihome.clock import SYSTEM_CLOCK, Clock, wait_event
 from i2p_multihome.i2cp.connection import ConnectionClosed
 from i2p_multihome.i2cp.session import Endpoint, RouterSession, SessionLost, SessionRefused
 from i2p_multihome.logs import fields
-from i2p_multihome.model.v1alpha1 import MultihomedDestinationSpec, RouterSpec, RouterState
+from i2p_multihome.model.v1alpha1 import MultihomedDestinationSpec, RouterSpec
 from i2p_multihome.wire import messages
 from i2p_multihome.wire.encoding import b64encode
 from i2p_multihome.wire.keys import DestinationKeys
@@ -43,43 +69,33 @@ async def plain_endpoint(router: RouterSpec) -> Endpoint:
     return Endpoint(router.i2cp.host, router.i2cp.port, router.i2cp.tls)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Timing:
     """Knobs with production defaults; tests shrink them."""
 
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 30.0
-    heartbeat_s: float = 10.0
+    backoff_initial_s: float = policy.BACKOFF_INITIAL_S
+    backoff_max_s: float = policy.BACKOFF_MAX_S
+    heartbeat_s: float = 10.0  # GetDate after this much silence; dropped after twice that
     handshake_timeout_s: float = 15.0
-    min_publish_interval_s: float = policy.MIN_PUBLISH_INTERVAL_S  # coalescing window
-    refresh_interval_s: float = policy.REFRESH_INTERVAL_S  # unchanged LeaseSet published afresh
-    ramp_first_s: float = policy.RAMP_FIRST_S  # then a new session's held-back tunnel ...
-    ramp_spread_s: float = policy.RAMP_SPREAD_S  # ... the routers taking turns across this
+    min_publish_interval_s: float = policy.MIN_PUBLISH_INTERVAL_S
+    refresh_interval_s: float = policy.REFRESH_INTERVAL_S
+    ramp_first_s: float = policy.RAMP_FIRST_S
+    ramp_spread_s: float = policy.RAMP_SPREAD_S
 
-
-@dataclass(frozen=True)
-class BalancerEvent:
-    """Something an operator wants told (Kubernetes Events, metrics): never key material."""
-
-    kind: str  # Published, RouterLost, RouterRecovered, RouterRefused, SessionEstablished
-    message: str
-    router: str | None = None
-    seconds: float | None = None  # RouterRecovered: downtime; Published after a loss: failover
+    @property
+    def publish(self) -> policy.PublishTiming:
+        return policy.PublishTiming(self.min_publish_interval_s, self.refresh_interval_s)
 
 
 @dataclass
-class _RouterLink:
+class _Link:
+    """A router's link state, plus the I/O that carries it."""
+
     spec: RouterSpec
-    state: RouterState = RouterState.CONNECTING
+    state: LinkState
     session: RouterSession | None = None
-    version: str | None = None
-    leases: tuple[Lease, ...] = ()
-    last_error: str | None = None
-    since_s: float | None = None
-    options: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)  # what the session was last given
     task: asyncio.Task[None] | None = None
-    retired: bool = False  # removed from the spec or balancer stopping: no reconnect
-    lost_at: float | None = None  # monotonic time the last established session ended
 
 
 class Balancer:
@@ -93,8 +109,7 @@ class Balancer:
         on_event: Callable[[BalancerEvent], None] = lambda event: None,
         resolve_endpoint: EndpointResolver = plain_endpoint,
         timing: Timing | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
     ) -> None:
         self.name = name
@@ -102,14 +117,12 @@ class Balancer:
         self._keys = keys
         self._on_change = on_change
         self._on_event = on_event
-        self._loss_pending_since: float | None = None  # a published router was lost
         self._resolve_endpoint = resolve_endpoint
         self._timing = timing or Timing()
         self._clock = clock
-        self._wall_clock = wall_clock
         self._rng = rng or random.Random()
-        self._links: dict[str, _RouterLink] = {}
-        self._publish_lock = asyncio.Lock()
+        self._links: dict[str, _Link] = {}
+        self._plan_lock = asyncio.Lock()
         self._current: LeaseSet2 | None = None
         self._published: tuple[policy.SelectedLease, ...] = ()
         self._last_publish_at: float | None = None
@@ -122,7 +135,8 @@ class Balancer:
     # --- lifecycle ------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run until cancelled or `stop()`; router failures never end this."""
+        """Run until cancelled or `stop()`; router failures never end this. The LeaseSet is
+        planned here only, whenever something asked for it (`_schedule`)."""
         for router in self.spec.routers:
             self._start_link(router)
         log.info(
@@ -131,13 +145,13 @@ class Balancer:
         )
         try:
             while not self._stopping:
-                if self._wake_at is not None and self._wake_at <= self._clock():
+                now = self._clock.monotonic()
+                if self._wake_at is not None and self._wake_at <= now:
                     self._wake_at = None
-                    await self._evaluate()
+                    await self._plan()
                     continue
-                timeout = None if self._wake_at is None else self._wake_at - self._clock()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                timeout = None if self._wake_at is None else self._wake_at - now
+                await wait_event(self._wake, self._clock, timeout)
                 self._wake.clear()
         finally:
             if not self._stopping:  # cancelled; a stop() in progress owns the links
@@ -152,30 +166,21 @@ class Balancer:
     async def apply_spec(self, spec: MultihomedDestinationSpec) -> None:
         """Move to a new spec in place: unchanged sessions are kept, changed options are
         sent with ReconfigureSession, changed endpoints reconnect."""
-        old = self.spec
         self.spec = spec
         wanted = {r.name: r for r in spec.routers}
-        dropped: list[str] = []
-        for name in list(self._links):
-            if name not in wanted:
+        for name, link in list(self._links.items()):
+            router = wanted.get(name)
+            if router is None or router.i2cp != link.spec.i2cp:
                 await self._stop_link(self._links.pop(name), destroy=True)
-                dropped.append(name)
         for name, router in wanted.items():
-            link = self._links.get(name)
-            if link is None:
-                self._start_link(router)
-            elif link.spec.i2cp != router.i2cp:
-                await self._stop_link(self._links.pop(name), destroy=True)
-                dropped.append(name)
+            existing = self._links.get(name)
+            if existing is None:
                 self._start_link(router)
             else:
-                link.spec = router
-                await self._reconfigure(link)
-        if dropped:
-            # Their sessions, and with them their tunnels, are gone: publish without them now.
-            await self._evaluate(lost=dropped)
-        if old.lease_set != spec.lease_set or old.peer_policy != spec.peer_policy:
-            self._schedule(self._clock())
+                existing.spec = router
+                await self._reconfigure(existing)
+        # Removed routers' tunnels went with their sessions; lease-set settings may differ.
+        self._schedule(self._clock.monotonic())
         self._on_change()
 
     # --- snapshot -------------------------------------------------------------------
@@ -187,12 +192,12 @@ class Balancer:
             hash_b64=b64encode(self._keys.destination.hash),
             routers=tuple(
                 RouterSnapshot(
-                    link.spec.name,
-                    link.state,
-                    link.version,
-                    link.leases,
-                    link.last_error,
-                    link.since_s,
+                    link.state.router,
+                    link.state.state,
+                    link.state.version,
+                    link.state.leases,
+                    link.state.last_error,
+                    link.state.since_s,
                 )
                 for link in (
                     self._links[r.name] for r in self.spec.routers if r.name in self._links
@@ -207,15 +212,15 @@ class Balancer:
     # --- router links ---------------------------------------------------------------
 
     def _start_link(self, router: RouterSpec) -> None:
-        link = _RouterLink(router)
+        link = _Link(router, LinkState(router.name))
         self._links[router.name] = link
         link.task = asyncio.create_task(self._run_link(link), name=f"i2cp-{router.name}")
 
     async def _stop_links(self, destroy: bool) -> None:
         await asyncio.gather(*(self._stop_link(link, destroy) for link in self._links.values()))
 
-    async def _stop_link(self, link: _RouterLink, destroy: bool) -> None:
-        link.retired = True
+    async def _stop_link(self, link: _Link, destroy: bool) -> None:
+        await self._apply(link, Retired())
         session = link.session
         if destroy and session is not None:
             await session.destroy()
@@ -225,175 +230,161 @@ class Balancer:
             with contextlib.suppress(asyncio.CancelledError):
                 await link.task
 
-    async def _run_link(self, link: _RouterLink) -> None:
-        attempt = 0
-        name = link.spec.name
-        while not (self._stopping or link.retired):
-            try:
-                endpoint = await self._resolve_endpoint(link.spec)
-            except EndpointError as exc:
-                self._refused(link, str(exc))
-                log.warning(
-                    "router unavailable", extra=fields(**self._log_fields, router=name, error=exc)
-                )
-                self._on_change()
-                await self._back_off(link, attempt)
-                attempt += 1
-                continue
-            session = RouterSession(
-                name,
-                endpoint,
-                self._keys,
-                clock=self._clock,
-                wall_clock_ms=lambda: int(self._wall_clock() * 1000),
-                heartbeat_s=self._timing.heartbeat_s,
-                handshake_timeout_s=self._timing.handshake_timeout_s,
-            )
-            established = False
-            ramp: asyncio.Task[None] | None = None
-            try:
-                reply = await session.connect(policy.CLIENT_API_VERSION)
-                link.version = describe_version(reply)
-                link.options = policy.one_tunnel_held_back(self._options_for(link, reply))
-                await session.create(link.options)
-                link.session, established = session, True
-                link.state, link.since_s, link.last_error = (
-                    RouterState.ESTABLISHED, self._wall_clock(), None,
-                )  # fmt: skip
-                attempt = 0
-                log.info(
-                    "session established",
-                    extra=fields(
-                        **self._log_fields, router=name, router_version=link.version,
-                        session_id=session.session_id,
-                    ),
-                )  # fmt: skip
-                if link.lost_at is not None:
-                    downtime = self._clock() - link.lost_at
-                    link.lost_at = None
-                    self._on_event(
-                        BalancerEvent(
-                            "RouterRecovered",
-                            f"router {name} is back after {downtime:.0f}s",
-                            name,
-                            downtime,
-                        )
-                    )
-                else:
-                    self._on_event(
-                        BalancerEvent("SessionEstablished", f"session on router {name}", name)
-                    )
-                self._on_change()
-                ramp = asyncio.create_task(self._ramp_up(link, session), name=f"ramp-{name}")
-                await session.run(self._on_lease_request, self._on_payload)
-            except SessionRefused as exc:
-                self._refused(link, str(exc))
-            except (SessionLost, ConnectionClosed, OSError, TimeoutError) as exc:
-                link.state = RouterState.DISCONNECTED
-                link.last_error = str(exc) or type(exc).__name__
-            finally:
-                if ramp is not None:
-                    ramp.cancel()
-                link.session, link.leases, link.since_s = None, (), None
-                await session.close()
-            if self._stopping or link.retired:
+    async def _run_link(self, link: _Link) -> None:
+        """Connection attempts, one after another, each followed by the backoff its ending
+        asks for, until the link is retired."""
+        while not (self._stopping or link.state.retired):
+            await self._apply(link, AttemptStarted())
+            backoff = await self._attempt(link)
+            if backoff is None or self._stopping or link.state.retired:
                 return
-            log.warning(
-                "router lost" if established else "router unavailable",
-                extra=fields(**self._log_fields, router=name, error=link.last_error),
-            )
-            if established:
-                link.lost_at = self._clock()
-                if any(s.router == name for s in self._published):
-                    self._loss_pending_since = self._loss_pending_since or link.lost_at
-                self._on_event(
-                    BalancerEvent("RouterLost", f"router {name} lost: {link.last_error}", name)
+            await self._clock.sleep(
+                policy.backoff_delay_s(
+                    backoff.step,
+                    self._rng.random(),
+                    self._timing.backoff_initial_s,
+                    self._timing.backoff_max_s,
                 )
-                await self._evaluate(lost=(name,))
+            )
+
+    async def _attempt(self, link: _Link) -> BackOff | None:
+        """One connection: resolve the endpoint, handshake, create the session and serve
+        it until it ends. Returns the backoff the ending asks for."""
+        name = link.spec.name
+        try:
+            endpoint = await self._resolve_endpoint(link.spec)
+        except EndpointError as exc:
+            log.warning(
+                "router unavailable", extra=fields(**self._log_fields, router=name, error=exc)
+            )
+            return await self._apply(link, EndpointUnavailable(str(exc)))
+        session = RouterSession(
+            name,
+            endpoint,
+            self._keys,
+            clock=self._clock,
+            heartbeat_s=self._timing.heartbeat_s,
+            handshake_timeout_s=self._timing.handshake_timeout_s,
+        )
+        ramp: asyncio.Task[None] | None = None
+        ending: LinkEvent
+        try:
+            reply = await session.connect(policy.CLIENT_API_VERSION)
+            link.options = self._options(link, reply, ramped=False)
+            await session.create(link.options)
+            link.session = session
+            version = describe_version(reply)
+            await self._apply(
+                link, SessionCreated(version, self._clock.wall(), self._clock.monotonic())
+            )
+            log.info(
+                "session established",
+                extra=fields(
+                    **self._log_fields, router=name, router_version=version,
+                    session_id=session.session_id,
+                ),
+            )  # fmt: skip
+            ramp = asyncio.create_task(self._ramp_up(link, session), name=f"ramp-{name}")
+            await session.run(self._on_lease_request, self._on_payload)
+            ending = SessionEnded("the session ended", self._clock.monotonic())
+        except SessionRefused as exc:
+            ending = CreateRefused(str(exc))
+        except (SessionLost, ConnectionClosed, OSError, TimeoutError) as exc:
+            ending = SessionEnded(str(exc) or type(exc).__name__, self._clock.monotonic())
+        finally:
+            if ramp is not None:
+                ramp.cancel()
+            link.session = None
+            await session.close()
+        if link.state.retired:
+            return None
+        if isinstance(ending, CreateRefused):
+            what = "router refused the session"
+        else:
+            what = "router lost" if link.state.established else "router unavailable"
+        backoff = await self._apply(link, ending)
+        log.warning(
+            what, extra=fields(**self._log_fields, router=name, error=link.state.last_error)
+        )
+        return backoff
+
+    async def _apply(self, link: _Link, event: LinkEvent) -> BackOff | None:
+        """Step the link's state machine and carry out the effects; returns the backoff
+        the transition asks for, if any."""
+        before = link.state
+        transition = step(before, event)
+        link.state = transition.state
+        backoff = None
+        for effect in transition.effects:
+            match effect:
+                case Notify(event=news):
+                    self._tell(news)
+                case PlanPublish():
+                    self._schedule(self._clock.monotonic())
+                case Reconfigure():
+                    await self._reconfigure(link)
+                case BackOff():
+                    backoff = effect
+        if link.state != before:
             self._on_change()
-            await self._back_off(link, attempt)
-            attempt += 1
+        return backoff
 
-    def _refused(self, link: _RouterLink, reason: str) -> None:
-        """A refusal is news once (an event), then stays in the router's status."""
-        if link.last_error != reason:
-            name = link.spec.name
-            self._on_event(BalancerEvent("RouterRefused", f"router {name}: {reason}", name))
-        link.state, link.last_error = RouterState.REFUSED, reason
+    def _tell(self, event: BalancerEvent) -> None:
+        self._on_event(event)
 
-    async def _back_off(self, link: _RouterLink, attempt: int) -> None:
-        """Exponential, capped, jittered wait before the next connection attempt."""
-        delay = min(self._timing.backoff_max_s, self._timing.backoff_initial_s * 2**attempt)
-        await asyncio.sleep(delay * (0.5 + self._rng.random() / 2))
-        link.state = RouterState.CONNECTING
-
-    async def _ramp_up(self, link: _RouterLink, session: RouterSession) -> None:
+    async def _ramp_up(self, link: _Link, session: RouterSession) -> None:
         """Give a new session its held-back inbound tunnel, at this router's turn."""
         names = [r.name for r in self.spec.routers]
         index = names.index(link.spec.name) if link.spec.name in names else 0
-        await asyncio.sleep(
+        await self._clock.sleep(
             policy.ramp_delay_s(
                 index, len(names), self._timing.ramp_first_s, self._timing.ramp_spread_s
             )
         )
         if link.session is session:
-            await self._reconfigure(link)
+            await self._apply(link, RampTurn())
 
-    def _options_for(self, link: _RouterLink, reply_version: str) -> dict[str, str]:
-        inverted = policy.publish_is_inverted(
-            link.spec.implementation, policy.CLIENT_API_VERSION, reply_version
-        )
-        return policy.session_options(
-            self.spec, link.spec, inverted, f"{self.name}-{link.spec.name}"
+    def _options(self, link: _Link, reply_version: str, *, ramped: bool) -> dict[str, str]:
+        return policy.options_for(
+            self.spec,
+            link.spec,
+            reply_version,
+            ramped=ramped,
+            nickname=f"{self.name}-{link.spec.name}",
         )
 
-    async def _reconfigure(self, link: _RouterLink) -> None:
+    async def _reconfigure(self, link: _Link) -> None:
+        """Send ReconfigureSession when the options the session should have changed."""
         session = link.session
         if session is None or session.router_version is None:
             return
-        options = self._options_for(link, session.router_version)
-        if options != link.options:
-            link.options = options
-            try:
-                await session.reconfigure(options)
-                log.info(
-                    "session reconfigured", extra=fields(**self._log_fields, router=link.spec.name)
-                )
-            except ConnectionClosed as exc:
-                log.warning(
-                    "reconfigure failed",
-                    extra=fields(**self._log_fields, router=link.spec.name, error=str(exc)),
-                )
+        options = self._options(link, session.router_version, ramped=link.state.ramped)
+        if options == link.options:
+            return
+        link.options = options
+        try:
+            await session.reconfigure(options)
+            log.info(
+                "session reconfigured", extra=fields(**self._log_fields, router=link.spec.name)
+            )
+        except ConnectionClosed as exc:
+            log.warning(
+                "reconfigure failed",
+                extra=fields(**self._log_fields, router=link.spec.name, error=str(exc)),
+            )
 
     # --- lease requests and publishing ----------------------------------------------
 
     async def _on_lease_request(self, session: RouterSession, leases: tuple[Lease, ...]) -> None:
-        """A router built or lost tunnels. It must get a LeaseSet back within i2pd's 10 s,
-        even when coalescing holds back the merged publish."""
+        """A router built or lost tunnels; the plan answers it (i2pd waits at most 10 s)."""
         link = self._links.get(session.name)
-        if link is None:
+        if link is None or link.session is not session:
             return
-        link.leases = leases
         log.debug(
             "lease request",
             extra=fields(**self._log_fields, router=session.name, leases=len(leases)),
         )
-        reached = await self._evaluate()
-        if session.name not in reached:
-            async with self._publish_lock:
-                if self._current is None:
-                    now_ms = int(self._wall_clock() * 1000)
-                    fallback = policy.select_leases(
-                        {session.name: leases}, now_ms, self.spec.lease_set.max_leases,
-                        policy.excluded_gateways(self.spec), margin_s=policy.MIN_REMAINING_S,
-                    )  # fmt: skip
-                    if fallback:
-                        await self._publish(fallback, reason="first LeaseSet (fallback)")
-                        return
-                if self._current is not None:
-                    with contextlib.suppress(ConnectionClosed):
-                        await session.send_lease_set(self._current)
-        self._on_change()
+        await self._apply(link, LeasesReported(leases))
 
     async def _on_payload(self, session: RouterSession, message: messages.MessagePayload) -> None:
         log.debug(
@@ -401,54 +392,43 @@ class Balancer:
             extra=fields(**self._log_fields, router=session.name, bytes=len(message.payload)),
         )
 
-    async def _evaluate(self, lost: Iterable[str] = ()) -> set[str]:
-        """Decide (policy) and apply: publish now, later, or not at all. Returns the routers
-        that were handed a new LeaseSet."""
-        async with self._publish_lock:
-            now = self._clock()
-            now_ms = int(self._wall_clock() * 1000)
-            reports = {
-                name: link.leases
-                for name, link in self._links.items()
-                if link.state is RouterState.ESTABLISHED
-            }
-            desired = policy.select_leases(
-                reports, now_ms, self.spec.lease_set.max_leases, policy.excluded_gateways(self.spec)
+    async def _plan(self) -> None:
+        """Decide (policy) and carry out: publish, answer waiting routers, plan the next
+        look."""
+        async with self._plan_lock:
+            plan = policy.plan_publish(
+                policy.PublishInput(
+                    links=tuple(link.state for link in self._links.values()),
+                    published=self._published if self._current is not None else None,
+                    last_publish_at=self._last_publish_at,
+                    spec=self.spec,
+                    now=self._clock.monotonic(),
+                    now_ms=int(self._clock.wall() * 1000),
+                    timing=self._timing.publish,
+                )
             )
-            decision = policy.decide_publish(
-                desired,
-                self._published if self._current else None,
-                self._last_publish_at,
-                now,
-                lost,
-                min_interval_s=self._timing.min_publish_interval_s,
-                refresh_interval_s=self._timing.refresh_interval_s,
-                now_ms=now_ms,
-            )
-            reached: set[str] = set()
-            if decision.action is policy.PublishAction.NOW:
-                reached = await self._publish(desired, decision.reason)
-            wake = [decision.at] if decision.at is not None else []
-            refresh_at = policy.next_refresh_at(
-                self._last_publish_at, self._timing.refresh_interval_s
-            )
-            if refresh_at is not None:
-                wake.append(max(refresh_at, now + 1.0))
-            if wake:
-                self._schedule(min(wake))
-            return reached
+            wake_at = plan.wake_at
+            if plan.leases is not None:
+                if not await self._publish(plan, plan.leases):
+                    wake_at = plan.retry_at
+            elif self._current is not None:
+                await self._hand_over(self._current, plan.resend_current_to)
+            if wake_at is not None:
+                self._schedule(wake_at)
 
     def _schedule(self, at: float) -> None:
-        """Have `run()` evaluate again at monotonic time `at` (earliest request wins)."""
-        if self._wake_at is None or at < self._wake_at or self._wake_at <= self._clock():
+        """Have `run()` plan again at monotonic time `at` (the earliest request wins)."""
+        if self._wake_at is None or at < self._wake_at or self._wake_at <= self._clock.monotonic():
             self._wake_at = at
         self._wake.set()
 
-    async def _publish(self, selected: tuple[policy.SelectedLease, ...], reason: str) -> set[str]:
-        """Sign one LeaseSet2 and hand the identical bytes to every connected router.
-        Recorded as published only when at least one router took it."""
+    async def _publish(
+        self, plan: policy.PublishPlan, selected: tuple[policy.SelectedLease, ...]
+    ) -> bool:
+        """Sign one LeaseSet2 and hand the identical bytes to the plan's targets. Recorded
+        as published only when at least one router took it."""
         published_s = policy.next_published_s(
-            self._current.published if self._current else None, int(self._wall_clock())
+            self._current.published if self._current else None, int(self._clock.wall())
         )
         lease_set = LeaseSet2.build(
             self._keys.destination,
@@ -458,60 +438,55 @@ class Balancer:
             tuple(s.to_lease2() for s in selected),
             self._keys.sign,
         )
-        targets = [
-            link
-            for link in self._links.values()
-            if link.session is not None and link.session.established
-        ]
-        results = await asyncio.gather(
-            *(self._send(link, lease_set) for link in targets), return_exceptions=True
-        )
-        reached = {
-            link.spec.name for link, result in zip(targets, results, strict=True) if result is True
-        }
+        reached = await self._hand_over(lease_set, plan.targets)
         if not reached:
             log.warning(
                 "LeaseSet not published: no router took it",
-                extra=fields(**self._log_fields, reason=reason),
+                extra=fields(**self._log_fields, reason=plan.reason),
             )
-            return reached
+            return False
         self._current = lease_set
         self._published = selected
-        self._last_publish_at = self._clock()
+        self._last_publish_at = self._clock.monotonic()
         self.publishes += 1
-        failover_s = None
-        if self._loss_pending_since is not None:
-            failover_s = self._last_publish_at - self._loss_pending_since
-            self._loss_pending_since = None
-        self._on_event(
-            BalancerEvent(
-                "Published",
-                f"LeaseSet with {len(selected)} leases from "
-                f"{len({s.router for s in selected})} routers ({reason})",
-                seconds=failover_s,
+        routers = tuple(sorted({s.router for s in selected}))
+        handed_to = tuple(sorted(reached))
+        if plan.lost and plan.failover_s is not None:
+            self._tell(
+                FailoverPublished(plan.lost, plan.failover_s, len(selected), routers, handed_to)
             )
-        )
+        elif plan.publish_reason is not None:
+            self._tell(LeaseSetPublished(plan.publish_reason, len(selected), routers, handed_to))
         log.info(
             "LeaseSet published",
             extra=fields(
-                **self._log_fields, reason=reason, leases=len(selected),
-                routers=",".join(sorted({s.router for s in selected})),
-                handed_to=",".join(sorted(reached)), published=published_s,
+                **self._log_fields, reason=plan.reason, leases=len(selected),
+                routers=",".join(routers), handed_to=",".join(handed_to), published=published_s,
             ),
         )  # fmt: skip
         self._on_change()
+        return True
+
+    async def _hand_over(self, lease_set: LeaseSet2, names: frozenset[str]) -> set[str]:
+        """Send `lease_set` to the named routers' sessions; the names of those that took it."""
+        links = [self._links[name] for name in sorted(names) if name in self._links]
+        results = await asyncio.gather(*(_send(link.session, lease_set) for link in links))
+        reached = set()
+        for link, sent in zip(links, results, strict=True):
+            if sent:
+                reached.add(link.spec.name)
+                await self._apply(link, LeaseSetHandedOver())
         return reached
 
-    @staticmethod
-    async def _send(link: _RouterLink, lease_set: LeaseSet2) -> bool:
-        session = link.session
-        if session is None:
-            return False
-        try:
-            await session.send_lease_set(lease_set)
-        except ConnectionClosed:
-            return False
-        return True
+
+async def _send(session: RouterSession | None, lease_set: LeaseSet2) -> bool:
+    if session is None:
+        return False
+    try:
+        await session.send_lease_set(lease_set)
+    except ConnectionClosed:
+        return False
+    return True
 
 
 def describe_version(reply: str) -> str:

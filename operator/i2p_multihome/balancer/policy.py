@@ -1,12 +1,14 @@
-"""The balancer's decisions as pure functions over a snapshot: which leases to publish,
-when to publish, which options each router gets. No I/O, no clocks: callers pass `now`."""
+"""The balancer's decisions as pure functions of one input value: which leases to publish,
+when and to which routers, which options each session gets, how long to back off. No I/O
+and no clocks: callers pass the time in."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 
+from i2p_multihome.balancer.events import PublishReason
+from i2p_multihome.balancer.link import LinkState
 from i2p_multihome.model.v1alpha1 import (
     MultihomedDestinationSpec,
     RouterImplementation,
@@ -16,27 +18,34 @@ from i2p_multihome.model.v1alpha1 import (
 from i2p_multihome.wire.encoding import b64decode
 from i2p_multihome.wire.structures import Lease, Lease2
 
-# A lease within this many seconds of its end is never published (the issue's floor) ...
+# A lease within this many seconds of its end is never published: a client that picks it
+# needs time to build a garlic message and send it through the tunnel before it ends ...
 MIN_REMAINING_S = 30
-# ... and a LeaseSet may be held back this long by coalescing, so selection keeps a margin
-# of both: a lease chosen now still has > MIN_REMAINING_S left when the next publish can go.
+# ... and a LeaseSet may be held back this long by coalescing (i2pd publishes a destination
+# at most every 20 s anyway), so selection keeps a margin of both: a lease chosen now still
+# has > MIN_REMAINING_S left when the next publish can go.
 MIN_PUBLISH_INTERVAL_S = 20
 SELECTION_MARGIN_S = MIN_REMAINING_S + MIN_PUBLISH_INTERVAL_S
 # An unchanged LeaseSet is published afresh this often, as Java I2P's RepublishLeaseSetJob
 # does (i2pd republishes only on change): a floodfill that missed a store or a flood catches
 # up within this time instead of at the next tunnel rotation, up to 10 minutes later.
 REFRESH_INTERVAL_S = 90
+# When no router took a new LeaseSet (every send failed), plan again this soon.
+PUBLISH_RETRY_S = 1.0
 
-# i2pd builds all of a session's tunnels at once, and replaces each 10-30 s before its lease
+# i2pd builds all of a session's tunnels at once, and replaces each 15-30 s before its lease
 # ends; floodfills drop a LeaseSet 51 s before its last lease ends. With every tunnel of
 # every router in step, each rotation would leave the floodfills without the LeaseSet for
 # a while. So a session starts with one inbound tunnel held back and is given it later:
 # soon for the first routers, a minute after creation for the last one, whose late tunnel
 # then ends late enough to cover the others' replacements. Holding back only one keeps the
-# LeaseSet nearly full from the start (CI saw a 1-tunnel start stay short of 10 leases
-# from 4 routers for 2 minutes on a freshly built testnet).
+# LeaseSet nearly full from the start.
 RAMP_FIRST_S = 10.0
 RAMP_SPREAD_S = 50.0
+
+# Reconnection backoff: exponential from the first to the cap, jittered to 50-100 %.
+BACKOFF_INITIAL_S = 1.0
+BACKOFF_MAX_S = 30.0
 
 # The API version we announce in GetDate. i2pd before 2.58 echoes it back; newer routers
 # answer with their own, which is how the dontPublishLeaseSet inversion is detected.
@@ -85,56 +94,124 @@ def select_leases(
     return tuple(chosen)
 
 
-class PublishAction(Enum):
-    NONE = "none"
-    NOW = "now"
-    LATER = "later"
+@dataclass(frozen=True)
+class PublishTiming:
+    min_interval_s: float = MIN_PUBLISH_INTERVAL_S  # coalescing window
+    refresh_interval_s: float = REFRESH_INTERVAL_S  # an unchanged LeaseSet published afresh
 
 
 @dataclass(frozen=True)
-class PublishDecision:
-    action: PublishAction
-    at: float | None = None  # monotonic seconds, for LATER
-    reason: str = ""
+class PublishInput:
+    """Everything the publish decision looks at, taken at one instant."""
+
+    links: tuple[LinkState, ...]  # every router of the spec
+    published: tuple[SelectedLease, ...] | None  # the current LeaseSet's leases, if any
+    last_publish_at: float | None  # monotonic
+    spec: MultihomedDestinationSpec
+    now: float  # monotonic
+    now_ms: int  # wall clock, for lease ends
+    timing: PublishTiming = PublishTiming()
 
 
-def decide_publish(
-    desired: Sequence[SelectedLease],
-    published: Sequence[SelectedLease] | None,
-    last_publish_at: float | None,
-    now: float,
-    lost_routers: Iterable[str] = (),
-    min_interval_s: float = MIN_PUBLISH_INTERVAL_S,
-    refresh_interval_s: float = REFRESH_INTERVAL_S,
-    now_ms: int | None = None,
-    margin_s: int = SELECTION_MARGIN_S,
-) -> PublishDecision:
-    """Coalesce changes to one publish per `min_interval_s`; a lost router whose leases are
-    in the published LeaseSet is the exception and publishes at once. An unchanged LeaseSet
-    is published afresh once `refresh_interval_s` has passed.
+@dataclass(frozen=True)
+class PublishPlan:
+    """What the engine does now: sign `leases` into a new LeaseSet and hand it to `targets`
+    (when `leases` is set), answer `resend_current_to` with the current LeaseSet, and plan
+    again at `wake_at` (or at `retry_at` if no router took the new LeaseSet)."""
 
-    Leases that only aged out of the selection margin (by `now_ms`) are not withdrawn by a
-    publish of their own: they stay valid on the network until their end, clients skip
-    leases that near it, and such a publish would spend the routers' 20-s publish slot just
-    before the replacement leases arrive (i2pd builds them 30 s before the old ones end),
-    leaving the floodfills with no usable lease until the slot comes round again."""
+    reason: str
+    leases: tuple[SelectedLease, ...] | None = None
+    publish_reason: PublishReason | None = None
+    targets: frozenset[str] = frozenset()
+    resend_current_to: frozenset[str] = frozenset()
+    lost: tuple[str, ...] = ()  # lost routers whose leases this publish removes
+    failover_s: float | None = None  # from the earliest of those losses to now
+    wake_at: float | None = None
+    retry_at: float | None = None
+
+
+def plan_publish(given: PublishInput) -> PublishPlan:
+    """Coalesce changes to one publish per `min_interval_s`. A router whose leases are in
+    the published LeaseSet and that is gone (lost, or removed from the spec) is the
+    exception: its tunnels went with its session, so the LeaseSet without them goes at once.
+    An unchanged LeaseSet is published afresh once `refresh_interval_s` has passed.
+
+    Leases that only aged out of the selection margin are not withdrawn by a publish of
+    their own: they stay valid on the network until their end, clients skip leases that
+    near it, and such a publish would spend the routers' 20-s publish slot just before the
+    replacement leases arrive (i2pd builds them 15-30 s before the old ones end), leaving
+    the floodfills with no usable lease until the slot comes round again.
+
+    Every router waiting for an answer to its lease request gets one now: i2pd ends a
+    session whose request is unanswered for 10 s."""
+    now, timing = given.now, given.timing
+    established = {link.router: link for link in given.links if link.established}
+    waiting = frozenset(name for name, link in established.items() if link.awaiting_answer)
+    reports = {name: link.leases for name, link in established.items()}
+    max_leases = given.spec.lease_set.max_leases
+    excluded = excluded_gateways(given.spec)
+    desired = select_leases(reports, given.now_ms, max_leases, excluded)
+    targets = frozenset(established)
+    retry_at = now + PUBLISH_RETRY_S
+
+    def publish(
+        leases: tuple[SelectedLease, ...],
+        reason: PublishReason,
+        lost: tuple[str, ...] = (),
+        failover_s: float | None = None,
+    ) -> PublishPlan:
+        return PublishPlan(
+            reason=reason.value,
+            leases=leases,
+            publish_reason=reason,
+            targets=targets,
+            lost=lost,
+            failover_s=failover_s,
+            wake_at=now + timing.refresh_interval_s,
+            retry_at=retry_at,
+        )
+
+    if given.published is None or given.last_publish_at is None:
+        if desired:
+            return publish(desired, PublishReason.FIRST)
+        # Leases between the hard floor and the selection margin still beat leaving a
+        # waiting router unanswered.
+        short_lived = select_leases(reports, given.now_ms, max_leases, excluded, MIN_REMAINING_S)
+        if short_lived and waiting:
+            return publish(short_lived, PublishReason.FIRST_SHORT_LIVED)
+        return PublishPlan(reason="no usable leases")
     if not desired:
-        return PublishDecision(PublishAction.NONE, reason="no usable leases")
-    if published is None or last_publish_at is None:
-        return PublishDecision(PublishAction.NOW, reason="first LeaseSet")
-    lost = frozenset(lost_routers)
-    if any(s.router in lost for s in published):
-        return PublishDecision(PublishAction.NOW, reason="router lost")
-    if _lease_keys(desired) == _lease_keys(published) or (
-        now_ms is not None and _only_aged_out(desired, published, now_ms, margin_s)
+        return PublishPlan(reason="no usable leases", resend_current_to=waiting)
+
+    gone = sorted({s.router for s in given.published} - set(established))
+    if gone:
+        by_name = {link.router: link for link in given.links}
+        losses = {
+            name: lost_at
+            for name in gone
+            if (link := by_name.get(name)) is not None and (lost_at := link.lost_at) is not None
+        }
+        if losses:
+            return publish(
+                desired, PublishReason.ROUTER_LOST, tuple(losses), now - min(losses.values())
+            )
+        return publish(desired, PublishReason.ROUTER_REMOVED)
+
+    refresh_at = given.last_publish_at + timing.refresh_interval_s
+    if _lease_keys(desired) == _lease_keys(given.published) or _only_aged_out(
+        desired, given.published, given.now_ms
     ):
-        if now >= last_publish_at + refresh_interval_s:
-            return PublishDecision(PublishAction.NOW, reason="refresh")
-        return PublishDecision(PublishAction.NONE, reason="unchanged")
-    ready_at = last_publish_at + min_interval_s
+        if now >= refresh_at:
+            return publish(desired, PublishReason.REFRESH)
+        return PublishPlan(reason="unchanged", resend_current_to=waiting, wake_at=refresh_at)
+    ready_at = given.last_publish_at + timing.min_interval_s
     if now >= ready_at:
-        return PublishDecision(PublishAction.NOW, reason="leases changed")
-    return PublishDecision(PublishAction.LATER, at=ready_at, reason="leases changed (coalesced)")
+        return publish(desired, PublishReason.LEASES_CHANGED)
+    return PublishPlan(
+        reason="leases changed (coalesced)",
+        resend_current_to=waiting,
+        wake_at=min(ready_at, max(refresh_at, now + 1.0)),
+    )
 
 
 def _lease_keys(leases: Sequence[SelectedLease]) -> frozenset[tuple[bytes, int, int]]:
@@ -147,24 +224,14 @@ def _lease_key(selected: SelectedLease) -> tuple[bytes, int, int]:
 
 
 def _only_aged_out(
-    desired: Sequence[SelectedLease],
-    published: Sequence[SelectedLease],
-    now_ms: int,
-    margin_s: int,
+    desired: Sequence[SelectedLease], published: Sequence[SelectedLease], now_ms: int
 ) -> bool:
     """Nothing new is desired, and every published lease left out ends within the margin."""
     wanted = _lease_keys(desired)
     if not wanted <= _lease_keys(published):
         return False
-    cutoff = now_ms + margin_s * 1000
+    cutoff = now_ms + SELECTION_MARGIN_S * 1000
     return all(s.lease.end_ms <= cutoff for s in published if _lease_key(s) not in wanted)
-
-
-def next_refresh_at(
-    last_publish_at: float | None, refresh_interval_s: float = REFRESH_INTERVAL_S
-) -> float | None:
-    """When an unchanged LeaseSet is next due to be published afresh."""
-    return None if last_publish_at is None else last_publish_at + refresh_interval_s
 
 
 def next_published_s(previous: int | None, now_s: int) -> int:
@@ -223,6 +290,21 @@ def session_options(
     return options
 
 
+def options_for(
+    spec: MultihomedDestinationSpec,
+    router: RouterSpec,
+    reply_version: str,
+    *,
+    ramped: bool,
+    nickname: str,
+) -> dict[str, str]:
+    """The options a router's session should have now: `session_options` for the version
+    the router answered in SetDate, one inbound tunnel short until its ramp turn."""
+    inverted = publish_is_inverted(router.implementation, CLIENT_API_VERSION, reply_version)
+    options = session_options(spec, router, inverted, nickname)
+    return options if ramped else one_tunnel_held_back(options)
+
+
 def one_tunnel_held_back(options: Mapping[str, str]) -> dict[str, str]:
     """The options a session is created with: one inbound tunnel fewer than the spec's
     (none held back from a single tunnel); ReconfigureSession brings the spec's quantity
@@ -253,3 +335,16 @@ def _tunnel_options(direction: str, tunnels: TunnelDirection) -> dict[str, str]:
 
 def excluded_gateways(spec: MultihomedDestinationSpec) -> frozenset[bytes]:
     return frozenset(b64decode(peer) for peer in spec.peer_policy.excluded_peers)
+
+
+def backoff_delay_s(
+    step: int,
+    jitter: float,
+    initial_s: float = BACKOFF_INITIAL_S,
+    max_s: float = BACKOFF_MAX_S,
+) -> float:
+    """The wait before reconnection attempt `step` + 1: doubling from `initial_s`, capped
+    at `max_s`, scaled by 50-100 % with `jitter` in [0, 1) so that routers lost together do
+    not reconnect in step."""
+    doubling: float = 2.0 ** min(max(step, 0), 32)
+    return min(max_s, initial_s * doubling) * (0.5 + min(max(jitter, 0.0), 1.0) / 2)

@@ -11,11 +11,11 @@ import contextlib
 import itertools
 import logging
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from i2p_multihome.clock import SYSTEM_CLOCK, Clock
 from i2p_multihome.i2cp.connection import ConnectionClosed, I2CPConnection, RouterProtocolError
 from i2p_multihome.logs import fields
 from i2p_multihome.wire import messages
@@ -65,8 +65,7 @@ class RouterSession:
         endpoint: Endpoint,
         keys: DestinationKeys,
         *,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        clock: Clock = SYSTEM_CLOCK,
         heartbeat_s: float = 10.0,
         handshake_timeout_s: float = 15.0,
     ) -> None:
@@ -74,7 +73,6 @@ class RouterSession:
         self.endpoint = endpoint
         self._keys = keys
         self._clock = clock
-        self._wall_clock_ms = wall_clock_ms
         self._heartbeat_s = heartbeat_s
         self._handshake_timeout_s = handshake_timeout_s
         self._connection: I2CPConnection | None = None
@@ -191,7 +189,7 @@ class RouterSession:
     async def run(self, on_lease_request: LeaseRequestHandler, on_payload: PayloadHandler) -> None:
         """Dispatch router messages until the session ends; always raises SessionLost."""
         connection = self._require_connection()
-        self._last_received = self._clock()
+        self._last_received = self._clock.monotonic()
         self._running = True
         heartbeat = asyncio.create_task(self._heartbeat(connection))
         try:
@@ -200,7 +198,7 @@ class RouterSession:
                     message = await connection.receive()
                 except (ConnectionClosed, RouterProtocolError) as exc:
                     raise SessionLost(str(exc)) from exc
-                self._last_received = self._clock()
+                self._last_received = self._clock.monotonic()
                 await self._dispatch(message, on_lease_request, on_payload)
         finally:
             self._running = False
@@ -241,8 +239,8 @@ class RouterSession:
         """GetDate when the router has been quiet; close if it stays silent (a hung router
         keeps its TCP connection open, so silence is the only sign)."""
         while not connection.closed:
-            await asyncio.sleep(self._heartbeat_s / 2)
-            quiet = self._clock() - self._last_received
+            await self._clock.sleep(self._heartbeat_s / 2)
+            quiet = self._clock.monotonic() - self._last_received
             if quiet > 2 * self._heartbeat_s:
                 log.warning(
                     "router stopped answering; dropping session",
@@ -278,6 +276,9 @@ class RouterSession:
         except TimeoutError:
             await self.close()
             raise SessionLost(f"no {kind.__name__} within {self._handshake_timeout_s}s") from None
+
+    def _wall_clock_ms(self) -> int:
+        return int(self._clock.wall() * 1000)
 
     def _require_connection(self) -> I2CPConnection:
         if self._connection is None or self._connection.closed:

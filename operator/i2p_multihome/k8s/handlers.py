@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,12 @@ from pydantic_core import ErrorDetails
 from i2p_multihome.balancer.engine import EndpointError, EndpointResolver
 from i2p_multihome.i2cp.session import Endpoint
 from i2p_multihome.k8s import secrets
-from i2p_multihome.k8s.runtime import DestinationRuntime, write_failure_status
+from i2p_multihome.k8s.runtime import (
+    ApiServerStatusSink,
+    DestinationRuntime,
+    TaskEnded,
+    failure_status,
+)
 from i2p_multihome.logs import fields
 from i2p_multihome.model.v1alpha1 import (
     GROUP,
@@ -133,10 +139,14 @@ async def host_destination(
         )
     except secrets.SecretError as exc:
         kopf.warn(body, reason="KeysUnavailable", message=str(exc))
-        await asyncio.to_thread(
-            write_failure_status, state.custom, namespace, name, generation,
-            "KeysUnavailable", str(exc),
-        )  # fmt: skip
+        not_ready = failure_status(generation, "KeysUnavailable", str(exc), time.time())
+        try:
+            await ApiServerStatusSink(state.custom, namespace, name).write(not_ready)
+        except Exception as write_error:  # kopf retries the daemon, which writes it again
+            log.warning(
+                "status not written",
+                extra=fields(namespace=namespace, name=name, error=repr(write_error)),
+            )
         raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_S) from None
     if result.created:
         # kopf.event, not kopf.info: posting.level (WARNING) would swallow an info event.
@@ -158,8 +168,9 @@ async def host_destination(
     runtime.start()
     log.info("hosting destination", extra=fields(namespace=namespace, name=name,
              destination=result.keys.destination.b32, routers=len(parsed.routers)))  # fmt: skip
+    failure: TaskEnded | None = None
     try:
-        await stopped.wait()
+        failure = await _until_stopped_or_failed(stopped, runtime)
     finally:
         deleted = bool(
             stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED
@@ -170,6 +181,31 @@ async def host_destination(
             "destination released" if deleted else "destination handed back",
             extra=fields(namespace=namespace, name=name, sessions_destroyed=deleted),
         )
+    if failure is not None:
+        # kopf starts the daemon afresh after its backoff: a new balancer and reporter.
+        raise kopf.TemporaryError(str(failure), delay=RETRY_DELAY_S)
+
+
+async def _until_stopped_or_failed(
+    stopped: kopf.DaemonStopped, runtime: DestinationRuntime
+) -> TaskEnded | None:
+    """Wait for kopf to stop the daemon (None) or for a task of the runtime to end (what
+    ended)."""
+
+    async def until_stopped() -> None:
+        await stopped.wait()
+
+    stopping = asyncio.ensure_future(until_stopped())
+    failing = asyncio.ensure_future(runtime.failed())
+    try:
+        await asyncio.wait((stopping, failing), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (stopping, failing):
+            waiter.cancel()
+        await asyncio.gather(stopping, failing, return_exceptions=True)
+    if failing.done() and not failing.cancelled() and failing.exception() is None:
+        return failing.result()
+    return None
 
 
 async def spec_changed(

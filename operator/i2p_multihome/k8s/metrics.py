@@ -6,7 +6,12 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from i2p_multihome.balancer.engine import BalancerEvent
+from i2p_multihome.balancer.events import (
+    BalancerEvent,
+    FailoverPublished,
+    LeaseSetPublished,
+    RouterLost,
+)
 from i2p_multihome.balancer.snapshot import BalancerSnapshot
 from i2p_multihome.model.v1alpha1 import RouterState
 
@@ -46,12 +51,14 @@ LEASESET_PUBLISHED = Gauge(
 
 
 def observe_event(namespace: str, name: str, event: BalancerEvent) -> None:
-    if event.kind == "Published":
-        PUBLISHES.labels(namespace, name).inc()
-        if event.seconds is not None:
-            FAILOVER_SECONDS.labels(namespace, name).observe(event.seconds)
-    elif event.kind == "RouterLost" and event.router is not None:
-        FAILOVERS.labels(namespace, name, event.router).inc()
+    match event:
+        case LeaseSetPublished():
+            PUBLISHES.labels(namespace, name).inc()
+        case FailoverPublished(failover_s=seconds):
+            PUBLISHES.labels(namespace, name).inc()
+            FAILOVER_SECONDS.labels(namespace, name).observe(seconds)
+        case RouterLost(router=router):
+            FAILOVERS.labels(namespace, name, router).inc()
 
 
 def observe_snapshot(namespace: str, name: str, snapshot: BalancerSnapshot, now_s: float) -> None:

@@ -8,11 +8,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from i2p_multihome.wire.structures import MAX_LEASES
+
 GROUP = "multihome.i2p"
 VERSION = "v1alpha1"
 KIND = "MultihomedDestination"
 PLURAL = "multihomeddestinations"
-MAX_LEASES = 16
 
 
 class Model(BaseModel):
