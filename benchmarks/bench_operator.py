@@ -42,9 +42,9 @@ from e2e.operator_run import (  # noqa: E402
     start_operator,
 )
 
-from i2p_multihome.harness import cluster  # noqa: E402
-from i2p_multihome.harness.testnet import Testnet, fetch_local_destinations  # noqa: E402
 from i2p_multihome.model.v1alpha1 import GROUP, PLURAL, VERSION  # noqa: E402
+from i2p_multihome_dev import cluster  # noqa: E402
+from i2p_multihome_dev.testnet import Testnet, fetch_local_destinations  # noqa: E402
 
 HOSTS = ["r1", "r2", "r3", "r4"]
 DEFAULT_QUIET_S = 30.0

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from i2p_multihome.harness.testnet import (
+from i2p_multihome_dev.testnet import (
     ConsoleLeaseSet,
     Testnet,
     fetch_leasesets,

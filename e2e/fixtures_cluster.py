@@ -1,7 +1,7 @@
 """pytest plugin: a real Kubernetes API server for the session, and ServiceAccount credentials.
 
 A reachable cluster named by $KUBECONFIG is used as is; otherwise one local control plane
-(etcd + kube-apiserver, see `i2p_multihome.harness.cluster`) is started for the whole session,
+(etcd + kube-apiserver, see `i2p_multihome_dev.cluster`) is started for the whole session,
 building kube-apiserver first if this machine has never built it.
 """
 
@@ -18,8 +18,8 @@ import kubernetes
 import pytest
 import yaml
 
-from i2p_multihome.harness import cluster
 from i2p_multihome.logs import fields
+from i2p_multihome_dev import cluster
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from i2p_multihome.harness.testnet import Testnet, TestnetError, check_host
+from i2p_multihome_dev.testnet import Testnet, TestnetError, check_host
 
 ROUTERS = 9
 FLOODFILLS = 3  # leaves 6 non-floodfill routers to host a destination

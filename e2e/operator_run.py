@@ -30,13 +30,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.balancer_run import LeaseKey, floodfill_views, manifest, valid, wait_until
 from e2e.fixtures_cluster import KubeCluster
-from i2p_multihome.harness.processes import free_ports, stat_fields
-from i2p_multihome.harness.testnet import (
+from i2p_multihome.model.v1alpha1 import GROUP, PLURAL, VERSION
+from i2p_multihome_dev.processes import free_ports, stat_fields
+from i2p_multihome_dev.testnet import (
     ConsoleLeaseSet,
     Testnet,
     fetch_local_destinations,
 )
-from i2p_multihome.model.v1alpha1 import GROUP, PLURAL, VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD_FILE = ROOT / "crds" / "multihomeddestinations.multihome.i2p.yaml"

@@ -28,8 +28,8 @@ from e2e.fixtures_cluster import (
     mint_service_account_token,
     write_token_kubeconfig,
 )
-from i2p_multihome.harness import demo, toolchain
-from i2p_multihome.harness.testnet import Testnet
+from i2p_multihome_dev import demo, toolchain
+from i2p_multihome_dev.testnet import Testnet
 
 pytestmark = [pytest.mark.cluster, pytest.mark.testnet]
 

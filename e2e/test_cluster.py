@@ -24,8 +24,8 @@ from e2e.fixtures_cluster import (
     write_token_kubeconfig,
 )
 from e2e.operator_run import kubectl
-from i2p_multihome.harness import cluster, toolchain
-from i2p_multihome.harness.processes import live_processes
+from i2p_multihome_dev import cluster, toolchain
+from i2p_multihome_dev.processes import live_processes
 
 pytestmark = pytest.mark.cluster
 

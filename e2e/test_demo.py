@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from i2p_multihome.harness import cluster, demo
-from i2p_multihome.harness.processes import live_processes
-from i2p_multihome.harness.testnet import Testnet
+from i2p_multihome_dev import cluster, demo
+from i2p_multihome_dev.processes import live_processes
+from i2p_multihome_dev.testnet import Testnet
 
 pytestmark = [pytest.mark.cluster, pytest.mark.testnet, pytest.mark.timeout(900)]
 

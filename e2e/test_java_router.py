@@ -28,8 +28,8 @@ from e2e.operator_run import (
     new_namespace,
     operator_running,
 )
-from i2p_multihome.harness.javarouter import JavaRouter, JavaRouterError
-from i2p_multihome.harness.testnet import Testnet
+from i2p_multihome_dev.javarouter import JavaRouter, JavaRouterError
+from i2p_multihome_dev.testnet import Testnet
 
 pytestmark = [pytest.mark.testnet, pytest.mark.cluster]
 

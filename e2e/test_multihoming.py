@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from e2e.balancer_run import manifest, run_balancer, valid, wait_until
-from i2p_multihome.harness.testnet import Testnet
+from i2p_multihome_dev.testnet import Testnet
 
 pytestmark = pytest.mark.testnet
 

@@ -44,8 +44,8 @@ from e2e.operator_run import (
     tcp_peers,
     wait_for,
 )
-from i2p_multihome.harness.processes import free_ports
-from i2p_multihome.harness.testnet import Testnet, fetch_local_destinations
+from i2p_multihome_dev.processes import free_ports
+from i2p_multihome_dev.testnet import Testnet, fetch_local_destinations
 
 pytestmark = [pytest.mark.testnet, pytest.mark.cluster]
 

@@ -1,4 +1,4 @@
-"""The testnet harness against real i2pd routers: what every other e2e test stands on."""
+"""The testnet against real i2pd routers: what every other e2e test stands on."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from i2p_multihome.harness.testnet import (
+from i2p_multihome_dev.testnet import (
     I2CP_PORT,
     ConsoleLeaseSet,
     Testnet,

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from i2p_multihome.harness.testnet import (
+from i2p_multihome_dev.testnet import (
     ConsoleDestination,
     ConsoleParseError,
     ConsoleStatus,

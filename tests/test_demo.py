@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from i2p_multihome.harness import demo
 from i2p_multihome.model.v1alpha1 import MultihomedDestinationManifest
+from i2p_multihome_dev import demo
 
 
 def test_example_manifest_points_the_example_at_testnet_routers() -> None:

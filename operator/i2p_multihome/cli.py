@@ -12,9 +12,6 @@ from collections.abc import Sequence
 # Each sets `func` on its parser: a callable taking the parsed namespace, returning an exit code.
 _COMMAND_MODULES = (
     "i2p_multihome.standalone",
-    "i2p_multihome.harness.testnet",
-    "i2p_multihome.harness.cluster",
-    "i2p_multihome.harness.demo",
     "i2p_multihome.k8s.main",
 )
 

@@ -1,4 +1,4 @@
-"""`i2p-multihome demo`: the main job on an embedded default, the way a cluster runs it.
+"""`i2p-multihome-dev demo`: the main job on an embedded default, the way a cluster runs it.
 
 A private i2pd testnet and a local Kubernetes control plane on this machine; the Helm chart
 installed into it (CRD, ServiceAccount, RBAC); the operator as a background process holding
@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
-from i2p_multihome.harness import cluster, toolchain
-from i2p_multihome.harness.processes import (
+from i2p_multihome_dev import cluster, toolchain
+from i2p_multihome_dev.processes import (
     free_ports,
     process_alive,
     spawn_detached,
@@ -38,7 +38,7 @@ from i2p_multihome.harness.processes import (
     stop_process_group,
     wait_port_closed,
 )
-from i2p_multihome.harness.testnet import Testnet, TestnetError, fetch_leasesets
+from i2p_multihome_dev.testnet import Testnet, TestnetError, fetch_leasesets
 
 HOSTS = ("r1", "r2", "r3", "r4")
 RELEASE = "i2p-multihome"
@@ -52,7 +52,7 @@ OPERATOR_START_TIMEOUT_S = 60.0
 OPERATOR_STOP_TIMEOUT_S = 30.0
 TOKEN_SECONDS = 7 * 24 * 3600
 _STATE_FILE = "demo.json"
-_REPO = Path(__file__).resolve().parents[3]
+_REPO = Path(__file__).resolve().parents[2]
 CHART_DIR = _REPO / "charts" / "i2p-multihome"
 EXAMPLE = _REPO / "examples" / "multihomed-destination.yaml"
 
@@ -431,7 +431,7 @@ def _command(args: argparse.Namespace) -> int:
         toolchain.ToolchainError,
         OSError,
     ) as exc:
-        print(f"i2p-multihome demo: {exc}", file=sys.stderr)
+        print(f"i2p-multihome-dev demo: {exc}", file=sys.stderr)
         return 2
     return 0
 

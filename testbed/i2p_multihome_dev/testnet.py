@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from i2p_multihome.harness.processes import is_zombie, port_open, stat_fields
 from i2p_multihome.logs import fields
+from i2p_multihome_dev.processes import is_zombie, port_open, stat_fields
 
 log = logging.getLogger(__name__)
 
@@ -430,7 +430,7 @@ class Testnet:
                 if any(ns.startswith(old.namespace_prefix) for ns in _existing_namespaces()):
                     raise TestnetError(
                         f"a testnet is already up in {self.directory}; "
-                        f"run `i2p-multihome testnet down --dir {self.directory}` first"
+                        f"run `i2p-multihome-dev testnet down --dir {self.directory}` first"
                     )
                 self._teardown(old)
             plan = _plan(self.directory, routers, floodfills, _used_subnets())
@@ -664,7 +664,7 @@ class Testnet:
         if plan is None:
             raise TestnetError(
                 f"no testnet in {self.directory}; "
-                f"run `i2p-multihome testnet up --dir {self.directory}` first"
+                f"run `i2p-multihome-dev testnet up --dir {self.directory}` first"
             )
         return plan
 
@@ -989,7 +989,7 @@ def _cli(
         try:
             action(Testnet(args.dir), args)
         except (TestnetError, OSError) as exc:
-            print(f"i2p-multihome testnet: {exc}", file=sys.stderr)
+            print(f"i2p-multihome-dev testnet: {exc}", file=sys.stderr)
             return 2
         return 0
 

@@ -28,9 +28,10 @@ from typing import Any
 
 import yaml
 
-from i2p_multihome.harness import toolchain
-from i2p_multihome.harness.pki import Pki, write_pki
-from i2p_multihome.harness.processes import (
+from i2p_multihome.logs import fields
+from i2p_multihome_dev import toolchain
+from i2p_multihome_dev.pki import Pki, write_pki
+from i2p_multihome_dev.processes import (
     free_ports,
     process_alive,
     spawn_detached,
@@ -38,7 +39,6 @@ from i2p_multihome.harness.processes import (
     stop_process_group,
     wait_port_closed,
 )
-from i2p_multihome.logs import fields
 
 log = logging.getLogger(__name__)
 
@@ -396,6 +396,6 @@ def _guarded(run: Callable[[], None]) -> int:
     try:
         run()
     except (ClusterError, toolchain.ToolchainError, OSError) as exc:
-        print(f"i2p-multihome cluster: {exc}", file=sys.stderr)
+        print(f"i2p-multihome-dev cluster: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,4 +1,4 @@
-"""Background processes the harness starts (etcd, kube-apiserver, the demo's operator):
+"""Background processes the test bed starts (etcd, kube-apiserver, the demo's operator):
 started detached, told apart from a later process reusing their PID, stopped by process
 group, and their loopback ports checked free."""
 

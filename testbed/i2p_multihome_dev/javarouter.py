@@ -22,16 +22,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from i2p_multihome.harness.processes import (
+from i2p_multihome.logs import fields
+from i2p_multihome_dev.processes import (
     port_open,
     process_alive,
     spawn_detached,
     start_ticks,
     stop_process_group,
 )
-from i2p_multihome.harness.testnet import TestnetRouter
-from i2p_multihome.harness.toolchain import cache_dir
-from i2p_multihome.logs import fields
+from i2p_multihome_dev.testnet import TestnetRouter
+from i2p_multihome_dev.toolchain import cache_dir
 
 log = logging.getLogger(__name__)
 
