@@ -34,7 +34,7 @@ from i2p_multihome.model.v1alpha1 import (
     RouterState,
 )
 from i2p_multihome.wire.structures import Lease
-from i2p_multihome_dev.kube import Namespace, install_crds
+from i2p_multihome_dev.kube import Namespace, install_crds, without_empty
 from i2p_multihome_dev.kube import kubectl as kubectl_with
 from i2p_multihome_dev.repo import CRD_FILE, EXAMPLES_DIR
 
@@ -101,15 +101,6 @@ def manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def without_empty(value: Any) -> Any:
-    """None and [] mean "absent" in the models; the API server leaves such fields out."""
-    if isinstance(value, dict):
-        return {k: without_empty(v) for k, v in value.items() if v is not None and v != []}
-    if isinstance(value, list):
-        return [without_empty(v) for v in value]
-    return value
 
 
 def test_crd_is_structural_and_established(mhd: Cluster) -> None:

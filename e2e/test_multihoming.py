@@ -130,6 +130,7 @@ def test_dead_router_leaves_and_rejoins(
             ),
             explain=run.explain_floodfills,
         )
+        print(f"lease owners by the routers' consoles: {run.watch.counts}")
 
 
 def test_six_routers_never_more_than_sixteen_leases(testnet: Testnet, tmp_path: Path) -> None:
@@ -168,3 +169,4 @@ def test_six_routers_never_more_than_sixteen_leases(testnet: Testnet, tmp_path: 
         )
         available = sum(r["leases"] for r in run.status()["routers"])
         print(f"6 routers offer {available} live leases; floodfills hold at most {largest}")
+        print(f"lease owners by the routers' consoles: {run.watch.counts}")

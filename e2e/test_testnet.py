@@ -198,7 +198,8 @@ def test_cli_without_a_testnet_says_what_to_do(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1
-    assert "testnet up --dir" in done.stderr
+    assert done.stderr.startswith("i2p-multihome-dev testnet: ")
+    assert "run `i2p-multihome-dev testnet up --dir" in done.stderr
 
 
 def test_host_check_looks_on_path_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -147,6 +147,15 @@ def service_account_kubeconfig(
     return write_token_kubeconfig(admin_kubeconfig, token, path)
 
 
+def without_empty(value: Any) -> Any:
+    """None and [] mean "absent" in the models; the API server leaves such fields out."""
+    if isinstance(value, dict):
+        return {k: without_empty(v) for k, v in value.items() if v is not None and v != []}
+    if isinstance(value, list):
+        return [without_empty(v) for v in value]
+    return value
+
+
 class Namespace:
     """One namespace of a cluster, read through the Python client, written with kubectl."""
 
