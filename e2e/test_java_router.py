@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from e2e.fixtures_cluster import KubeCluster
 from e2e.operator_run import Destination, new_namespace
 from i2p_multihome_dev.javarouter import JavaRouter, JavaRouterError
 from i2p_multihome_dev.kube import Namespace, install_crds
+from i2p_multihome_dev.observe import serving
 from i2p_multihome_dev.operator_process import operator_running
 from i2p_multihome_dev.polling import wait_until
 from i2p_multihome_dev.repo import CRD_FILE
@@ -157,10 +159,11 @@ def test_operator_merges_a_java_router_over_tls_with_rotated_credentials(
         b32 = status["destination"]["b32"]
 
         def java_leases_on_a_floodfill() -> Any:
+            now = time.time()
             return [
                 (floodfill, sorted(dest.routers_of(lease_set)))
                 for floodfill, lease_set in dest.floodfill_views(b32).items()
-                if lease_set is not None and {"java", I2PD} <= dest.routers_of(lease_set)
+                if serving(lease_set, now) and {"java", I2PD} <= dest.routers_of(lease_set)
             ]
 
         held = wait_until(
