@@ -214,7 +214,7 @@ class FloodfillWatch:
         self._verified: dict[LeaseKey, Attribution] = {}
         self._identities: dict[str, str] = {}  # router name -> identity hash
         self._consoles: list[RouterConsole] | None = None
-        self._transit: dict[str, frozenset[int] | None] = {}
+        self._transit: dict[str, tuple[float | None, frozenset[int] | None]] = {}
 
     def claim(self, status: Mapping[str, Any]) -> None:
         """Record which router the balancer's status says each lease came from."""
@@ -285,21 +285,24 @@ class FloodfillWatch:
             if self.without_console:
                 return None
             raise LeaseOwnerError(f"a lease names gateway {identity}, which no router has")
-        name = names[0]
-        if name not in self._transit:
-            self._transit[name] = self._read_transit(name, built)
-        return self._transit[name]
+        if names[0] not in self._transit:
+            self._transit[names[0]] = self._read_transit(names[0])
+        started, carried = self._transit[names[0]]
+        # A gateway restarted since the tunnel was built has lost its transit tunnels.
+        return carried if started is not None and started < built else None
 
-    def _read_transit(self, name: str, built: float) -> frozenset[int] | None:
+    def _read_transit(self, name: str) -> tuple[float | None, frozenset[int] | None]:
+        """When the router's i2pd started, and the ids of the tunnels it is the gateway of
+        (None for both while it is down, the ids None when its console did not answer)."""
         router = self.testnet.router(name)
         pid = i2pd_pid(router)
-        if pid is None or started_at(pid) >= built:
-            return None
+        if pid is None:
+            return None, None
         try:
             listed = fetch_transit_tunnels(router.console, timeout=5.0)
         except OSError:
-            return None
-        return frozenset(t.tunnel_id for t in listed if t.role == "gateway")
+            return started_at(pid), None
+        return started_at(pid), frozenset(t.tunnel_id for t in listed if t.role == "gateway")
 
     def _look(self) -> list[RouterConsole]:
         """Every router's pools of this destination, read once per look at the floodfills."""
