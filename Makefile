@@ -2,15 +2,16 @@
 # (a private i2pd testnet on this machine), `make test` runs the whole test suite.
 PYTHON ?= python3
 DEMO_DIR ?= /tmp/i2p-multihome-demo
+LINT_PATHS = operator testbed tests e2e benchmarks
 
-.PHONY: bootstrap test lint unit demo demo-down bench
+.PHONY: bootstrap test lint unit demo demo-down bench soak
 
 bootstrap:
 	scripts/bootstrap
 
 lint: bootstrap
-	ruff check operator tests e2e benchmarks
-	ruff format --check operator tests e2e benchmarks
+	ruff check $(LINT_PATHS)
+	ruff format --check $(LINT_PATHS)
 	mypy
 
 unit: bootstrap
@@ -18,17 +19,21 @@ unit: bootstrap
 
 # Build (or find cached) kube-apiserver and helm before the tests, outside any test timeout.
 test: lint
-	i2p-multihome cluster build
+	i2p-multihome-dev cluster build
 	$(PYTHON) -m pytest -x -ra --durations=15 tests e2e
 
 # The testnet, the local control plane, the Helm chart installed into it, the operator running
 # with the chart ServiceAccount's credentials, the example applied; prints it once Ready.
 # Run it again to reuse what runs; `make demo-down` removes it all.
 demo: bootstrap
-	i2p-multihome demo up --dir $(DEMO_DIR)
+	i2p-multihome-dev demo up --dir $(DEMO_DIR)
 
 demo-down:
-	i2p-multihome demo down --dir $(DEMO_DIR)
+	i2p-multihome-dev demo down --dir $(DEMO_DIR)
 
 bench: bootstrap
 	$(PYTHON) benchmarks/bench_leaseset.py
+
+# 15 minutes of floodfill samples on a testnet of its own; writes benchmarks/results/.
+soak: bootstrap
+	$(PYTHON) benchmarks/soak.py

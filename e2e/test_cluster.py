@@ -17,15 +17,10 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from e2e.fixtures_cluster import (
-    KubeCluster,
-    api_client_for,
-    mint_service_account_token,
-    write_token_kubeconfig,
-)
-from e2e.operator_run import kubectl
-from i2p_multihome.harness import cluster, toolchain
-from i2p_multihome.harness.processes import live_processes
+from e2e.fixtures_cluster import KubeCluster
+from i2p_multihome_dev import cluster, toolchain
+from i2p_multihome_dev.kube import api_client_for, kubectl, service_account_kubeconfig
+from i2p_multihome_dev.processes import live_processes
 
 pytestmark = pytest.mark.cluster
 
@@ -133,9 +128,8 @@ subjects:
 """,
     )
     try:
-        token = mint_service_account_token(kube_cluster.kubeconfig, namespace, "reader")
-        token_kubeconfig = write_token_kubeconfig(
-            kube_cluster.kubeconfig, token, tmp_path / "reader.kubeconfig"
+        token_kubeconfig = service_account_kubeconfig(
+            kube_cluster.kubeconfig, namespace, "reader", tmp_path / "reader.kubeconfig"
         )
         with api_client_for(token_kubeconfig) as api_client:
             core = kubernetes.client.CoreV1Api(api_client)
@@ -157,7 +151,7 @@ class CliResult:
 
 
 def run_cluster_cli(*argv: str) -> CliResult:
-    """Run `i2p-multihome cluster ...` in-process through the real argument parser."""
+    """Run `i2p-multihome-dev cluster ...` in-process through the real argument parser."""
     parser = argparse.ArgumentParser()
     cluster.register_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["cluster", *argv])

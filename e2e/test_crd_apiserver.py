@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +24,6 @@ import yaml
 from pydantic import ValidationError
 
 from e2e.fixtures_cluster import KubeCluster
-from e2e.operator_run import kubectl as kubectl_with
 from i2p_multihome.balancer.policy import SelectedLease
 from i2p_multihome.balancer.snapshot import BalancerSnapshot, RouterSnapshot
 from i2p_multihome.balancer.status import build_status
@@ -36,12 +34,13 @@ from i2p_multihome.model.v1alpha1 import (
     RouterState,
 )
 from i2p_multihome.wire.structures import Lease
+from i2p_multihome_dev.kube import Namespace, install_crds, without_empty
+from i2p_multihome_dev.kube import kubectl as kubectl_with
+from i2p_multihome_dev.repo import CRD_FILE, EXAMPLES_DIR
 
 pytestmark = pytest.mark.cluster
 
-ROOT = Path(__file__).resolve().parent.parent
-CRD_FILE = ROOT / "crds" / "multihomeddestinations.multihome.i2p.yaml"
-EXAMPLE = ROOT / "examples" / "multihomed-destination.yaml"
+EXAMPLE = EXAMPLES_DIR / "multihomed-destination.yaml"
 B32 = "e" * 52 + ".b32.i2p"
 
 
@@ -81,26 +80,14 @@ class Cluster:
 @pytest.fixture(scope="module")
 def mhd(kube_cluster: KubeCluster) -> Iterator[Cluster]:
     """The CRD applied and Established, and a namespace of this module's own."""
-    kubectl(kube_cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    kubectl(
-        kube_cluster,
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        f"crd/{crd.CRD_NAME}",
-    )
-    namespace = f"crd-{uuid.uuid4().hex[:8]}"
-    kubectl(kube_cluster, "create", "namespace", namespace)
-    cluster = Cluster(kube_cluster, namespace)
-    # Established comes a moment before the resource is served and discoverable.
-    deadline = time.monotonic() + 30
-    while cluster.kubectl("get", "mhd", check=False).returncode != 0:
-        assert time.monotonic() < deadline, "multihomeddestinations never became servable"
-        time.sleep(0.5)
+    install_crds(kube_cluster.kubeconfig, CRD_FILE)
+    namespace = Namespace(kube_cluster.kubeconfig, f"crd-{uuid.uuid4().hex[:8]}").create()
+    cluster = Cluster(kube_cluster, namespace.name)
     yield cluster
     cluster.kubectl("delete", "mhd", "--all", "--wait=false")
     # Without a namespace controller the local cluster leaves it Terminating; harmless.
-    kubectl(kube_cluster, "delete", "namespace", namespace, "--wait=false")
+    kubectl(kube_cluster, "delete", "namespace", namespace.name, "--wait=false")
+    namespace.close()
 
 
 def manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -114,15 +101,6 @@ def manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def without_empty(value: Any) -> Any:
-    """None and [] mean "absent" in the models; the API server leaves such fields out."""
-    if isinstance(value, dict):
-        return {k: without_empty(v) for k, v in value.items() if v is not None and v != []}
-    if isinstance(value, list):
-        return [without_empty(v) for v in value]
-    return value
 
 
 def test_crd_is_structural_and_established(mhd: Cluster) -> None:

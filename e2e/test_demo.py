@@ -1,4 +1,4 @@
-"""`make demo` as the README gives it: `i2p-multihome demo up` twice (the second run reuses
+"""`make demo` as the README gives it: `i2p-multihome-dev demo up` twice (the second run reuses
 what runs), then `demo down`, which must leave no process, network namespace, listening port
 or state file behind. Its own testnet and control plane, apart from the session's."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from i2p_multihome.harness import cluster, demo
-from i2p_multihome.harness.processes import live_processes
-from i2p_multihome.harness.testnet import Testnet
+from i2p_multihome_dev import cluster, demo
+from i2p_multihome_dev.kube import kubectl
+from i2p_multihome_dev.processes import live_processes, port_open, process_alive
+from i2p_multihome_dev.testnet import Testnet
 
 pytestmark = [pytest.mark.cluster, pytest.mark.testnet, pytest.mark.timeout(900)]
 
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "i2p_multihome.cli", "demo", *args],
+        [sys.executable, "-m", "i2p_multihome_dev", "demo", *args],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
 
@@ -38,12 +38,6 @@ def processes_mentioning(text: str) -> list[str]:
             if text in cmdline and pid != os.getpid():
                 found.append(f"{pid}: {cmdline}")
     return found
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1.0)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_demo_up_twice_then_down_leaves_nothing(testnet_host: None, tmp_path: Path) -> None:
@@ -68,7 +62,7 @@ def test_demo_up_twice_then_down_leaves_nothing(testnet_host: None, tmp_path: Pa
         # The operator runs with the chart ServiceAccount's token, not as admin.
         kubeconfig = Path(state.operator.kubeconfig).read_text()
         assert "token:" in kubeconfig and "client-key-data" not in kubeconfig
-        operator_user = demo.kubectl(
+        operator_user = kubectl(
             Path(state.operator.kubeconfig), "auth", "whoami", "-o", "json"
         ).stdout
         assert json.loads(operator_user)["status"]["userInfo"]["username"] == (
@@ -96,9 +90,9 @@ def test_demo_up_twice_then_down_leaves_nothing(testnet_host: None, tmp_path: Pa
     assert down.returncode == 0, down.stderr[-3000:]
 
     assert not processes_mentioning(str(directory))
-    assert not demo.process_alive(state.operator.pid, state.operator.start_ticks)
+    assert not process_alive(state.operator.pid, state.operator.start_ticks)
     for process in (cluster_state.etcd, cluster_state.apiserver):
-        assert not demo.process_alive(process.pid, process.start_ticks)
+        assert not process_alive(process.pid, process.start_ticks)
     listed = subprocess.run(
         ["ip", "netns", "list"], capture_output=True, text=True, timeout=30, check=True
     ).stdout

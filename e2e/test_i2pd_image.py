@@ -11,15 +11,17 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
+import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from i2p_multihome_dev.polling import NotYet, wait_until
+from i2p_multihome_dev.testnet import check_host
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "images" / "i2pd"
@@ -79,8 +81,7 @@ def test_i2pd_with_the_image_config_serves_i2cp_as_uid_65532(
     isolated_namespace: str, world_traversable_dir: Path
 ) -> None:
     tmp_path = world_traversable_dir
-    i2pd = shutil.which("i2pd", path="/usr/bin:/usr/sbin")
-    assert i2pd, "Debian's i2pd is not installed"
+    i2pd = str(check_host())  # on PATH, as the testnet finds it
     datadir, tunnels = tmp_path / "data", tmp_path / "tunnels.d"
     datadir.mkdir()
     tunnels.mkdir()
@@ -108,19 +109,26 @@ def test_i2pd_with_the_image_config_serves_i2cp_as_uid_65532(
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        reply = None
-        deadline = time.monotonic() + 30
-        while reply is None and time.monotonic() < deadline:
+
+        def answered() -> dict[str, int] | NotYet:
             assert process.poll() is None, log.read_text()
             probe = subprocess.run(
-                ["ip", "netns", "exec", isolated_namespace, "python3", "-c", _PROBE, "127.0.0.1"],
+                ["ip", "netns", "exec", isolated_namespace, sys.executable, "-c", _PROBE,
+                 "127.0.0.1"],
                 capture_output=True, text=True, timeout=30, check=False,
             )  # fmt: skip
-            if probe.returncode == 0:
-                reply = json.loads(probe.stdout)
-            else:
-                time.sleep(0.5)
-        assert reply is not None, log.read_text()
+            if probe.returncode != 0:
+                return NotYet(probe.stderr.strip().splitlines()[-1:])
+            reply: dict[str, int] = json.loads(probe.stdout)
+            return reply
+
+        reply = wait_until(
+            "i2pd's I2CP to answer GetDate",
+            30,
+            answered,
+            interval=0.5,
+            explain=lambda: log.read_text()[-2000:],
+        )
         assert reply["type"] == SET_DATE
 
         listening = subprocess.run(

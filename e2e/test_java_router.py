@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,18 +19,15 @@ from typing import Any
 import kubernetes
 import pytest
 
-from e2e.balancer_run import wait_until
 from e2e.fixtures_cluster import KubeCluster
-from e2e.operator_run import (
-    CRD_FILE,
-    Destination,
-    Namespace,
-    install_crds,
-    new_namespace,
-    operator_running,
-)
-from i2p_multihome.harness.javarouter import JavaRouter, JavaRouterError
-from i2p_multihome.harness.testnet import Testnet
+from e2e.operator_run import Destination, new_namespace
+from i2p_multihome_dev.javarouter import JavaRouter, JavaRouterError
+from i2p_multihome_dev.kube import Namespace, install_crds
+from i2p_multihome_dev.observe import serving
+from i2p_multihome_dev.operator_process import operator_running
+from i2p_multihome_dev.polling import wait_until
+from i2p_multihome_dev.repo import CRD_FILE
+from i2p_multihome_dev.testnet import Testnet
 
 pytestmark = [pytest.mark.testnet, pytest.mark.cluster]
 
@@ -121,9 +119,12 @@ def test_operator_merges_a_java_router_over_tls_with_rotated_credentials(
     install_crds(kube_cluster.kubeconfig, CRD_FILE)
     ns: Namespace = new_namespace(kube_cluster, "java")
     ns.core.create_namespaced_secret(ns.name, credentials_secret("not-" + java_password))
-    with operator_running(kube_cluster.kubeconfig, tmp_path, [ns.name]) as operator:
+    log = tmp_path / "operator.log"
+    with operator_running(kube_cluster.kubeconfig, log, [ns.name]) as operator:
         ns.apply(mixed_manifest(testnet, java_router))
         dest = Destination(ns, "mixed", testnet)
+        # The Java router has no i2pd console: its leases are taken on the operator's word.
+        dest.watch.without_console.add("java")
 
         refused = wait_until(
             "the Java router Refused for its wrong password",
@@ -158,10 +159,11 @@ def test_operator_merges_a_java_router_over_tls_with_rotated_credentials(
         b32 = status["destination"]["b32"]
 
         def java_leases_on_a_floodfill() -> Any:
+            now = time.time()
             return [
                 (floodfill, sorted(dest.routers_of(lease_set)))
                 for floodfill, lease_set in dest.floodfill_views(b32).items()
-                if lease_set is not None and {"java", I2PD} <= dest.routers_of(lease_set)
+                if serving(lease_set, now) and {"java", I2PD} <= dest.routers_of(lease_set)
             ]
 
         held = wait_until(

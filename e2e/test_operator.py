@@ -25,27 +25,23 @@ from typing import Any
 import kubernetes
 import pytest
 
-from e2e.balancer_run import valid, wait_until
 from e2e.fixtures_cluster import KubeCluster
 from e2e.operator_run import (
-    CRD_FILE,
-    PEERING_CRD_FILE,
     Destination,
-    Namespace,
-    OperatorProcess,
     compare_floodfills,
-    destination_manifest,
     find_key_material,
-    install_crds,
     key_material_forms,
     new_namespace,
-    operator_running,
-    start_operator,
     tcp_peers,
-    wait_for,
 )
-from i2p_multihome.harness.processes import free_ports
-from i2p_multihome.harness.testnet import Testnet, fetch_local_destinations
+from i2p_multihome_dev.balancer_process import destination_manifest
+from i2p_multihome_dev.kube import Namespace, install_crds
+from i2p_multihome_dev.observe import floodfill_views, serving
+from i2p_multihome_dev.operator_process import OperatorProcess, operator_running, start_operator
+from i2p_multihome_dev.polling import NotYet, wait_until
+from i2p_multihome_dev.processes import free_ports
+from i2p_multihome_dev.repo import CRD_FILE, PEERING_CRD_FILE
+from i2p_multihome_dev.testnet import Testnet, fetch_local_destinations
 
 pytestmark = [pytest.mark.testnet, pytest.mark.cluster]
 
@@ -108,30 +104,51 @@ def assert_no_key_material(namespace: Namespace, name: str, secret: str, logs: l
 
 def ready_with_all(
     dest: Destination, routers: list[str], operator: OperatorProcess
-) -> tuple[bool, Any]:
-    """Ready=True and the published LeaseSet holds leases of every router in `routers`;
-    the detail is the status when done, else what is missing."""
+) -> dict[str, Any] | NotYet:
+    """The status once Ready=True and the published LeaseSet holds leases of every router
+    in `routers`; not yet: what is missing."""
     operator.assert_running()
     status = dest.status()
     contributing = {t["router"] for t in status.get("tunnels", []) if t["published"]}
     if dest.condition("Ready", status) == "True" and set(routers) <= contributing:
-        return True, status
-    return False, {"Ready": dest.condition("Ready", status), "contributing": sorted(contributing)}
+        return status
+    return NotYet({"Ready": dest.condition("Ready", status), "contributing": sorted(contributing)})
 
 
-def floodfills_hold(dest: Destination, b32: str, routers: list[str]) -> tuple[bool, Any]:
-    """Every floodfill holds a valid LeaseSet with leases of every router in `routers`."""
-    detail = {}
-    for floodfill, lease_set in dest.floodfill_views(b32).items():
-        detail[floodfill] = (
-            valid(lease_set),
+def floodfills_hold(dest: Destination, b32: str, routers: list[str]) -> dict[str, Any] | NotYet:
+    """Every floodfill serves the destination with leases of every router in `routers`
+    (each lease's router checked against the routers' consoles)."""
+    now = time.time()
+    detail = {
+        floodfill: (
+            serving(lease_set, now),
             sorted(dest.routers_of(lease_set)) if lease_set is not None else None,
         )
+        for floodfill, lease_set in dest.floodfill_views(b32).items()
+    }
     ok = all(
         good and owners is not None and set(routers) <= set(owners)
         for good, owners in detail.values()
     )
-    return ok, detail
+    return detail if ok else NotYet(detail)
+
+
+def wait_served(dest: Destination, routers: list[str], operator: OperatorProcess) -> str:
+    """Wait until the destination is Ready with leases of every router in `routers` and every
+    floodfill serves them; its b32."""
+    wait_until(
+        f"Ready from all of {routers}",
+        120,
+        lambda: ready_with_all(dest, routers, operator),
+        interval=1.0,
+    )
+    b32 = dest.b32()
+    wait_until(
+        f"leases of all of {routers} on every floodfill",
+        FLOOD_CONVERGENCE_S,
+        lambda: floodfills_hold(dest, b32, routers),
+    )
+    return b32
 
 
 # --------------------------------------------------------------------------- 1. apply
@@ -142,11 +159,11 @@ def test_apply_becomes_ready_with_one_leaseset_on_every_floodfill(
 ) -> None:
     ns = new_namespace(crds, "apply")
     name = "apply-four"
-    with operator_running(crds.kubeconfig, tmp_path, [ns.name]) as operator:
+    with operator_running(crds.kubeconfig, tmp_path / "operator.log", [ns.name]) as operator:
         started = time.monotonic()
         ns.apply(destination_manifest(name, testnet, HOSTS4, inbound=3, length=1))
         dest = Destination(ns, name, testnet)
-        status = wait_for(
+        status = wait_until(
             "Ready=True with published leases from r1..r4",
             120,
             lambda: ready_with_all(dest, HOSTS4, operator),
@@ -159,7 +176,7 @@ def test_apply_becomes_ready_with_one_leaseset_on_every_floodfill(
         )
         assert status["routersConnected"] == "4/4"
 
-        wait_for(
+        wait_until(
             "every floodfill to hold the LeaseSet the status describes",
             FLOOD_CONVERGENCE_S,
             lambda: compare_floodfills(dest, b32),
@@ -198,16 +215,10 @@ def test_killed_router_degrades_leaves_and_recovers_with_events_and_metrics(
     victim = "r2"
     ns = new_namespace(crds, "failover")
     name = "failover-four"
-    with operator_running(crds.kubeconfig, tmp_path, [ns.name]) as operator:
+    with operator_running(crds.kubeconfig, tmp_path / "operator.log", [ns.name]) as operator:
         ns.apply(destination_manifest(name, testnet, HOSTS4, inbound=3, length=1))
         dest = Destination(ns, name, testnet)
-        wait_for("Ready from all 4", 120, lambda: ready_with_all(dest, HOSTS4, operator), 1.0)
-        b32 = dest.b32()
-        wait_for(
-            "all 4 routers' leases on every floodfill",
-            FLOOD_CONVERGENCE_S,
-            lambda: floodfills_hold(dest, b32, HOSTS4),
-        )
+        b32 = wait_served(dest, HOSTS4, operator)
         labels = {"namespace": ns.name, "destination": name}
         for router in HOSTS4:
             assert (
@@ -243,19 +254,22 @@ def test_killed_router_degrades_leaves_and_recovers_with_events_and_metrics(
         def victim_gone() -> bool:
             operator.assert_running()
             return all(
-                valid(ls) and ls is not None and victim not in dest.routers_of(ls)
+                serving(ls, time.time()) and victim not in dest.routers_of(ls)
                 for ls in dest.floodfill_views(b32).values()
             )
 
         wait_until(
-            f"{victim}'s leases to leave every floodfill", 30 - degraded_after, victim_gone, 1.0
+            f"{victim}'s leases to leave every floodfill",
+            30 - degraded_after,
+            victim_gone,
+            interval=1.0,
         )
         gone_after = time.monotonic() - killed
         wait_until(
             "a RouterLost Warning event",
             10,
             lambda: ns.has_event(name, "RouterLost", "Warning"),
-            1.0,
+            interval=1.0,
         )
 
         failover_count = operator.metric("i2p_multihome_failover_seconds_count", **labels)
@@ -286,7 +300,7 @@ def test_killed_router_degrades_leaves_and_recovers_with_events_and_metrics(
             )
 
         wait_until(f"{victim} Established, RoutersConnected=True, Degraded=False", 240, recovered)
-        wait_for(
+        wait_until(
             f"{victim}'s leases back on every floodfill",
             240,
             lambda: floodfills_hold(dest, b32, HOSTS4),
@@ -299,7 +313,7 @@ def test_killed_router_degrades_leaves_and_recovers_with_events_and_metrics(
             "a RouterRecovered event",
             10,
             lambda: ns.has_event(name, "RouterRecovered", "Normal"),
-            1.0,
+            interval=1.0,
         )
         failover_event = [e for e in ns.events(name) if e["reason"] == "Published"]
         assert failover_event and "after the router was lost" in failover_event[0]["message"]
@@ -313,28 +327,53 @@ def test_killed_router_degrades_leaves_and_recovers_with_events_and_metrics(
 # --------------------------------------------------------------------------- 3. restart
 
 
+@dataclass(frozen=True)
+class FloodfillSample:
+    """One look at every floodfill: which serve the destination, and what the others held."""
+
+    at: float  # monotonic seconds
+    serving: tuple[str, ...]
+    not_serving: dict[str, str]  # floodfill -> what it held instead
+
+    @property
+    def gap(self) -> bool:
+        """A client asking some floodfill would find no usable lease."""
+        return bool(self.not_serving)
+
+
 @dataclass
 class GapSampler:
-    """Samples the floodfills every ~2 s in a thread: how many hold a valid LeaseSet."""
+    """Samples every floodfill every ~2 s in a thread; a sample where any floodfill does not
+    serve the destination is a gap (a client may ask any of them)."""
 
-    dest: Destination
+    testnet: Testnet
     b32: str
     interval: float = 2.0
 
     def __post_init__(self) -> None:
-        self.samples: list[tuple[float, int, int]] = []  # (time, valid copies, floodfills)
+        self.samples: list[FloodfillSample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> FloodfillSample:
+        now = time.time()
+        try:
+            views = floodfill_views(self.testnet, self.b32)
+        except (OSError, ValueError) as exc:  # a console that did not answer serves nothing
+            return FloodfillSample(time.monotonic(), (), {"console": repr(exc)})
+        return FloodfillSample(
+            time.monotonic(),
+            tuple(name for name, ls in sorted(views.items()) if serving(ls, now)),
+            {
+                name: "nothing" if ls is None else f"{len(ls.leases)} leases, none usable"
+                for name, ls in sorted(views.items())
+                if not serving(ls, now)
+            },
+        )
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                views = self.dest.floodfill_views(self.b32)
-                held = sum(valid(ls) for ls in views.values())
-                total = len(views)
-            except (OSError, ValueError):  # a console that did not answer holds nothing
-                held, total = 0, -1
-            self.samples.append((time.monotonic(), held, total))
+            self.samples.append(self._sample())
             self._stop.wait(self.interval)
 
     def __enter__(self) -> GapSampler:
@@ -345,8 +384,8 @@ class GapSampler:
         self._stop.set()
         self._thread.join(30)
 
-    def gaps(self) -> list[tuple[float, int, int]]:
-        return [s for s in self.samples if s[1] == 0]
+    def gaps(self) -> list[FloodfillSample]:
+        return [s for s in self.samples if s.gap]
 
 
 def test_operator_restart_keeps_keys_sessions_and_leaseset_without_gap(
@@ -356,62 +395,61 @@ def test_operator_restart_keeps_keys_sessions_and_leaseset_without_gap(
     name = "restart-four"
     secret = f"{name}-keys"
     dest = Destination(ns, name, testnet)
-    operator = start_operator(crds.kubeconfig, tmp_path, [ns.name], label="operator-1")
+    operator = start_operator(
+        crds.kubeconfig, tmp_path / "operator-1.log", [ns.name], label="operator-1"
+    )
     try:
         ns.apply(destination_manifest(name, testnet, HOSTS4, inbound=3, length=1))
-        wait_for("Ready from all 4", 120, lambda: ready_with_all(dest, HOSTS4, operator), 1.0)
-        b32 = dest.b32()
-        wait_for(
-            "all 4 routers' leases on every floodfill",
-            FLOOD_CONVERGENCE_S,
-            lambda: floodfills_hold(dest, b32, HOSTS4),
-        )
+        b32 = wait_served(dest, HOSTS4, operator)
         before = ns.secret(secret)
         for number, signum in enumerate((signal.SIGTERM, signal.SIGKILL), start=2):
-            with GapSampler(dest, b32) as sampler:
+            with GapSampler(testnet, b32) as sampler:
                 time.sleep(4)
                 stopped_at = wall_second()
                 exit_s = operator.stop(signum)
                 # SIGTERM hands the sessions back (routers drop them with the connection).
+                label = f"operator-{number}"
                 operator = start_operator(
-                    crds.kubeconfig, tmp_path, [ns.name], label=f"operator-{number}"
+                    crds.kubeconfig, tmp_path / f"{label}.log", [ns.name], label=label
                 )
                 restarted = time.monotonic()
 
                 def restored(
                     op: OperatorProcess = operator, after: int = stopped_at
-                ) -> tuple[bool, Any]:
-                    ready, status = ready_with_all(dest, HOSTS4, op)
-                    if not ready:
-                        return False, status
-                    fresh = {r["name"]: (r["state"], r.get("since")) for r in status["routers"]}
+                ) -> dict[str, Any] | NotYet:
+                    status = ready_with_all(dest, HOSTS4, op)
+                    if isinstance(status, NotYet):
+                        return status
                     done = all(
                         r["state"] == "Established" and since_s(r) >= after
                         for r in status["routers"]
                     )
-                    return done, status if done else fresh
+                    fresh = {r["name"]: (r["state"], r.get("since")) for r in status["routers"]}
+                    return status if done else NotYet(fresh)
 
-                status = wait_for(f"Ready again after {signum.name}", 120, restored, 1.0)
+                status = wait_until(f"Ready again after {signum.name}", 120, restored, interval=1.0)
                 ready_after = time.monotonic() - restarted
                 assert status["destination"]["b32"] == b32
                 for router in HOSTS4:
                     assert dest.sessions_on(router, b32) == 1, router
                 assert i2cp_endpoints(testnet, HOSTS4) <= tcp_peers(operator.pid)
 
-                wait_for(
+                wait_until(
                     "the new operator's LeaseSet on every floodfill",
                     FLOOD_CONVERGENCE_S,
                     lambda: compare_floodfills(dest, b32, exact=False),
                 )
                 time.sleep(4)
-            held = [s[1] for s in sampler.samples]
+            held = [len(s.serving) for s in sampler.samples]
             print(
                 f"{signum.name}: operator exited in {exit_s:.1f}s; new one Ready with 4 fresh "
-                f"sessions {ready_after:.1f}s after start; {len(held)} floodfill samples, valid "
-                f"copies min {min(held)} / max {max(held)} of 3"
+                f"sessions {ready_after:.1f}s after start; {len(held)} floodfill samples, "
+                f"serving floodfills min {min(held)} / max {max(held)} of 3"
             )
             assert len(held) >= 5
-            assert not sampler.gaps(), f"no floodfill held a valid LeaseSet at {sampler.gaps()}"
+            assert not sampler.gaps(), (
+                f"a floodfill did not serve the destination: {sampler.gaps()}"
+            )
         after = ns.secret(secret)
         assert after["metadata"]["resource_version"] == before["metadata"]["resource_version"]
         assert after["data"] == before["data"]
@@ -431,10 +469,10 @@ def test_spec_change_reconfigures_sessions_in_place(
     ns = new_namespace(crds, "reconfigure")
     name = "reconfigure-two"
     hosts = ["r5", "r6"]
-    with operator_running(crds.kubeconfig, tmp_path, [ns.name]) as operator:
+    with operator_running(crds.kubeconfig, tmp_path / "operator.log", [ns.name]) as operator:
         ns.apply(destination_manifest(name, testnet, hosts, inbound=1, length=0))
         dest = Destination(ns, name, testnet)
-        before = wait_for(
+        before = wait_until(
             "Ready=True with leases from r5 and r6",
             120,
             lambda: ready_with_all(dest, hosts, operator),
@@ -460,7 +498,7 @@ def test_spec_change_reconfigures_sessions_in_place(
         manifest = destination_manifest(name, testnet, hosts, inbound=3, length=0)
         ns.apply(manifest)
 
-        def reconfigured() -> tuple[bool, Any]:
+        def reconfigured() -> dict[str, int] | NotYet:
             status = dest.status()
             live: dict[str, int] = {}
             for tunnel in status.get("tunnels", []):
@@ -470,10 +508,9 @@ def test_spec_change_reconfigures_sessions_in_place(
                 and all(live.get(router, 0) >= 3 for router in hosts)
                 and dest.condition("Ready", status) == "True"
             )
-            return done, live
+            return live if done else NotYet(live)
 
-        after = wait_for("3 live tunnels per router at generation 2", 120, reconfigured)
-        assert isinstance(after, dict)
+        wait_until("3 live tunnels per router at generation 2", 120, reconfigured)
         status = dest.status()
         assert status["destination"]["b32"] == b32
         assert {r["name"]: r["since"] for r in status["routers"]} == since
@@ -491,7 +528,7 @@ def test_delete_destroys_every_session_and_releases_the_finalizer(
 ) -> None:
     ns = new_namespace(crds, "delete")
     name = "delete-four"
-    with operator_running(crds.kubeconfig, tmp_path, [ns.name]) as operator:
+    with operator_running(crds.kubeconfig, tmp_path / "operator.log", [ns.name]) as operator:
         ns.apply(destination_manifest(name, testnet, HOSTS4, inbound=1, length=0))
         dest = Destination(ns, name, testnet)
         b32 = dest.b32()
@@ -517,14 +554,17 @@ def test_delete_destroys_every_session_and_releases_the_finalizer(
         ns.kubectl("delete", "mhd", name, "--wait=false")
         deleted = time.monotonic()
         wait_until(
-            "the object to be gone (finalizer released)", 30, lambda: dest.object() is None, 0.5
+            "the object to be gone (finalizer released)",
+            30,
+            lambda: dest.object() is None,
+            interval=0.5,
         )
         gone_after = time.monotonic() - deleted
         wait_until(
             "every router to drop the destination",
             30 - gone_after,
             lambda: all(dest.sessions_on(r, b32) == 0 for r in HOSTS4),
-            1.0,
+            interval=1.0,
         )
         print(
             f"delete: object gone {gone_after:.1f}s, "
@@ -546,7 +586,9 @@ def test_router_refusing_a_duplicate_destination_shows_refused(
     lastError names the status, not the cause."""
     routers = ["r5", "r6"]
     first_ns, second_ns = new_namespace(crds, "owner"), new_namespace(crds, "dup")
-    with operator_running(crds.kubeconfig, tmp_path, [first_ns.name, second_ns.name]):
+    with operator_running(
+        crds.kubeconfig, tmp_path / "operator.log", [first_ns.name, second_ns.name]
+    ):
         first_ns.apply(destination_manifest("owner", testnet, routers, inbound=1, length=0))
         first = Destination(first_ns, "owner", testnet)
         b32 = first.b32()
@@ -588,7 +630,7 @@ def test_router_refusing_a_duplicate_destination_shows_refused(
                 return status
             return None
 
-        status = wait_until("the duplicate's routers to be Refused", 60, refused, 1.0)
+        status = wait_until("the duplicate's routers to be Refused", 60, refused, interval=1.0)
         assert status["destination"]["b32"] == b32
         for router in status["routers"]:
             assert "invalid" in router["lastError"], router
@@ -618,11 +660,21 @@ def test_peering_standby_takes_over_when_the_active_operator_is_killed(
     options: dict[str, Any] = {"peering": "ha", "peering_lifetime": lifetime}
     with contextlib.ExitStack() as stack:
         active = start_operator(
-            crds.kubeconfig, tmp_path, [ns.name], label="active", priority=100, **options
+            crds.kubeconfig,
+            tmp_path / "active.log",
+            [ns.name],
+            label="active",
+            priority=100,
+            **options,
         )
         stack.callback(active.stop, signal.SIGKILL)
         standby = start_operator(
-            crds.kubeconfig, tmp_path, [ns.name], label="standby", priority=50, **options
+            crds.kubeconfig,
+            tmp_path / "standby.log",
+            [ns.name],
+            label="standby",
+            priority=50,
+            **options,
         )
         stack.callback(standby.stop)
         # Mandatory peering starts paused (kopf logs nothing for that); only the replica
@@ -633,12 +685,14 @@ def test_peering_standby_takes_over_when_the_active_operator_is_killed(
             lambda: (
                 sorted(peer["priority"] for peer in peering_status(ns, "ha").values()) == [50, 100]
             ),
-            0.5,
+            interval=0.5,
         )
         assert "Resuming operations" in active.log_text()
         ns.apply(destination_manifest(name, testnet, HOSTS4, inbound=1, length=0))
         dest = Destination(ns, name, testnet)
-        wait_for("Ready from all 4", 90, lambda: ready_with_all(dest, HOSTS4, active), 1.0)
+        wait_until(
+            "Ready from all 4", 90, lambda: ready_with_all(dest, HOSTS4, active), interval=1.0
+        )
         b32 = dest.b32()
         time.sleep(3)
         assert i2cp_endpoints(testnet, HOSTS4) <= tcp_peers(active.pid)
@@ -656,22 +710,22 @@ def test_peering_standby_takes_over_when_the_active_operator_is_killed(
 
         first_publish: list[float] = []
 
-        def taken_over() -> tuple[bool, Any]:
+        def taken_over() -> dict[str, Any] | NotYet:
             if not resumed and "Resuming operations" in standby.log_text():
                 resumed.append(time.monotonic() - killed)
             current = dest.status()
             published = since_s({"since": current.get("leaseSet", {}).get("published")})
             if not first_publish and published >= killed_at:
                 first_publish.append(time.monotonic() - killed)
-            ready, status = ready_with_all(dest, HOSTS4, standby)
-            if not ready:
-                return False, status
+            status = ready_with_all(dest, HOSTS4, standby)
+            if isinstance(status, NotYet):
+                return status
             since = {r["name"]: r.get("since") for r in status["routers"]}
             fresh = all(since_s(r) >= killed_at for r in status["routers"])
             connected = i2cp_endpoints(testnet, HOSTS4) <= tcp_peers(standby.pid)
-            return fresh and connected, status if fresh and connected else (since, connected)
+            return status if fresh and connected else NotYet((since, connected))
 
-        status = wait_for("the standby to take over", lifetime + 90, taken_over, 0.5)
+        status = wait_until("the standby to take over", lifetime + 90, taken_over, interval=0.5)
         takeover = time.monotonic() - killed
         assert status["destination"]["b32"] == b32
         for router in HOSTS4:
@@ -693,7 +747,7 @@ def test_one_broken_destination_does_not_hold_back_the_others(
     """PROVES the Disconnected state: a router address where nothing listens."""
     ns = new_namespace(crds, "many")
     dead = (testnet.router("r4").i2cp[0], free_ports(1)[0])  # nothing listens there
-    with operator_running(crds.kubeconfig, tmp_path, [ns.name]) as operator:
+    with operator_running(crds.kubeconfig, tmp_path / "operator.log", [ns.name]) as operator:
         good = ["many-a", "many-b"]
         for name in good:
             ns.apply(destination_manifest(name, testnet, HOSTS4, inbound=1, length=0))
@@ -704,11 +758,11 @@ def test_one_broken_destination_does_not_hold_back_the_others(
         )
         dests = {name: Destination(ns, name, testnet) for name in [*good, "many-bad"]}
         for name in good:
-            wait_for(
+            wait_until(
                 f"{name} Ready from all 4",
                 90,
                 functools.partial(ready_with_all, dests[name], HOSTS4, operator),
-                1.0,
+                interval=1.0,
             )
             status = dests[name].status()
             assert dests[name].condition("Degraded", status) == "False"
@@ -719,7 +773,9 @@ def test_one_broken_destination_does_not_hold_back_the_others(
             r4 = bad.routers(status).get("r4", {})
             return r4.get("state") == "Disconnected" and r4.get("lastError") and status
 
-        status = wait_until("many-bad's r4 Disconnected with lastError", 60, bad_reported, 1.0)
+        status = wait_until(
+            "many-bad's r4 Disconnected with lastError", 60, bad_reported, interval=1.0
+        )
         r4 = bad.routers(status)["r4"]
         assert "refused" in r4["lastError"].lower() or "connect" in r4["lastError"].lower(), r4
         assert bad.condition("Degraded", status) == "True"

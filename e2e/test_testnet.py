@@ -1,4 +1,4 @@
-"""The testnet harness against real i2pd routers: what every other e2e test stands on."""
+"""The testnet against real i2pd routers: what every other e2e test stands on."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from i2p_multihome.harness.testnet import (
+from i2p_multihome_dev.observe import serving
+from i2p_multihome_dev.polling import wait_until
+from i2p_multihome_dev.testnet import (
     I2CP_PORT,
     ConsoleLeaseSet,
     Testnet,
@@ -26,11 +27,12 @@ from i2p_multihome.harness.testnet import (
     fetch_leasesets,
     fetch_local_destinations,
     fetch_router_status,
+    fetch_transit_tunnels,
     fetch_tunnels,
     not_ready_reason,
 )
 
-CLI = [sys.executable, "-m", "i2p_multihome.cli"]
+CLI = [sys.executable, "-m", "i2p_multihome_dev"]
 ROUTER_KEYS = {"name", "address", "i2cp", "console", "floodfill"}
 
 
@@ -57,14 +59,6 @@ def console_command(router: TestnetRouter, command: str) -> None:
         assert b"SUCCESS" in response.read()
 
 
-def wait_for(what: str, timeout: float, check: Any) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
-        time.sleep(1.0)
-    return result
-
-
 @pytest.mark.testnet
 def test_every_router_runs_and_has_built_tunnels(testnet: Testnet) -> None:
     routers = testnet.routers
@@ -84,11 +78,15 @@ def test_every_router_runs_and_has_built_tunnels(testnet: Testnet) -> None:
 def test_every_console_parses_and_floodfills_show_a_routers_leases(testnet: Testnet) -> None:
     """A zero-hop server tunnel on r6 publishes a LeaseSet whose leases all name r6."""
     host = testnet.router("r6")
+    transit = 0
     for router in testnet.routers:
         assert fetch_local_destinations(router.console), f"{router.name} hosts nothing"
         assert fetch_tunnels(router.console)
+        transit += len(fetch_transit_tunnels(router.console))
         if router.floodfill:
             fetch_leasesets(router.console)
+    # Every router is ready, so each carries transit tunnels of others.
+    assert transit >= len(testnet.routers)
     before = {d.b32 for d in fetch_local_destinations(host.console)}
     probe = host.datadir / "tunnels.d" / "probe.conf"
     probe.write_text(
@@ -107,10 +105,12 @@ def test_every_console_parses_and_floodfills_show_a_routers_leases(testnet: Test
                 for router in testnet.routers
                 if router.floodfill
                 for lease_set in fetch_leasesets(router.console)
-                if lease_set.b32 in new and lease_set.leases and not lease_set.expired
+                if lease_set.b32 in new and serving(lease_set, time.time())
             }
 
-        found = wait_for("a floodfill to store the probe's LeaseSet", 120, published)
+        found = wait_until(
+            "a floodfill to serve the probe's LeaseSet", 120, published, interval=1.0
+        )
         ident = testnet.identity_hash("r6")
         for lease_set in found.values():
             assert lease_set.store_type == 3
@@ -198,7 +198,20 @@ def test_cli_without_a_testnet_says_what_to_do(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1
-    assert "testnet up --dir" in done.stderr
+    assert done.stderr.startswith("i2p-multihome-dev testnet: ")
+    assert "run `i2p-multihome-dev testnet up --dir" in done.stderr
+
+
+def test_host_check_looks_on_path_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """i2pd outside PATH (Debian's is in /usr/sbin) does not count: the check fails, and so
+    do the tests that need the testnet."""
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    (tmp_path / "ip").symlink_to("/bin/true")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(TestnetError, match="i2pd not found on PATH"):
+        check_host()
+    (tmp_path / "i2pd").symlink_to("/bin/true")
+    assert check_host() == tmp_path / "i2pd"
 
 
 def test_host_check_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,8 +18,8 @@ import jsonschema
 import pytest
 import yaml
 
-from i2p_multihome.harness import toolchain
 from i2p_multihome.model.v1alpha1 import MultihomedDestinationManifest
+from i2p_multihome_dev import toolchain
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "i2p-multihome"

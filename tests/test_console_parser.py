@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,16 +17,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from i2p_multihome.harness.testnet import (
+from i2p_multihome_dev.testnet import (
     ConsoleDestination,
     ConsoleParseError,
     ConsoleStatus,
+    ConsoleTransitTunnel,
     ConsoleTunnel,
-    i2p_base64,
     not_ready_reason,
+    parse_console_time,
+    parse_i2cp_local_destination,
     parse_leasesets,
     parse_local_destinations,
     parse_router_status,
+    parse_transit_tunnels,
     parse_tunnels,
     router_identity_hash,
 )
@@ -59,10 +63,6 @@ def test_router_identity_hash_from_router_info_matches_the_console(tmp_path: Pat
     assert router_identity_hash(tmp_path) == FF1
 
 
-def test_i2p_base64_uses_the_i2p_alphabet() -> None:
-    assert i2p_base64(b"\xfb\xff\xbf") == "-~-~"
-
-
 def test_leasesets_page() -> None:
     lease_sets = parse_leasesets(page("leasesets"))
     assert [ls.b32 for ls in lease_sets] == [
@@ -79,6 +79,7 @@ def test_leasesets_page() -> None:
     assert first.leases[0].gateway == FF1
     assert first.leases[0].tunnel_id == 114391150
     assert first.leases[0].end_date == "22/11/2026 00:38:29.000"
+    assert first.leases[0].end == parse_console_time("22/11/2026 00:38:29.000")
     assert len({lease.gateway for lease in first.leases}) == 6
     assert [len(ls.leases) for ls in lease_sets] == [6, 1, 1, 5]
 
@@ -125,6 +126,41 @@ def test_local_destinations_page() -> None:
     ]
 
 
+def test_console_time_is_local_time_to_the_millisecond(
+    utc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """i2pd prints dates with C's localtime(); the routers run with this machine's zone."""
+    assert parse_console_time("22/11/2026 00:38:29.250") == 1795307909.25
+    monkeypatch.setenv("TZ", "Europe/Berlin")  # UTC+1 in November
+    time.tzset()
+    assert parse_console_time("22/11/2026 00:38:29.250") == 1795307909.25 - 3600
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "22/11/2026 00:38:29",  # no milliseconds
+        "2026-11-22 00:38:29.000",
+        "32/11/2026 00:38:29.000",  # no such day
+        "22/13/2026 00:38:29.000",
+        "22/11/2026 24:00:00.000",
+        "22/11/2026 00:38:29.000 ",
+        "22/11/+026 00:38:29.000",
+        "\uff122/11/2026 00:38:29.000",  # a fullwidth digit, which int() would read
+    ],
+)
+def test_malformed_console_time_is_a_parse_error(text: str) -> None:
+    with pytest.raises(ConsoleParseError, match="not a console date"):
+        parse_console_time(text)
+
+
+def test_leasesets_page_with_a_malformed_end_date_is_refused() -> None:
+    broken = page("leasesets").replace("22/11/2026 00:38:29.000", "22/11/2026 00:38:61.000", 1)
+    with pytest.raises(ConsoleParseError, match="not a console date"):
+        parse_leasesets(broken)
+
+
 def test_tunnels_page() -> None:
     tunnels = parse_tunnels(page("tunnels"))
     assert len(tunnels) == 15
@@ -137,6 +173,83 @@ def test_tunnels_page() -> None:
     assert tunnels[10].hops == ("K74L", "xHwa", "MnUv")  # its latency sits after the hops
 
 
+def test_i2cp_local_destination_page() -> None:
+    """r1 of a 4-router destination mid rotation: three inbound tunnels of one hop each,
+    their predecessors still listed while expiring, and the same for the outbound ones."""
+    pool = parse_i2cp_local_destination(page("i2cp_local_destination"))
+    assert pool is not None
+    assert pool.b32 == "3rrscorujf3xwkgkdzk2sx7vnhkxgz6l3mfu7dapgun3isirioeq"
+    assert [(t.hops, t.state) for t in pool.inbound] == [
+        (("gwGO",), "established"),
+        (("QgC8",), "established"),
+        (("Tc8h",), "established"),
+        (("gwGO",), "expiring"),
+        (("QgC8",), "expiring"),
+        (("Tc8h",), "expiring"),
+    ]
+    assert all(t.inbound and not t.exploratory for t in pool.inbound)
+    assert pool.inbound[0].tunnel_id == 144200336  # this router's end, not the lease's id
+    assert [t.hops for t in pool.outbound] == [("gwGO",), ("QgC8",), ("gwGO",), ("pP7X",)]
+    assert pool.outbound[0] == ConsoleTunnel(False, 1530888343, ("gwGO",), "established", False)
+
+
+def test_i2cp_local_destination_page_of_zero_hop_tunnels() -> None:
+    pool = parse_i2cp_local_destination(page("i2cp_local_destination_zero_hop"))
+    assert pool is not None
+    assert pool.b32 == "giljg2q72ftool72s7rbbucshnpkjz5t5wzsrkrusxp22ouayyoq"
+    assert pool.inbound and all(t.hops == () for t in pool.inbound)
+    # A zero-hop tunnel's lease names this router and this very id.
+    assert [t.tunnel_id for t in pool.inbound] == [3785335071, 1201901730]
+    assert [(t.tunnel_id, t.hops) for t in pool.outbound] == [(4040845351, ())]
+
+
+def test_i2cp_local_destination_page_of_a_session_gone() -> None:
+    """i2pd's ShowI2CPLocalDestination for an id it no longer has: a client reconnected."""
+    gone = (
+        '<div class="content"><b>I2CP Local Destination:</b><br>\r\n<br>\r\n'
+        "<b>ERROR:</b>&nbsp;I2CP session not found<br>\r\n</div>"
+    )
+    assert parse_i2cp_local_destination(gone) is None
+
+
+def test_i2cp_local_destination_page_whose_identity_is_not_base64_is_refused() -> None:
+    text = page("i2cp_local_destination")
+    start = text.index('rows="8">') + len('rows="8">')
+    broken = text[:start] + "=" * 4 + text[start + 4 :]
+    with pytest.raises(ConsoleParseError, match="not I2P base64"):
+        parse_i2cp_local_destination(broken)
+
+
+def test_transit_tunnels_page() -> None:
+    """r5: gateway "ID ⇒", participant "⇒ ID ⇒", endpoint "⇒ ID" (HTTPServer.cpp)."""
+    tunnels = parse_transit_tunnels(page("transit_tunnels"))
+    assert len(tunnels) == 86
+    assert tunnels[:4] == [
+        ConsoleTransitTunnel(3769203940, "participant"),
+        ConsoleTransitTunnel(993784437, "gateway"),
+        ConsoleTransitTunnel(301842471, "gateway"),
+        ConsoleTransitTunnel(245924570, "endpoint"),
+    ]
+    assert {t.role for t in tunnels} == {"gateway", "participant", "endpoint"}
+
+
+def test_transit_tunnels_page_without_tunnels() -> None:
+    empty = (
+        '<div class="content"><b>Transit Tunnels:</b> no transit tunnels currently built.'
+        "<br>\r\n</div>"
+    )
+    assert parse_transit_tunnels(empty) == []
+
+
+def test_transit_tunnel_entry_it_cannot_read_is_refused() -> None:
+    broken = page("transit_tunnels").replace("993784437 &#8658;  43176", "993784437 43176", 1)
+    with pytest.raises(ConsoleParseError, match="without a role"):
+        parse_transit_tunnels(broken)
+    broken = page("transit_tunnels").replace("993784437 &#8658;  43176", "x &#8658;  43176", 1)
+    with pytest.raises(ConsoleParseError, match="85 readable"):
+        parse_transit_tunnels(broken)
+
+
 @pytest.mark.parametrize(
     ("parser", "name"),
     [
@@ -144,6 +257,8 @@ def test_tunnels_page() -> None:
         (parse_leasesets, "main"),
         (parse_local_destinations, "tunnels"),
         (parse_tunnels, "local_destinations"),
+        (parse_i2cp_local_destination, "tunnels"),
+        (parse_transit_tunnels, "i2cp_local_destination"),
     ],
 )
 def test_each_parser_refuses_another_page(parser: Callable[[str], Any], name: str) -> None:
@@ -172,7 +287,14 @@ def test_ready_needs_peers_tunnels_both_ways_and_transit() -> None:
     assert not_ready_reason(status(transit_tunnels=0), both, 9) == "no transit tunnels yet"
 
 
-PARSERS = [parse_router_status, parse_leasesets, parse_local_destinations, parse_tunnels]
+PARSERS: list[Callable[[str], Any]] = [
+    parse_router_status,
+    parse_leasesets,
+    parse_local_destinations,
+    parse_tunnels,
+    parse_i2cp_local_destination,
+    parse_transit_tunnels,
+]
 SAMPLES = [
     "main",
     "leasesets",
@@ -180,6 +302,9 @@ SAMPLES = [
     "leasesets_not_floodfill",
     "local_destinations",
     "tunnels",
+    "i2cp_local_destination",
+    "i2cp_local_destination_zero_hop",
+    "transit_tunnels",
 ]
 
 

@@ -25,6 +25,7 @@ from i2p_multihome.model.v1alpha1 import (
     MultihomedDestinationStatus,
     RouterState,
 )
+from i2p_multihome_dev.kube import without_empty
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD_FILE = ROOT / "crds" / "multihomeddestinations.multihome.i2p.yaml"
@@ -114,15 +115,6 @@ def _has_type(kind: str, value: Any) -> bool:
         "boolean": bool,
     }
     return isinstance(value, python_types[kind])
-
-
-def without_empty(value: Any) -> Any:
-    """None and [] mean "absent" in the models; the API server leaves such fields out."""
-    if isinstance(value, dict):
-        return {k: without_empty(v) for k, v in value.items() if v is not None and v != []}
-    if isinstance(value, list):
-        return [without_empty(v) for v in value]
-    return value
 
 
 @pytest.fixture(scope="module")

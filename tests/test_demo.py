@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from i2p_multihome.harness import demo
 from i2p_multihome.model.v1alpha1 import MultihomedDestinationManifest
+from i2p_multihome_dev import demo
+from i2p_multihome_dev.operator_process import OperatorProcess
+from i2p_multihome_dev.repo import CHART_DIR
 
 
 def test_example_manifest_points_the_example_at_testnet_routers() -> None:
@@ -33,12 +35,24 @@ def test_example_manifest_with_fewer_routers_keeps_the_first_ones() -> None:
         demo.example_manifest({f"r{i}": "198.18.7.9" for i in range(9)})
 
 
+def test_the_chart_and_example_are_found_from_the_test_bed() -> None:
+    assert (CHART_DIR / "Chart.yaml").is_file()
+    assert demo.EXAMPLE.is_file()
+
+
+def operator_record(pid: int = 123) -> OperatorProcess:
+    return OperatorProcess("operator", pid, 456, 8080, 9090, "/k", "/log")
+
+
 def test_demo_state_round_trips_and_refuses_damage(tmp_path: Path) -> None:
     assert demo.DemoState.load(tmp_path) is None
-    state = demo.DemoState(demo.OperatorProcess(123, 456, 8080, 9090, "/k", "/log"))
+    state = demo.DemoState(operator_record())
     state.save(tmp_path)
     assert demo.DemoState.load(tmp_path) == state
     (tmp_path / "demo.json").write_text(json.dumps({"operator": {"pid": 1}}))
+    with pytest.raises(demo.DemoError, match="unreadable"):
+        demo.DemoState.load(tmp_path)
+    (tmp_path / "demo.json").write_text("[]")
     with pytest.raises(demo.DemoError, match="unreadable"):
         demo.DemoState.load(tmp_path)
 
@@ -48,8 +62,8 @@ def test_down_of_nothing_is_a_no_op(tmp_path: Path) -> None:
     assert not (tmp_path / "never-up").exists()
 
 
-def test_a_dead_operator_is_not_alive_or_healthy() -> None:
-    ghost = demo.OperatorProcess(2**22 + 7, 1, 1, 2, "/k", "/log")
-    assert not demo.process_alive(ghost.pid, ghost.start_ticks)
-    assert not demo.operator_healthy(ghost)
-    demo.stop_operator(ghost)  # nothing to stop: returns at once
+def test_a_dead_operator_is_not_running_or_healthy() -> None:
+    ghost = operator_record(pid=2**22 + 7)
+    assert not ghost.running()
+    assert not ghost.healthy()
+    assert ghost.stop() < 1.0  # nothing to stop: returns at once

@@ -1,10 +1,10 @@
-"""The Java router harness's pure parts: the I2CP password hash and the router.config."""
+"""The Java router's pure parts: the I2CP password hash and the router.config."""
 
 from __future__ import annotations
 
 import pytest
 
-from i2p_multihome.harness.javarouter import password_hash, router_config
+from i2p_multihome_dev.javarouter import password_hash, router_config
 
 # Checked with Java I2P 2.7.0 itself: net.i2p.util.PasswordManager.checkHash(SHASH, PASSWORD)
 # is true, and false for PASSWORD + "x".

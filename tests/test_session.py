@@ -19,12 +19,12 @@ from fakerouter import (
     eventually,
     make_leases,
 )
-from i2p_multihome.harness.pki import write_pki
 from i2p_multihome.i2cp.connection import ConnectionClosed
 from i2p_multihome.i2cp.session import Endpoint, RouterSession, SessionLost, SessionRefused
 from i2p_multihome.wire import messages
 from i2p_multihome.wire.keys import DestinationKeys
 from i2p_multihome.wire.structures import Lease, Lease2, LeaseSet2
+from i2p_multihome_dev.pki import write_pki
 
 CLIENT_VERSION = "0.9.62"
 OPTIONS = {"inbound.quantity": "2", "outbound.quantity": "2", "i2cp.leaseSetEncType": "4"}

@@ -11,14 +11,12 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import functools
 import json
 import logging
 import shutil
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -28,9 +26,11 @@ from typing import Any
 
 import yaml
 
-from i2p_multihome.harness import toolchain
-from i2p_multihome.harness.pki import Pki, write_pki
-from i2p_multihome.harness.processes import (
+from i2p_multihome.logs import fields
+from i2p_multihome_dev import toolchain
+from i2p_multihome_dev.pki import Pki, write_pki
+from i2p_multihome_dev.polling import wait_until
+from i2p_multihome_dev.processes import (
     free_ports,
     process_alive,
     spawn_detached,
@@ -38,7 +38,7 @@ from i2p_multihome.harness.processes import (
     stop_process_group,
     wait_port_closed,
 )
-from i2p_multihome.logs import fields
+from i2p_multihome_dev.statefile import load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -87,24 +87,20 @@ class ClusterState:
 
     @classmethod
     def load(cls, directory: Path) -> ClusterState | None:
-        try:
-            raw = json.loads((directory / STATE_FILE).read_text())
-            return cls(
-                kubeconfig=raw["kubeconfig"],
-                server=raw["server"],
-                kube_version=raw["kube_version"],
-                etcd=_process_from(raw["etcd"]),
-                apiserver=_process_from(raw["apiserver"]),
-            )
-        except FileNotFoundError:
-            return None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ClusterError(f"unreadable {directory / STATE_FILE}: {exc}") from exc
+        return load_state(directory / STATE_FILE, cls._from_json, ClusterError)
+
+    @classmethod
+    def _from_json(cls, raw: dict[str, Any]) -> ClusterState:
+        return cls(
+            kubeconfig=str(raw["kubeconfig"]),
+            server=str(raw["server"]),
+            kube_version=str(raw["kube_version"]),
+            etcd=_process_from(raw["etcd"]),
+            apiserver=_process_from(raw["apiserver"]),
+        )
 
     def save(self, directory: Path) -> None:
-        partial = directory / f".{STATE_FILE}.partial"
-        partial.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        partial.replace(directory / STATE_FILE)
+        save_state(directory / STATE_FILE, asdict(self))
 
     def info(self) -> ClusterInfo:
         return ClusterInfo(kubeconfig=Path(self.kubeconfig), server=self.server)
@@ -196,9 +192,10 @@ def _start(directory: Path, tools: toolchain.Tools) -> ClusterState:
         apiserver=_Process(0, 0, ()),
     )
     partial.save(directory)
-    _wait_for(
+    _wait_answering(
         "etcd health",
-        functools.partial(_http_ok, f"{etcd_url}/health", None),
+        f"{etcd_url}/health",
+        None,
         _alive_check(partial.etcd, directory / "etcd.log"),
     )
 
@@ -244,7 +241,7 @@ def _start(directory: Path, tools: toolchain.Tools) -> ClusterState:
         "/api/v1/namespaces/default",
         "/apis/rbac.authorization.k8s.io/v1/clusterroles/cluster-admin",
     ):
-        _wait_for(what, functools.partial(_http_ok, server + what, context), alive)
+        _wait_answering(what, server + what, context, alive)
     _write_kubeconfig(Path(state.kubeconfig), server, pki)
     log.info(
         "cluster started",
@@ -264,13 +261,16 @@ def _alive_check(process: _Process, log_path: Path) -> Callable[[], None]:
     return check
 
 
-def _wait_for(what: str, ready: Callable[[], bool], alive: Callable[[], None]) -> None:
-    deadline = time.monotonic() + _START_TIMEOUT
-    while not ready():
+def _wait_answering(
+    what: str, url: str, context: ssl.SSLContext | None, alive: Callable[[], None]
+) -> None:
+    """Wait until `url` answers 200, failing at once if the process behind it dies."""
+
+    def answered() -> bool:
         alive()
-        if time.monotonic() > deadline:
-            raise ClusterError(f"timed out after {_START_TIMEOUT:.0f}s waiting for {what}")
-        time.sleep(0.25)
+        return _http_ok(url, context)
+
+    wait_until(what, _START_TIMEOUT, answered, interval=0.25, error=ClusterError)
 
 
 def _http_ok(url: str, context: ssl.SSLContext | None) -> bool:
@@ -396,6 +396,6 @@ def _guarded(run: Callable[[], None]) -> int:
     try:
         run()
     except (ClusterError, toolchain.ToolchainError, OSError) as exc:
-        print(f"i2p-multihome cluster: {exc}", file=sys.stderr)
+        print(f"i2p-multihome-dev cluster: {exc}", file=sys.stderr)
         return 2
     return 0

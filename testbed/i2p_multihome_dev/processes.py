@@ -1,6 +1,6 @@
-"""Background processes the harness starts (etcd, kube-apiserver, the demo's operator):
-started detached, told apart from a later process reusing their PID, stopped by process
-group, and their loopback ports checked free."""
+"""Background processes the test bed starts (etcd, kube-apiserver, the operator, the Java
+router): started detached, told apart from a later process reusing their PID, stopped by
+process group, their loopback ports checked free, and their resources read from /proc."""
 
 from __future__ import annotations
 
@@ -9,9 +9,19 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+
+from i2p_multihome_dev.polling import wait_until
+
+# SIGKILL cannot be ignored: a process still there after this is stuck in the kernel.
+_KILL_GRACE_S = 5.0
+
+
+class _StillThere(Exception):
+    """A process or port outlived the wait for it to go (the callers answer False)."""
+
 
 # Children this interpreter started, kept so `poll()` reaps them: otherwise they linger as
 # zombies (PID 1 here may never reap them) or warn when garbage-collected while running.
@@ -75,20 +85,31 @@ def process_alive(pid: int, ticks: int) -> bool:
     return not is_zombie(fields) and int(fields[19]) == ticks
 
 
-def stop_process_group(pid: int, ticks: int, term_grace_s: float) -> bool:
-    """SIGTERM the process group, SIGKILL it if it lingers; True once the process is gone."""
-    for signum, grace in ((signal.SIGTERM, term_grace_s), (signal.SIGKILL, 5.0)):
-        if not process_alive(pid, ticks):
-            break
+def signal_group(pid: int, ticks: int, signum: signal.Signals, grace_s: float) -> bool:
+    """Send `signum` to the process group `spawn_detached` made; True once the process is
+    gone, within `grace_s`."""
+    if process_alive(pid, ticks):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signum)
-        deadline = time.monotonic() + grace
-        while process_alive(pid, ticks) and time.monotonic() < deadline:
-            time.sleep(0.1)
-    if process_alive(pid, ticks):
+    try:
+        wait_until(
+            f"pid {pid} to exit on {signum.name}",
+            grace_s,
+            lambda: not process_alive(pid, ticks),
+            interval=0.1,
+            error=_StillThere,
+        )
+    except _StillThere:
         return False
     _children.pop(pid, None)
     return True
+
+
+def stop_process_group(pid: int, ticks: int, term_grace_s: float) -> bool:
+    """SIGTERM the process group, SIGKILL it if it lingers; True once the process is gone."""
+    return signal_group(pid, ticks, signal.SIGTERM, term_grace_s) or signal_group(
+        pid, ticks, signal.SIGKILL, _KILL_GRACE_S
+    )
 
 
 def free_ports(count: int) -> list[int]:
@@ -109,9 +130,47 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 def wait_port_closed(port: int, timeout_s: float = 5.0) -> bool:
     """True once 127.0.0.1:`port` refuses connections, False if it still accepts."""
-    deadline = time.monotonic() + timeout_s
-    while port_open(port):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
+    try:
+        wait_until(
+            f"port {port} to close",
+            timeout_s,
+            lambda: not port_open(port),
+            interval=0.1,
+            error=_StillThere,
+        )
+    except _StillThere:
+        return False
     return True
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One process's resources from /proc: resident memory and CPU time so far."""
+
+    rss_bytes: int
+    cpu_s: float
+    wall_s: float  # since the process started
+
+
+def process_usage(pid: int) -> Usage:
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss_kib = next(
+        int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")
+    )
+    # utime and stime are fields 14 and 15, the start time field 22.
+    rest = stat_fields(pid)
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu_s = (int(rest[11]) + int(rest[12])) / ticks
+    start_s = int(rest[19]) / ticks
+    uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+    return Usage(rss_kib * 1024, cpu_s, uptime_s - start_s)
+
+
+def started_at(pid: int) -> float:
+    """When the process started, in epoch seconds (to a clock tick)."""
+    boot = next(
+        int(line.split()[1])
+        for line in Path("/proc/stat").read_text().splitlines()
+        if line.startswith("btime ")
+    )
+    return boot + start_ticks(pid) / os.sysconf("SC_CLK_TCK")

@@ -16,22 +16,22 @@ import hashlib
 import logging
 import os
 import shutil
-import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from i2p_multihome.harness.processes import (
+from i2p_multihome.logs import fields
+from i2p_multihome_dev.polling import wait_until
+from i2p_multihome_dev.processes import (
     port_open,
     process_alive,
     spawn_detached,
     start_ticks,
     stop_process_group,
 )
-from i2p_multihome.harness.testnet import TestnetRouter
-from i2p_multihome.harness.toolchain import cache_dir
-from i2p_multihome.logs import fields
+from i2p_multihome_dev.testnet import TestnetRouter
+from i2p_multihome_dev.toolchain import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +151,23 @@ class JavaRouter:
         ]  # fmt: skip
         pid = spawn_detached(argv, directory / "java-router.log")
         router = cls(pid, start_ticks(pid), (host.address, port), directory)
-        deadline = time.monotonic() + timeout_s
-        while not port_open(port, host.address):
+
+        def listening() -> bool:
             if not process_alive(router.pid, router.ticks):
                 raise JavaRouterError(f"the Java router exited; see {directory / 'logs'}")
-            if time.monotonic() > deadline:
-                router.stop()
-                raise JavaRouterError(f"no I2CP on {host.address}:{port} in {timeout_s:.0f}s")
-            time.sleep(0.5)
+            return port_open(port, host.address)
+
+        try:
+            wait_until(
+                f"the Java router's I2CP on {host.address}:{port}",
+                timeout_s,
+                listening,
+                interval=0.5,
+                error=JavaRouterError,
+            )
+        except JavaRouterError:
+            router.stop()
+            raise
         log.info("Java router up", extra=fields(i2cp=f"{host.address}:{port}", tls=tls))
         return router
 
