@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import json
 import os
 import re
@@ -19,6 +21,7 @@ from i2p_multihome_dev.observe import serving
 from i2p_multihome_dev.polling import wait_until
 from i2p_multihome_dev.testnet import (
     I2CP_PORT,
+    TESTNET_RANGE,
     ConsoleLeaseSet,
     Testnet,
     TestnetError,
@@ -240,3 +243,19 @@ def links() -> list[str]:
 def processes() -> str:
     listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
     return listing.stdout
+
+
+def test_testnet_addresses_outside_a_live_testnet_go_nowhere(testnet: Testnet) -> None:
+    """A client left pointing at a removed testnet's router fails at once instead of
+    following the default route off this machine."""
+    live = {ipaddress.IPv4Network(f"{r.address}/24", strict=False) for r in testnet.routers}
+    elsewhere = (
+        next(net for net in TESTNET_RANGE.subnets(new_prefix=24) if net not in live).network_address
+        + 5
+    )
+    started = time.monotonic()
+    with socket.socket() as sock, pytest.raises(OSError) as refused:
+        sock.settimeout(5)
+        sock.connect((str(elsewhere), I2CP_PORT))
+    assert refused.value.errno == errno.EHOSTUNREACH, refused.value
+    assert time.monotonic() - started < 1.0

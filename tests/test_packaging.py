@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,22 +32,21 @@ def test_the_test_bed_command_offers_the_testnet_the_control_plane_and_the_demo(
     assert subcommands("i2p_multihome_dev") == ["testnet", "cluster", "demo"]
 
 
-def build(source: Path, out: Path) -> tuple[set[str], str]:
-    """The files setuptools builds for `source`'s wheel (build_py: what bdist_wheel packs)
-    and its entry points (egg_info), offline with the installed setuptools; this machine
-    has no `wheel` package for bdist_wheel itself."""
+def build_wheel(source: Path, out: Path) -> tuple[set[str], str]:
+    """`pip wheel --no-deps` of `source` (the build backend comes from PyPI, in isolation):
+    the files in the wheel, and its entry points."""
     done = subprocess.run(
-        [
-            sys.executable, "-c", "from setuptools import setup; setup()", "--quiet",
-            "egg_info", "--egg-base", str(out / "egg"), "build_py", "--build-lib",
-            str(out / "lib"),
-        ],
-        cwd=source, capture_output=True, text=True, timeout=300, check=False,
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
+         "--disable-pip-version-check", "--wheel-dir", str(out), str(source)],
+        capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    files = {str(path.relative_to(out / "lib")) for path in (out / "lib").rglob("*.*")}
-    (entry_points,) = (out / "egg").glob("*.egg-info/entry_points.txt")
-    return files, entry_points.read_text()
+    (wheel,) = out.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        text = archive.read(entry_points).decode()
+    return {n for n in names if ".dist-info/" not in n}, text
 
 
 def test_the_product_wheel_holds_no_test_bed(tmp_path: Path) -> None:
@@ -58,8 +58,7 @@ def test_the_product_wheel_holds_no_test_bed(tmp_path: Path) -> None:
     shutil.copytree(
         ROOT / "operator", source / "operator", ignore=shutil.ignore_patterns("__pycache__")
     )
-    (tmp_path / "egg").mkdir()
-    files, entry_points = build(source, tmp_path)
+    files, entry_points = build_wheel(source, tmp_path / "wheel")
     assert {"i2p_multihome/cli.py", "i2p_multihome/k8s/main.py", "i2p_multihome/py.typed"} <= files
     assert all(name.startswith("i2p_multihome/") for name in files), sorted(files)
     assert not [name for name in files if "harness" in name or "testnet" in name]
@@ -74,8 +73,7 @@ def test_the_product_wheel_holds_no_test_bed(tmp_path: Path) -> None:
 def test_the_test_bed_builds_as_its_own_distribution(tmp_path: Path) -> None:
     source = tmp_path / "testbed"
     shutil.copytree(ROOT / "testbed", source, ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp_path / "egg").mkdir()
-    files, entry_points = build(source, tmp_path)
+    files, entry_points = build_wheel(source, tmp_path / "wheel")
     assert {
         "i2p_multihome_dev/cli.py",
         "i2p_multihome_dev/__main__.py",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 import shutil
@@ -200,9 +201,17 @@ def _start(directory: Path, tools: toolchain.Tools) -> ClusterState:
     )
 
     pki = write_pki(directory / "pki")
+    return _start_apiserver(directory, tools.kube_apiserver, partial, api_port, pki)
+
+
+def _start_apiserver(
+    directory: Path, binary: Path, state: ClusterState, api_port: int, pki: Pki
+) -> ClusterState:
+    """kube-apiserver on `api_port` over the recorded etcd; returns once it serves."""
+    etcd_url = f"http://127.0.0.1:{state.etcd.ports[0]}"
     apiserver = spawn_detached(
         [
-            str(tools.kube_apiserver),
+            str(binary),
             f"--etcd-servers={etcd_url}",
             f"--cert-dir={directory / 'apiserver-certs'}",
             f"--secure-port={api_port}",
@@ -211,7 +220,7 @@ def _start(directory: Path, tools: toolchain.Tools) -> ClusterState:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=RBAC",
             "--disable-admission-plugins=ServiceAccount",
-            f"--service-account-issuer={server}",
+            f"--service-account-issuer={state.server}",
             f"--service-account-key-file={pki.service_account_pub}",
             f"--service-account-signing-key-file={pki.service_account_key}",
             f"--client-ca-file={pki.ca_cert}",
@@ -224,12 +233,8 @@ def _start(directory: Path, tools: toolchain.Tools) -> ClusterState:
         ],
         directory / "kube-apiserver.log",
     )
-    state = ClusterState(
-        kubeconfig=partial.kubeconfig,
-        server=server,
-        kube_version=partial.kube_version,
-        etcd=partial.etcd,
-        apiserver=_Process(apiserver, start_ticks(apiserver), (api_port,)),
+    state = dataclasses.replace(
+        state, apiserver=_Process(apiserver, start_ticks(apiserver), (api_port,))
     )
     state.save(directory)
     context = _admin_tls(pki)
@@ -241,12 +246,46 @@ def _start(directory: Path, tools: toolchain.Tools) -> ClusterState:
         "/api/v1/namespaces/default",
         "/apis/rbac.authorization.k8s.io/v1/clusterroles/cluster-admin",
     ):
-        _wait_answering(what, server + what, context, alive)
-    _write_kubeconfig(Path(state.kubeconfig), server, pki)
+        _wait_answering(what, state.server + what, context, alive)
+    _write_kubeconfig(Path(state.kubeconfig), state.server, pki)
     log.info(
-        "cluster started",
-        extra=fields(dir=directory, server=server, etcd_pid=etcd, apiserver_pid=apiserver),
+        "API server started",
+        extra=fields(dir=directory, server=state.server, pid=apiserver, etcd=etcd_url),
     )
+    return state
+
+
+def stop_apiserver(directory: Path) -> None:
+    """Stop the API server alone (etcd keeps the cluster's data), as an outage would;
+    `start_apiserver` brings it back on the same port, certificates and etcd."""
+    directory = directory.resolve()
+    state = _require(directory)
+    process = state.apiserver
+    if not stop_process_group(process.pid, process.start_ticks, _STOP_TIMEOUT):
+        raise ClusterError(f"API server pid {process.pid} survived SIGKILL")
+    for port in process.ports:
+        if not wait_port_closed(port):
+            raise ClusterError(f"127.0.0.1:{port} still accepts connections after stop")
+    log.info("API server stopped", extra=fields(dir=directory, pid=process.pid))
+
+
+def start_apiserver(directory: Path) -> ClusterInfo:
+    """Start the API server again after `stop_apiserver`: same URL, same credentials."""
+    directory = directory.resolve()
+    state = _require(directory)
+    if process_alive(state.apiserver.pid, state.apiserver.start_ticks):
+        raise ClusterError(f"the API server of {directory} is still running")
+    tools = toolchain.ensure_tools()
+    (api_port,) = state.apiserver.ports
+    return _start_apiserver(
+        directory, tools.kube_apiserver, state, api_port, Pki.at(directory / "pki")
+    ).info()
+
+
+def _require(directory: Path) -> ClusterState:
+    state = ClusterState.load(directory)
+    if state is None:
+        raise ClusterError(f"no cluster recorded in {directory}")
     return state
 
 

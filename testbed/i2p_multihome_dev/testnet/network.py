@@ -244,8 +244,20 @@ def _disable_ipv6(link: str, namespace: str | None = None) -> None:
         run("ip", "netns", "exec", namespace, "sh", "-c", f"echo 1 > {setting}")
 
 
+def fence_testnet_range() -> None:
+    """Make 198.18.0.0/15 unreachable from the root namespace except through a testnet's
+    own bridge (whose /24 route is more specific): a client left running after its testnet
+    is gone must fail at once, not follow the default route off this machine. The route is
+    left in place on `down`, so the fence never has a gap."""
+    if run("ip", "-4", "route", "show", "exact", str(TESTNET_RANGE)).strip():
+        return
+    run("ip", "-4", "route", "add", "unreachable", str(TESTNET_RANGE))
+    log.info("testnet range fenced", extra=fields(route=f"unreachable {TESTNET_RANGE}"))
+
+
 def create_network(plan: Plan) -> None:
     """The bridge, and for each router a namespace whose eth0 is a veth onto the bridge."""
+    fence_testnet_range()
     run("ip", "link", "add", plan.bridge, "type", "bridge")
     _disable_ipv6(plan.bridge)
     run("ip", "addr", "add", f"{plan.bridge_address}/24", "dev", plan.bridge)
