@@ -55,6 +55,7 @@ class StreamLog:
     established: bool = False
     finished: str | None = None  # "closed" or "reset: <reason>"
     read_enabled: bool = True
+    reply_after_eof: bool = False  # request/response: write only once the peer closed
 
 
 class Host:
@@ -71,6 +72,7 @@ class Host:
         # What a server writes on every accepted stream.
         self.reply: bytes = b""
         self.reply_close = True
+        self.reply_after_eof = False
         self.read_enabled = True
 
     @property
@@ -92,6 +94,7 @@ class Host:
                         to_send=self.reply,
                         close_after_sending=self.reply_close,
                         read_enabled=self.read_enabled,
+                        reply_after_eof=self.reply_after_eof,
                     )
                 case StreamEstablished(stream_id=sid):
                     self.streams[sid].established = True
@@ -119,6 +122,8 @@ class Host:
                 continue
             if log.read_enabled:
                 log.received += self.endpoint.read(sid)
+            if log.reply_after_eof and not log.peer_closed:
+                continue
             if log.sent < len(log.to_send):
                 log.sent += self.endpoint.send(sid, log.to_send[log.sent : log.sent + 65536])
             if log.sent == len(log.to_send) and log.close_after_sending and not log.closed_sent:
@@ -161,6 +166,8 @@ class Network:
                at: float | None = None) -> None:  # fmt: skip
         """Put raw packet bytes on the wire towards `to`."""
         arrival = self.now if at is None else at
+        if self.framed:
+            data = Payload(data, PROTOCOL_STREAMING, *ports).encode()
         heapq.heappush(self._queue, (arrival, next(self._order), to.name, data, *ports, via))
 
     def flush(self) -> None:
@@ -223,6 +230,9 @@ class Network:
             deadline = host.endpoint.timer_at()
             if deadline is not None and deadline <= self.now:
                 host.endpoint.handle_timer(self.now)
+                after = host.endpoint.timer_at()
+                # Progress: handling the timers moves every deadline past now.
+                assert after is None or after > self.now, f"{host.name}: timer stuck"
         self.flush()
         return True
 

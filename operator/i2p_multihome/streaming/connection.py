@@ -507,11 +507,15 @@ class Connection:
             self._request_ack(now, immediate=True)  # NACK the gap at once
             return None
         self._deliver(packet.payload, packet.has(CLOSE))
+        filled = False
         while not self._peer_closed and self._rx_next in self._rx_held:
             held = self._rx_held.pop(self._rx_next)
             self._rx_held_bytes -= len(held.payload)
             self._deliver(held.payload, held.close)
-        gap = bool(self._rx_held)
+            filled = True
+        # Ack at once when a gap remains or was just filled (RFC 5681 4.2: the sender is
+        # recovering), when asked to, and for the peer's CLOSE.
+        gap = filled or bool(self._rx_held)
         wants_now = packet.delay_requested_ms == 0 or self._peer_closed or gap
         self._request_ack(now, immediate=wants_now)
         self._check_finished()
@@ -828,7 +832,9 @@ class Connection:
             self._time_wait_until = self._now + self.config.time_wait
 
     def _finish_reset(self, reason: str, *, by_peer: bool, send_reset: bool) -> None:
-        if send_reset and self.send_stream_id:
+        # Before the peer's SYN we do not know its id: a RESET with sendStreamId 0 still
+        # finds the stream at i2pd and at our Endpoint (by our id, as follow-ons do).
+        if send_reset and (self.send_stream_id or self._next_seq > 0):
             self._reset_packet = self._build(self._next_seq, RESET, b"", None)
         self.state = StreamState.RESET
         self._events.append(StreamReset(self.receive_stream_id, reason, by_peer))

@@ -260,6 +260,8 @@ class Endpoint:
             if stream_id in handled:
                 continue
             handled.add(stream_id)
+            # Forget the deadline first so `_touch` schedules whatever comes next.
+            del self._deadline[stream_id]
             conn.handle_timer(now)
             self._touch(conn)
 
