@@ -471,3 +471,46 @@ def test_a_forged_ping_is_not_answered(net: Network) -> None:
     net.step()
     assert server.endpoint.counters() == {"bad_signature": 1, "unsigned": 1}
     assert not net.sent
+
+
+# --- bounds -----------------------------------------------------------------------------------
+
+
+def test_events_stay_bounded_when_the_application_reads_without_popping_them(
+    net: Network,
+) -> None:
+    server, client = net.hosts["server"], net.hosts["client"]
+    stream = client.endpoint.connect(server.destination, via="server", now=net.now)
+    [syn] = client.endpoint.packets_to_send(net.now)
+    server.endpoint.receive(syn.payload.data, 0, 0, "r", net.now)
+    [accepted] = [e for e in iter(server.endpoint.next_event, None)]
+    assert isinstance(accepted, StreamAccepted)
+    now = net.now
+    for i in range(200):
+        now += 1
+        client.endpoint.send(stream, b"chunk %d" % i)
+        for out in client.endpoint.packets_to_send(now):
+            server.endpoint.receive(out.payload.data, 0, 0, "r", now)
+        assert server.endpoint.read(accepted.stream_id).startswith(b"chunk")
+        for out in server.endpoint.packets_to_send(now):
+            client.endpoint.receive(out.payload.data, 0, 0, "r", now)
+    queued = list(iter(server.endpoint.next_event, None))
+    assert len(queued) <= 3  # one DataReadable, one StreamEstablished at most
+
+
+def test_a_late_copy_of_the_syn_during_time_wait_opens_nothing(net: Network) -> None:
+    server, client = net.hosts["server"], net.hosts["client"]
+    server.reply = b"bye"  # the server closes first, so it lingers in TIME-WAIT
+    stream = client.connect(server, b"", close=False)
+    net.run(lambda: client.streams[stream].peer_closed)
+    client.endpoint.close(stream)
+    net.run(lambda: finished(net))
+    server_stream = only_stream(server)
+    assert server.endpoint.stream(server_stream).state.value == "time-wait"
+    [syn] = [out for name, out in net.sent if name == "client" and out.packet.is_syn]
+    net.inject(server, syn.payload.data)
+    net.step()
+    assert sum(isinstance(e, StreamAccepted) for e in server.events) == 1
+    assert server.endpoint.counters() == {}
+    [ack] = [out.packet for name, out in net.sent[-1:] if name == "server"]
+    assert ack.is_plain_ack and ack.send_stream_id == stream

@@ -31,8 +31,10 @@ from i2p_multihome.streaming.connection import (
     StreamState,
 )
 from i2p_multihome.streaming.events import (
+    DataReadable,
     Event,
     PongReceived,
+    SendBufferFree,
     StreamAccepted,
     StreamClosedError,
 )
@@ -102,7 +104,10 @@ class Endpoint:
         self._by_syn: dict[tuple[bytes, int], int] = {}  # (remote hash, its id) -> ours
         self._by_peer_id: dict[int, set[int]] = {}  # inbound streams: its id -> ours
         self._time_wait: dict[int, None] = {}  # insertion-ordered: oldest first
+        # Bounded: per stream at most one of each kind is queued (the repeatable kinds are
+        # coalesced below), plus one pong per pending ping.
         self._events: deque[Event] = deque()
+        self._queued: set[DataReadable | SendBufferFree] = set()
         self._replies: deque[Outgoing] = deque()
         self._dirty: set[int] = set()
         self._deadline: dict[int, float] = {}
@@ -268,7 +273,12 @@ class Endpoint:
     # --- outputs ------------------------------------------------------------------------
 
     def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
+        if not self._events:
+            return None
+        event = self._events.popleft()
+        if isinstance(event, DataReadable | SendBufferFree):
+            self._queued.discard(event)
+        return event
 
     def packets_to_send(self, now: float) -> list[Outgoing]:
         self._advance(now)
@@ -454,6 +464,10 @@ class Endpoint:
         toward, reschedule its timer, and forget it once finished and flushed."""
         stream_id = conn.receive_stream_id
         while (event := conn.next_event()) is not None:
+            if isinstance(event, DataReadable | SendBufferFree):
+                if event in self._queued:
+                    continue  # the application has not seen the last one yet
+                self._queued.add(event)
             self._events.append(event)
         if conn.half_open:
             self._half_open.add(stream_id)
@@ -488,18 +502,20 @@ class Endpoint:
         self._per_remote[remote] -= 1
         if self._per_remote[remote] <= 0:
             del self._per_remote[remote]
-        if not conn.is_client:
-            self._by_syn.pop((remote, conn.send_stream_id), None)
-            owners = self._by_peer_id.get(conn.send_stream_id)
-            if owners is not None:
-                owners.discard(stream_id)
-                if not owners:
-                    del self._by_peer_id[conn.send_stream_id]
 
     def _forget(self, conn: Connection) -> None:
         stream_id = conn.receive_stream_id
         if stream_id in self._active:
             self._unaccount(conn)
+        # Kept through TIME-WAIT: a late copy of the SYN or of an early packet still finds
+        # the stream (and is acked) instead of opening a new one.
+        if not conn.is_client:
+            self._by_syn.pop((conn.remote.hash, conn.send_stream_id), None)
+            owners = self._by_peer_id.get(conn.send_stream_id)
+            if owners is not None:
+                owners.discard(stream_id)
+                if not owners:
+                    del self._by_peer_id[conn.send_stream_id]
         self._streams.pop(stream_id, None)
         self._time_wait.pop(stream_id, None)
         self._deadline.pop(stream_id, None)
