@@ -576,3 +576,18 @@ def test_time_wait_reacks_a_retransmitted_close_then_ends() -> None:
     assert deadline is not None
     client.handle_timer(deadline)
     assert client.state is StreamState.CLOSED and client.timer_at() is None
+
+
+def test_a_server_sends_nothing_after_its_syn_until_the_syn_is_acked() -> None:
+    """i2pd clients end a stream whose SYN comes more than 200 ms after a later packet."""
+    client = Connection.connect(CONFIG, ALICE, BOB.destination, C_ID, 0.0)
+    [syn] = client.packets_to_send(0.0)
+    server = Connection.accept(CONFIG, BOB, wire(syn, ALICE), S_ID, 0.0)
+    server.send(bytes(20_000))
+    [answer] = server.packets_to_send(0.0)
+    assert answer.is_syn and len(answer.payload) == 1812
+    assert server.packets_to_send(0.5) == []
+    deliver([answer], BOB, client, 1.0)
+    client.handle_timer(1.2)
+    deliver(client.packets_to_send(1.2), ALICE, server, 1.5)
+    assert len(server.packets_to_send(1.5)) > 1

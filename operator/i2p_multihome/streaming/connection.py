@@ -709,6 +709,11 @@ class Connection:
             if not self._syn_due:
                 return  # a server's SYN waits for the ack timer, data or close
             out.append(self._new_packet(SYNCHRONIZE, now, take_data=True))
+        if self.state is StreamState.SYN_RECEIVED:
+            # Nothing after our SYN until it is acked: an i2pd client that gets a later
+            # packet first ends the stream unless the SYN follows within 200 ms
+            # (Streaming.cpp SYN_TIMEOUT); i2pd servers hold back the same way (window 1).
+            return
         while self._close_seq is None and len(self._unacked) < max(1, int(self._cwnd)):
             probe, self._probe_new = self._probe_new, False
             if self._tx and (not self._choked_by_peer or probe):
