@@ -5,6 +5,8 @@ floods, choking, vanishing peers, pings, unknown streams, and what is counted.""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from i2p_multihome.streaming import (
     Endpoint,
@@ -20,6 +22,7 @@ from i2p_multihome.wire.streaming import StreamPacket
 from seeded import seeded_random
 from sigtypes import DsaSigner, EcdsaSigner
 from streamnet import Host, Link, Network
+from test_wire_fuzz import mutations
 
 MIB = bytes(range(256)) * 4096
 
@@ -514,3 +517,59 @@ def test_a_late_copy_of_the_syn_during_time_wait_opens_nothing(net: Network) -> 
     assert server.endpoint.counters() == {}
     [ack] = [out.packet for name, out in net.sent[-1:] if name == "server"]
     assert ack.is_plain_ack and ack.send_stream_id == stream
+
+
+def test_oversized_packets_are_dropped_without_choking() -> None:
+    config = StreamConfig(receive_buffer_bytes=16 * 1024)
+    net = Network(seed=11)
+    server = net.host("server", config)
+    client = net.host("client")
+    server.reply_close = False
+    stream = client.connect(server, b"hi", close=False)
+    net.run(lambda: client.streams[stream].established)
+    server_stream = only_stream(server)
+    huge = StreamPacket(server_stream, stream, 50, 0, payload=bytes(16 * 1024))
+    net.inject(server, huge.encode())
+    alice = DestinationKeys.generate(seeded_random(b"alice"))
+    big_syn = StreamPacket.make(
+        0, 9, 0, flags=sp.SYNCHRONIZE | sp.SIGNATURE_INCLUDED,
+        from_destination=alice.destination, payload=bytes(13 * 1024),
+    ).signed(alice.sign, 64)  # fmt: skip
+    net.inject(server, big_syn.encode())
+    net.step()
+    assert server.endpoint.counters() == {"oversized_packet": 2}
+    assert not server.endpoint.stream(server_stream).choking_peer
+
+
+# --- fuzzing the whole endpoint ---------------------------------------------------------------
+
+
+@settings(max_examples=250, deadline=None)
+@given(st.data())
+def test_whatever_arrives_the_endpoint_only_counts_drops(data: st.DataObject) -> None:
+    """Random bytes and mutations of real packets (for a live stream, a SYN, a ping) never
+    raise, and never push a stream past its bounds."""
+    net = Network(seed=12)
+    server = net.host("server", StreamConfig(max_half_open=4, new_stream_burst=8))
+    client = net.host("client")
+    server.reply_close = False
+    stream = client.connect(server, b"hello", close=False)
+    net.run(lambda: client.streams[stream].established)
+    client.endpoint.send(stream, b"more data" * 50)
+    client.endpoint.close(stream)
+    client.endpoint.ping(server.destination, "server", net.now, b"ping")
+    samples = [out.payload.data for _, out in net.sent]
+    samples += [out.payload.data for out in client.endpoint.packets_to_send(net.now)]
+    for _ in range(data.draw(st.integers(1, 8))):
+        if data.draw(st.booleans()):
+            packet = data.draw(mutations(data.draw(st.sampled_from(samples))))
+        else:
+            packet = data.draw(st.binary(max_size=300))
+        server.endpoint.receive(packet, 0, 0, "fuzz", net.now)
+        server.endpoint.handle_timer(net.now)
+        server.endpoint.packets_to_send(net.now)
+        server.check_bounds()
+    for log in server.streams.values():
+        log.close_after_sending = True  # the server's application is done too
+    net.run(limit=3600)  # whatever happened, everything winds down
+    assert server.endpoint.stream_ids == []

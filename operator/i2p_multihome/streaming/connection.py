@@ -79,6 +79,7 @@ DROP_MALFORMED = "malformed"
 DROP_OUT_OF_WINDOW = "out_of_window"
 DROP_AFTER_CLOSE = "data_after_close"
 DROP_BUFFER_FULL = "receive_buffer_full"
+DROP_OVERSIZED = "oversized_packet"
 DROP_ECHO = "echo_on_stream"
 
 
@@ -490,6 +491,10 @@ class Connection:
             # Beyond what our NACKs could describe: the sender runs a window over 255.
             return DROP_OUT_OF_WINDOW
         size = len(packet.payload)
+        if size > self.config.receive_buffer_bytes - IN_ORDER_RESERVE:
+            # Far past any size we or i2pd use: it could never be placed, so choking would
+            # only stall the stream.
+            return DROP_OVERSIZED
         limit = self.config.receive_buffer_bytes
         if seq != self._rx_next:
             limit -= IN_ORDER_RESERVE

@@ -19,10 +19,11 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from i2p_multihome.streaming.config import StreamConfig
+from i2p_multihome.streaming.config import IN_ORDER_RESERVE, StreamConfig
 from i2p_multihome.streaming.connection import (
     DROP_BAD_SIGNATURE,
     DROP_MALFORMED,
+    DROP_OVERSIZED,
     DROP_SYN_WITHOUT_FROM,
     DROP_UNSIGNED,
     DROP_UNSUPPORTED_SIGNATURE,
@@ -328,6 +329,9 @@ class Endpoint:
             return
         if packet.receive_stream_id == 0 or packet.sequence != 0:
             self.drops[DROP_MALFORMED] += 1
+            return
+        if len(packet.payload) > self.config.receive_buffer_bytes - IN_ORDER_RESERVE:
+            self.drops[DROP_OVERSIZED] += 1
             return
         existing = self._by_syn.get((source.hash, packet.receive_stream_id))
         if existing is not None:
