@@ -591,3 +591,22 @@ def test_a_server_sends_nothing_after_its_syn_until_the_syn_is_acked() -> None:
     client.handle_timer(1.2)
     deliver(client.packets_to_send(1.2), ALICE, server, 1.5)
     assert len(server.packets_to_send(1.5)) > 1
+
+
+def test_a_nack_is_reordering_until_a_quarter_round_trip_late_and_a_spurious_resend_is_undone(
+) -> None:  # fmt: skip
+    client, _ = handshake()
+    assert client.srtt == pytest.approx(0.4)  # our SYN at 0.0, its answer at 0.4
+    client.send(bytes(1812 * 4))
+    client.packets_to_send(1.0)
+    nack = wire(StreamPacket(C_ID, S_ID, 0, 4, (2,)), BOB)
+    client.receive(nack, 1.40)
+    client.receive(nack, 1.45)  # NACKed twice, but only 0.45 s old: < 1.25 x 0.4
+    assert client.packets_to_send(1.45) == []
+    window = client.window
+    client.receive(nack, 1.6)
+    [again] = client.packets_to_send(1.6)
+    assert again.sequence == 2 and client.window == window // 2
+    # The original arrives right after: acked 50 ms after the resend, it was never lost.
+    client.receive(wire(StreamPacket(C_ID, S_ID, 0, 4), BOB), 1.65)
+    assert client.window >= window

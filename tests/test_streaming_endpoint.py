@@ -380,8 +380,12 @@ def test_a_reader_that_stops_chokes_the_sender_and_memory_stays_bounded() -> Non
     server_stream = only_stream(server)
     held = server.endpoint.stream(server_stream).receive_buffered_bytes
     assert 0 < held <= config.receive_buffer_bytes
-    # Nothing moves while the reader sleeps, however long (probes come and go).
+    # Nothing moves while the reader sleeps, however long: only the sender's occasional
+    # probes, never a storm of resends against the choke.
+    before = len(net.sent)
     net.run(lambda: net.now > 1000 + 300, limit=400)
+    probes = [out for name, out in net.sent[before:] if name == "client" and out.packet.payload]
+    assert len(probes) <= 20
     assert server.endpoint.stream(server_stream).receive_buffered_bytes <= 64 * 1024
     assert client.streams[stream].finished is None
     server.streams[server_stream].read_enabled = True

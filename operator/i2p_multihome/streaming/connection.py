@@ -96,6 +96,7 @@ class _Sent:
     # Also sent as a choke probe or after an unchoke: those copies do not count toward the
     # resend limit, but an ack of it is no longer an unambiguous RTT sample.
     extra_copies: bool = False
+    fast_resent: bool = False  # sent again because NACKs said it was lost
 
 
 @dataclass
@@ -153,6 +154,10 @@ class Connection:
         self._cwnd = float(config.initial_window)
         self._ssthresh = float(config.max_window)
         self._recovery_seq = -1  # the window was cut for losses up to this sequence
+        self._undo: tuple[float, float] | None = None  # window and threshold before the cut
+        # How much later than its neighbours (in round trips) a NACKed packet may still
+        # arrive: it grows each time a fast retransmit proves spurious.
+        self._reorder = 0.25
         self._srtt: float | None = None
         self._rttvar = 0.0
         self._rto = config.initial_rto  # from the estimator; `_backoff` doubles it
@@ -452,8 +457,10 @@ class Connection:
         if self.state is not StreamState.TIME_WAIT:
             for seq in sorted(self._retransmit):
                 sent = self._unacked.get(seq)
-                if sent is not None:
-                    out.append(self._transmit(sent, now, counted=self._retransmit[seq]))
+                counted = self._retransmit[seq]
+                if sent is not None and not (counted and self._choked_by_peer):
+                    # While choked only probes go; the unchoke resends everything.
+                    out.append(self._transmit(sent, now, counted=counted))
             self._retransmit.clear()
             self._send_new(now, out)
         if self._ack_now and self._can_ack():
@@ -467,14 +474,15 @@ class Connection:
         self._last_received = now
         self._keepalive_at = max(self._keepalive_at, now + self.config.keepalive_interval)
         self._probes_unanswered = 0
+        # The choke state first: the NACKs of a choking ack are no reason to resend.
+        choke = packet.choked
+        if choke is not None:
+            self._set_choked(choke, now)
         # A packet without our stream id was sent before its sender heard from us: its ack
         # fields mean nothing (Java ignores them in such a SYN too).
         acks_valid = not packet.has(NO_ACK) and packet.send_stream_id != 0
         if acks_valid and self.send_stream_id:
             self._process_ack(packet.ack_through, packet.nacks, now)
-        choke = packet.choked
-        if choke is not None:
-            self._set_choked(choke, now)
         if packet.sequence == 0 and not packet.is_syn:
             return None  # a plain ack
         return self._receive_data(packet, now)
@@ -583,7 +591,8 @@ class Connection:
             newly.append(sent)
         if newly:
             self._on_new_acks(newly, now)
-        self._fast_retransmit(now)
+        if not self._choked_by_peer:
+            self._fast_retransmit(now)
 
     def _on_new_acks(self, newly: list[_Sent], now: float) -> None:
         # Karn's rule: only a packet sent once gives an unambiguous sample; the latest one
@@ -591,6 +600,15 @@ class Connection:
         clean = [s for s in newly if s.sends == 1 and not s.extra_copies]
         if clean:
             self._rtt_sample(max(0.0, now - clean[-1].last_sent))
+        if self._srtt is not None and any(
+            s.fast_resent and now - s.last_sent < self._srtt / 2 for s in newly
+        ):
+            # Acked sooner than the resent copy could have been: the original was only
+            # late (reordered). Undo the cut and tolerate more reordering from now on.
+            self._reorder = min(1.0, self._reorder * 2)
+            if self._undo is not None:
+                self._cwnd, self._ssthresh = self._undo
+                self._undo = None
         self._backoff = 0
         for _ in newly:
             if self._cwnd < self._ssthresh:
@@ -609,15 +627,19 @@ class Connection:
         self._check_finished()
 
     def _fast_retransmit(self, now: float) -> None:
-        spacing = self._srtt if self._srtt is not None else self.rto
+        # A NACK may only mean the packet took a slower tunnel: call it lost once it is a
+        # quarter of a round trip (more after spurious resends) later than the packets acked
+        # around it (RACK, RFC 8985). This also keeps the acks of one gap from resending
+        # the packet more than once per round trip.
+        srtt = self._srtt
+        allowance = (1 + self._reorder) * srtt if srtt is not None else self.rto
         for sent in self._unacked.values():
             if sent.nacked < self.config.fast_retransmit_nacks:
                 continue
-            sent.nacked = 0
-            # Every ack while the gap is open NACKs the packet again; one resend per round
-            # trip is enough.
-            if now - sent.last_sent < spacing:
+            if now - sent.last_sent < allowance:
                 continue
+            sent.nacked = 0
+            sent.fast_resent = True
             self._retransmit[sent.sequence] = True
             self._cut_window(sent.sequence)
 
@@ -625,6 +647,7 @@ class Connection:
         """Halve the window once per loss episode (as i2pd and Java do)."""
         if sequence <= self._recovery_seq:
             return
+        self._undo = (self._cwnd, self._ssthresh)
         self._cwnd = max(float(self.config.min_window), self._cwnd / 2)
         self._ssthresh = max(float(self.config.min_window), self._cwnd)
         self._recovery_seq = self._next_seq - 1
@@ -668,9 +691,11 @@ class Connection:
         for sent in due:
             self._retransmit[sent.sequence] = True
             sent.last_sent = now  # the deadline moves now, not when the copy goes out
+            sent.fast_resent = False
         self._backoff += 1
         if due:
             self._cut_window(due[0].sequence)
+            self._undo = None  # a timeout is not undone
 
     def _persist(self, now: float) -> None:
         """Choked: probe now and then in case the unchoke was lost (spec: persist timer)."""
