@@ -15,6 +15,7 @@ from i2p_multihome.streaming import (
     DataReadable,
     Endpoint,
     Event,
+    LocalIdentity,
     Outgoing,
     PeerClosed,
     PongReceived,
@@ -28,6 +29,7 @@ from i2p_multihome.streaming import (
 from i2p_multihome.wire.keys import DestinationKeys
 from i2p_multihome.wire.messages import PROTOCOL_STREAMING, Payload
 from i2p_multihome.wire.streaming import StreamPacket
+from i2p_multihome.wire.structures import Destination
 from seeded import seeded_random
 
 
@@ -61,10 +63,11 @@ class StreamLog:
 class Host:
     """An Endpoint with an application that logs every stream."""
 
-    def __init__(self, name: str, net: Network, config: StreamConfig, seed: bytes) -> None:
+    def __init__(self, name: str, net: Network, config: StreamConfig, seed: bytes,
+                 signer: LocalIdentity | None = None) -> None:  # fmt: skip
         self.name = name
         self.net = net
-        self.keys = DestinationKeys.generate(seeded_random(b"keys " + seed))
+        self.keys = signer or DestinationKeys.generate(seeded_random(b"keys " + seed))
         self.endpoint = Endpoint(self.keys, config, random_bytes=seeded_random(b"ids " + seed))
         self.streams: dict[int, StreamLog] = {}
         self.events: list[Event] = []
@@ -76,8 +79,8 @@ class Host:
         self.read_enabled = True
 
     @property
-    def destination(self):  # type: ignore[no-untyped-def]
-        return self.keys.destination
+    def destination(self) -> Destination:
+        return self.endpoint.local.destination
 
     def connect(self, other: Host, data: bytes, *, close: bool = True) -> int:
         stream_id = self.endpoint.connect(other.destination, via=other.name, now=self.net.now)
@@ -156,8 +159,9 @@ class Network:
         self.sent: list[tuple[str, Outgoing]] = []  # every packet any host sent
         self.delivered = 0
 
-    def host(self, name: str, config: StreamConfig | None = None) -> Host:
-        host = Host(name, self, config or StreamConfig(), name.encode())
+    def host(self, name: str, config: StreamConfig | None = None,
+             signer: LocalIdentity | None = None) -> Host:  # fmt: skip
+        host = Host(name, self, config or StreamConfig(), name.encode(), signer)
         self.hosts[name] = host
         self._by_hash[host.destination.hash] = host
         return host

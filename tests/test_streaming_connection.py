@@ -533,9 +533,9 @@ def test_a_half_open_stream_ends_after_the_handshake_timeout() -> None:
 
 def test_an_idle_stream_sends_keepalives_and_a_silent_peer_ends_it() -> None:
     client, server = handshake()
-    now = 1.0
     # A live peer acks the keepalive: nothing ends.
     deadline = client.timer_at()
+    assert deadline is not None
     assert deadline == pytest.approx(0.4 + CONFIG.keepalive_interval)  # last heard at 0.4
     client.handle_timer(deadline)
     [keepalive] = client.packets_to_send(deadline)
@@ -572,10 +572,12 @@ def test_time_wait_reacks_a_retransmitted_close_then_ends() -> None:
     assert client.receive(wire(close, BOB), now + 5) is None
     [ack] = client.packets_to_send(now + 5)
     assert ack.is_plain_ack and ack.ack_through == close.sequence
+    assert StreamClosed(C_ID) in events(client)  # raised when TIME-WAIT began
     deadline = client.timer_at()
     assert deadline is not None
     client.handle_timer(deadline)
-    assert client.state is StreamState.CLOSED and client.timer_at() is None
+    assert client.finished and client.timer_at() is None
+    assert events(client) == []  # ending TIME-WAIT is no news
 
 
 def test_a_server_sends_nothing_after_its_syn_until_the_syn_is_acked() -> None:

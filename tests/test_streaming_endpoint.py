@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from i2p_multihome.streaming import (
-    Endpoint,
     PongReceived,
     StreamAccepted,
     StreamConfig,
@@ -146,11 +145,8 @@ def test_a_dsa_sha1_client_is_served() -> None:
     """i2pd's SAM makes TRANSIENT destinations DSA_SHA1 unless told otherwise."""
     net = Network(seed=3)
     server = net.host("server")
-    client = net.host("client")
-    dsa = DsaSigner.generate(b"sam client")
-    client.keys = dsa  # type: ignore[assignment]
-    client.endpoint = Endpoint(dsa, random_bytes=seeded_random(b"dsa ids"))
-    net._by_hash[dsa.destination.hash] = client
+    client = net.host("client", signer=DsaSigner.generate(b"sam client"))
+    assert client.destination.sig_type == 0
     client_out, server_out = transfer(net, b"x" * 10_000, b"y" * 10_000)
     assert server_out.streams[only_stream(server_out)].received == b"x" * 10_000
     assert client_out.streams[only_stream(client_out)].received == b"y" * 10_000
@@ -161,10 +157,7 @@ def test_a_dsa_sha1_client_is_served() -> None:
 def test_ecdsa_clients_are_served(sig_type: int) -> None:
     net = Network(seed=4)
     server = net.host("server")
-    client = net.host("client")
-    signer = EcdsaSigner.generate(sig_type, b"ec client")
-    client.endpoint = Endpoint(signer, random_bytes=seeded_random(b"ec ids"))
-    net._by_hash[signer.destination.hash] = client
+    net.host("client", signer=EcdsaSigner.generate(sig_type, b"ec client"))
     transfer(net, b"ping" * 100, b"pong" * 100)
     assert server.streams[only_stream(server)].received == b"ping" * 100
 
@@ -178,7 +171,7 @@ def test_reset_by_the_application_reaches_the_peer_signed(net: Network, establis
     server, client = net.hosts["server"], net.hosts["client"]
     server.reply_close = False
     stream = client.connect(server, b"hello", close=False)
-    net.run(lambda: bool(server.streams) and server.streams[only_stream(server)].received)
+    net.run(lambda: bool(server.streams) and bool(server.streams[only_stream(server)].received))
     if established:
         net.run(lambda: client.streams[stream].established)
     else:
@@ -198,7 +191,7 @@ def test_a_forged_reset_is_ignored_and_counted(net: Network) -> None:
     server, client = net.hosts["server"], net.hosts["client"]
     server.reply_close = False
     stream = client.connect(server, b"hello", close=False)
-    net.run(lambda: bool(server.streams) and server.streams[only_stream(server)].received)
+    net.run(lambda: bool(server.streams) and bool(server.streams[only_stream(server)].received))
     server_stream = only_stream(server)
     mallory = DestinationKeys.generate(seeded_random(b"mallory"))
     forged = StreamPacket.make(
@@ -439,7 +432,7 @@ def test_replies_follow_the_router_the_latest_packet_came_through(net: Network) 
     server, client = net.hosts["server"], net.hosts["client"]
     server.reply_close = False
     stream = client.connect(server, b"one", close=False)
-    net.run(lambda: bool(server.streams) and server.streams[only_stream(server)].received)
+    net.run(lambda: bool(server.streams) and bool(server.streams[only_stream(server)].received))
     server_stream = only_stream(server)
     assert server.endpoint.stream(server_stream).via == "client"
     client.endpoint.send(stream, b"two")
