@@ -570,3 +570,20 @@ def test_whatever_arrives_the_endpoint_only_counts_drops(data: st.DataObject) ->
         log.close_after_sending = True  # the server's application is done too
     net.run(limit=3600)  # whatever happened, everything winds down
     assert server.endpoint.stream_ids == []
+
+
+def test_backpressure_helpers_report_what_send_and_read_would_move(net: Network) -> None:
+    server, client = net.hosts["server"], net.hosts["client"]
+    config = client.endpoint.config
+    stream = client.endpoint.connect(server.destination, via="server", now=net.now)
+    assert client.endpoint.send_buffer_free(stream) == config.send_buffer_bytes
+    assert client.endpoint.send(stream, bytes(1000)) == 1000
+    assert client.endpoint.send_buffer_free(stream) == config.send_buffer_bytes - 1000
+    [syn] = client.endpoint.packets_to_send(net.now)
+    server.endpoint.receive(syn.payload.data, 0, 0, "r", net.now)
+    [accepted] = [e for e in iter(server.endpoint.next_event, None)
+                  if isinstance(e, StreamAccepted)]  # fmt: skip
+    assert server.endpoint.readable_bytes(accepted.stream_id) == 1000
+    assert len(server.endpoint.read(accepted.stream_id, 300)) == 300
+    assert server.endpoint.readable_bytes(accepted.stream_id) == 700
+    assert server.endpoint.send_buffer_free(0x1234) == server.endpoint.readable_bytes(0x1234) == 0

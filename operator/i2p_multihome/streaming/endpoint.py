@@ -238,6 +238,17 @@ class Endpoint:
         self._touch(conn)
         return data
 
+    def send_buffer_free(self, stream_id: int) -> int:
+        """How much `send` would accept now: read at most this from the backend."""
+        conn = self._streams.get(stream_id)
+        return 0 if conn is None or conn.finished else conn.send_buffer_free
+
+    def readable_bytes(self, stream_id: int) -> int:
+        """In-order data waiting for `read` (after a partial read, no new DataReadable comes
+        until it is all read)."""
+        conn = self._streams.get(stream_id)
+        return 0 if conn is None else conn.readable_bytes
+
     def close(self, stream_id: int) -> None:
         """Half-close: no more data from us. A no-op for a stream that is gone."""
         conn = self._streams.get(stream_id)
