@@ -58,6 +58,17 @@ class I2pdClientStream:
     def _sign(self, packet: bytes, at: int) -> bytes:
         return packet[:at] + self.keys.sign(packet) + packet[at + 64 :]
 
+    def close(self) -> None:
+        """Stream::Close from Open: Closing, and the CLOSE once all it sent is acked."""
+        if self.status == "open":
+            self.status = "closing"
+            self._close_when_acked()
+
+    def _close_when_acked(self) -> None:
+        if self.status == "closing" and not self.sent:
+            self.status = "closed"
+            self.send_close()
+
     def quick_ack(self) -> None:
         highest = max([self.last_received, *self.saved])
         if highest < 0:
@@ -119,6 +130,8 @@ class I2pdClientStream:
                 del self.sent[seq]
         if self.status == "closed":
             self.status = "terminated"
+        elif self.status == "closing":
+            self._close_when_acked()
 
     def _process(self, seq: int, packet: bytes) -> None:
         option = 17 + 4 * packet[16] + 3

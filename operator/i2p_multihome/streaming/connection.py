@@ -67,6 +67,9 @@ class StreamState(enum.Enum):
 
 FINISHED = frozenset({StreamState.CLOSED, StreamState.RESET})
 
+# Sends of our bare CLOSE, after the peer's CLOSE, before we stop waiting for its ack.
+CLOSE_SENDS_AFTER_PEER_CLOSED = 3
+
 # Drop reasons `receive` returns (the endpoint counts them).
 DROP_FINISHED = "stream_finished"
 DROP_WRONG_STREAM_ID = "wrong_stream_id"
@@ -685,6 +688,18 @@ class Connection:
     def _on_retransmit_timeout(self, now: float) -> None:
         rto = self.rto
         due = [s for s in self._unacked.values() if now >= s.last_sent + rto]
+        if self._peer_closed and [s.sequence for s in due] == [self._close_seq] == list(
+            self._unacked
+        ):
+            last = due[0]
+            if not last.payload and last.sends >= CLOSE_SENDS_AFTER_PEER_CLOSED:
+                # The peer closed first and has everything but our bare CLOSE: an i2pd peer
+                # forgets the stream once its CLOSE is acked and never acks ours (Java gives
+                # up on such a CLOSE after 3 sends too). Done, cleanly.
+                self._unacked.clear()
+                self._close_acked = True
+                self._check_finished()
+                return
         if any(s.sends > self.config.max_resends for s in due):
             self._finish_reset("retransmission limit", by_peer=False, send_reset=True)
             return
