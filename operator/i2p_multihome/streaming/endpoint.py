@@ -96,7 +96,6 @@ class Endpoint:
         self.local = local
         self.config = config or StreamConfig()
         self._random = random_bytes
-        self._now = 0.0
         self._streams: dict[int, Connection] = {}
         # Counted against the limits: not finished, not lingering in TIME_WAIT.
         self._active: set[int] = set()
@@ -153,7 +152,6 @@ class Endpoint:
 
     def receive(self, data: bytes, from_port: int, to_port: int, via: str, now: float) -> None:
         """One streaming packet (the inflated I2CP payload data) that came through `via`."""
-        self._advance(now)
         try:
             send_id = peek_send_stream_id(data)
             conn = self._streams.get(send_id) if send_id else None
@@ -182,7 +180,6 @@ class Endpoint:
         local_port: int = 0,
     ) -> int:
         """Open a stream to `remote`; returns its id. Its SYN leaves at `packets_to_send`."""
-        self._advance(now)
         if len(self._active) >= self.config.max_streams:
             raise StreamClosedError("stream limit reached")
         stream_id = self._new_id()
@@ -204,7 +201,6 @@ class Endpoint:
         local_port: int = 0,
     ) -> int:
         """Send a signed ping; `PongReceived` with the returned id answers it."""
-        self._advance(now)
         self._expire_pings(now)
         if len(self._pings) >= self.config.max_pending_pings:
             oldest = min(self._pings, key=self._pings.__getitem__)
@@ -265,7 +261,6 @@ class Endpoint:
 
     def handle_timer(self, now: float) -> None:
         """Act on every deadline passed by `now`: each stream at most once per call."""
-        self._advance(now)
         self._expire_early(now)
         self._expire_pings(now)
         handled: set[int] = set()
@@ -293,7 +288,6 @@ class Endpoint:
         return event
 
     def packets_to_send(self, now: float) -> list[Outgoing]:
-        self._advance(now)
         out = list(self._replies)
         self._replies.clear()
         dirty, self._dirty = self._dirty, set()
@@ -572,9 +566,6 @@ class Endpoint:
     def _expire_pings(self, now: float) -> None:
         for ping_id in [k for k, expires in self._pings.items() if now >= expires]:
             del self._pings[ping_id]
-
-    def _advance(self, now: float) -> None:
-        self._now = max(self._now, now)
 
     @staticmethod
     def _payload(packet: StreamPacket, local_port: int, remote_port: int) -> Payload:
