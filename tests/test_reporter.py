@@ -132,15 +132,23 @@ async def running() -> AsyncIterator[Callable[[StatusReporter], None]]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def test_written_on_change_at_most_every_interval_and_not_when_unchanged(
+async def reporting(
     clock: ManualClock, running: Callable[[StatusReporter], None]
-) -> None:
+) -> tuple[World, FlakySink, StatusReporter]:
+    """A running reporter over a World and a sink that never fails, one report written."""
     world = World(clock)
     sink = FlakySink(clock, [])
     reporter = StatusReporter(world.snapshot, sink, clock=clock)
     running(reporter)
     reporter.changed()
     await settle()
+    return world, sink, reporter
+
+
+async def test_written_on_change_at_most_every_interval_and_not_when_unchanged(
+    clock: ManualClock, running: Callable[[StatusReporter], None]
+) -> None:
+    world, sink, reporter = await reporting(clock, running)
     assert len(sink.written) == 1 and degraded(sink.written[0]) == "False"
 
     world.r2 = RouterState.DISCONNECTED
@@ -188,12 +196,7 @@ async def test_any_write_failure_is_retried_with_backoff_until_it_succeeds(
 async def test_transition_times_come_from_what_was_written(
     clock: ManualClock, running: Callable[[StatusReporter], None]
 ) -> None:
-    world = World(clock)
-    sink = FlakySink(clock, [])
-    reporter = StatusReporter(world.snapshot, sink, clock=clock)
-    running(reporter)
-    reporter.changed()
-    await settle()
+    world, sink, reporter = await reporting(clock, running)
     first = {c.type: c.last_transition_time for c in sink.written[0].conditions}
     await clock.advance(100)
     world.r2 = RouterState.DISCONNECTED

@@ -354,13 +354,7 @@ class Endpoint:
         if len(self._half_open) >= self.config.max_half_open:
             self.drops[DROP_HALF_OPEN_LIMIT] += 1
             return
-        try:
-            authentic = packet.verify(source)
-        except WireError:
-            self.drops[DROP_UNSUPPORTED_SIGNATURE] += 1
-            return
-        if not authentic:
-            self.drops[DROP_BAD_SIGNATURE] += 1
+        if not self._authentic(packet, source):
             return
         if len(self._active) >= self.config.max_streams:
             self._refuse(packet, source, from_port, to_port, via, DROP_STREAM_LIMIT)
@@ -424,13 +418,7 @@ class Endpoint:
         if not self._take_token(now):
             self.drops[DROP_RATE_LIMITED] += 1
             return
-        try:
-            authentic = packet.verify(source)
-        except WireError:
-            self.drops[DROP_UNSUPPORTED_SIGNATURE] += 1
-            return
-        if not authentic:
-            self.drops[DROP_BAD_SIGNATURE] += 1
+        if not self._authentic(packet, source):
             return
         # i2pd's pong: all header fields zero but receiveStreamId, the ping's sendStreamId.
         pong = StreamPacket(
@@ -540,6 +528,17 @@ class Endpoint:
             candidate = int.from_bytes(self._random(4), "big")
             if candidate and candidate not in self._streams and candidate not in (taken or {}):
                 return candidate
+
+    def _authentic(self, packet: StreamPacket, source: Destination) -> bool:
+        """Whether `packet` is signed by `source`; a failure is counted as a drop."""
+        try:
+            authentic = packet.verify(source)
+        except WireError:
+            self.drops[DROP_UNSUPPORTED_SIGNATURE] += 1
+            return False
+        if not authentic:
+            self.drops[DROP_BAD_SIGNATURE] += 1
+        return authentic
 
     def _take_token(self, now: float) -> bool:
         if self._tokens_at is not None:
