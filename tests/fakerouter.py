@@ -185,9 +185,14 @@ class FakeRouter:
         self.skipped_requests = 0
         self.errors: list[str] = []
         self.hung = False
+        # Called with every SendMessage(Expires) a client sends: the tests' "network".
+        self.send_listeners: list[
+            Callable[[messages.SendMessage | messages.SendMessageExpires], None]
+        ] = []
         self._port = 0
         self._server: asyncio.Server | None = None
         self._rng = random.Random(name)
+        self._message_ids = 0
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -287,6 +292,18 @@ class FakeRouter:
             self._terminate(connection)
 
     # --- lease requests -----------------------------------------------------------------
+
+    async def deliver(self, payload: bytes) -> None:
+        """A MessagePayload to the newest session, as if a remote client sent `payload`."""
+        live = [c for c in self.connections if c.session_id is not None and not c.closed]
+        if not live:
+            raise AssertionError(f"{self.name} has no session to deliver to")
+        connection = live[-1]
+        self._message_ids += 1
+        await self._send(
+            connection,
+            messages.MessagePayload(connection.session_id or 0, self._message_ids, payload),
+        )
 
     async def request_leases(
         self, leases: Iterable[Lease] | None = None, connection: RouterConnection | None = None
@@ -429,6 +446,8 @@ class FakeRouter:
             case messages.HostLookup():
                 await self._host_lookup(connection, message)
             case messages.SendMessage() | messages.SendMessageExpires():
+                for listener in self.send_listeners:
+                    listener(message)
                 if message.nonce:
                     await self._send(
                         connection,

@@ -16,14 +16,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from i2p_multihome.balancer.engine import Balancer
-from i2p_multihome.balancer.reporter import StatusReporter, StatusSink
+from i2p_multihome.balancer.reporter import StatusSink
+from i2p_multihome.hosting import HostedDestination, TaskEnded
 from i2p_multihome.logs import fields
 from i2p_multihome.model.v1alpha1 import (
     MultihomedDestinationManifest,
     MultihomedDestinationStatus,
 )
-from i2p_multihome.supervision import first_to_end
 from i2p_multihome.wire.keys import KeyFileError, load_or_create
 
 log = logging.getLogger(__name__)
@@ -84,46 +83,54 @@ class BalancerFailed(Exception):
 async def run_standalone(
     manifest: MultihomedDestinationManifest, keys_path: str, status_path: Path | None
 ) -> None:
-    """Balance until SIGINT or SIGTERM, then destroy every session. Raises BalancerFailed
-    if the balancer or the status reporter ends on its own."""
+    """Host the destination until SIGINT or SIGTERM, then reset its streams and destroy
+    every session. Raises BalancerFailed if a task of it ends on its own."""
     keys = load_or_create(keys_path)
     log_fields = {"destination": keys.destination.b32}
     sink: StatusSink = StatusFileSink(status_path) if status_path is not None else NoStatus()
-    reporter = StatusReporter(lambda: balancer.snapshot(), sink, log_fields=log_fields)
-    balancer = Balancer(manifest.metadata.name, manifest.spec, keys, on_change=reporter.changed)
-    log.info("standalone balancer", extra=fields(**log_fields, routers=len(manifest.spec.routers)))
+    hosted = HostedDestination(
+        manifest.metadata.name,
+        manifest.spec,
+        keys,
+        sink,
+        namespace=manifest.metadata.namespace or "default",
+        log_fields=log_fields,
+    )
+    log.info(
+        "standalone balancer",
+        extra=fields(
+            **log_fields, routers=len(manifest.spec.routers), ports=len(manifest.spec.ports)
+        ),
+    )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    tasks = {
-        "balancer": asyncio.create_task(balancer.run()),
-        "status": asyncio.create_task(reporter.run()),
-    }
+    hosted.start()
     stopping = asyncio.create_task(stop.wait())
-    failing = asyncio.create_task(first_to_end(tasks))
+    failing = asyncio.create_task(hosted.failed())
+    failure: TaskEnded | None = None
     try:
         await asyncio.wait((stopping, failing), return_when=asyncio.FIRST_COMPLETED)
         if failing.done():
-            name, error = failing.result()
-            log.error(
-                "balancer task ended unexpectedly; stopping",
-                exc_info=error,
-                extra=fields(**log_fields, task=name, error=repr(error)),
-            )
+            failure = failing.result()
+        # Stopping ends the tasks on purpose: no longer a failure to watch for.
+        for task in (stopping, failing):
+            task.cancel()
+        await asyncio.gather(stopping, failing, return_exceptions=True)
         log.info("stopping: destroying sessions", extra=fields(**log_fields))
-        await balancer.stop(destroy_sessions=True)
+        await hosted.stop(destroy_sessions=True)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        for task in (*tasks.values(), stopping, failing):
+        for task in (stopping, failing):
             task.cancel()
-        await asyncio.gather(*tasks.values(), stopping, failing, return_exceptions=True)
-        if not await reporter.report():
+        # Cancelled from outside: the sessions close without DestroySession.
+        await hosted.stop(destroy_sessions=False)
+        if not await hosted.report():
             log.warning("final status not written", extra=fields(**log_fields))
-    if failing.done() and not failing.cancelled():
-        name, error = failing.result()
-        raise BalancerFailed(f"the {name} task ended unexpectedly: {error!r}")
+    if failure is not None:
+        raise BalancerFailed(str(failure))
 
 
 def _command(args: argparse.Namespace) -> int:

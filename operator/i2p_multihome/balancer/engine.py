@@ -49,7 +49,7 @@ from i2p_multihome.model.v1alpha1 import MultihomedDestinationSpec, RouterSpec
 from i2p_multihome.wire import messages
 from i2p_multihome.wire.encoding import b64encode
 from i2p_multihome.wire.keys import DestinationKeys
-from i2p_multihome.wire.structures import Lease, LeaseSet2
+from i2p_multihome.wire.structures import Destination, Lease, LeaseSet2
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,9 @@ class EndpointError(Exception):
     """A router's connection details cannot be had (say, its credentials Secret): that
     router is refused and retried with backoff; the others are untouched."""
 
+
+# Payloads clients sent the destination, with the name of the router they came through.
+PayloadReceiver = Callable[[str, messages.MessagePayload], None]
 
 # Called before every connection attempt, so a rotated credentials Secret is used at the
 # next reconnect and a router added by a spec update gets its own.
@@ -107,6 +110,7 @@ class Balancer:
         *,
         on_change: Callable[[], None] = lambda: None,
         on_event: Callable[[BalancerEvent], None] = lambda event: None,
+        on_payload: PayloadReceiver = lambda router, message: None,
         resolve_endpoint: EndpointResolver = plain_endpoint,
         timing: Timing | None = None,
         clock: Clock = SYSTEM_CLOCK,
@@ -117,6 +121,7 @@ class Balancer:
         self._keys = keys
         self._on_change = on_change
         self._on_event = on_event
+        self._on_payload_received = on_payload
         self._resolve_endpoint = resolve_endpoint
         self._timing = timing or Timing()
         self._clock = clock
@@ -387,10 +392,22 @@ class Balancer:
         await self._apply(link, LeasesReported(leases))
 
     async def _on_payload(self, session: RouterSession, message: messages.MessagePayload) -> None:
-        log.debug(
-            "payload received",
-            extra=fields(**self._log_fields, router=session.name, bytes=len(message.payload)),
-        )
+        """What a client sent the destination, through this router: the data plane's."""
+        if session.session_id is not None and message.session_id == session.session_id:
+            self._on_payload_received(session.name, message)
+
+    async def send_payload(self, router: str, to: Destination, payload: bytes) -> bool:
+        """Send an I2CP payload (an encoded `messages.Payload`) to `to` through `router`'s
+        session; False when that router has no established session now."""
+        link = self._links.get(router)
+        session = link.session if link is not None else None
+        if session is None or not session.established:
+            return False
+        try:
+            await session.send(to, payload)
+        except ConnectionClosed:
+            return False
+        return True
 
     async def _plan(self) -> None:
         """Decide (policy) and carry out: publish, answer waiting routers, plan the next

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from i2p_multihome.balancer.policy import SelectedLease
 from i2p_multihome.model.v1alpha1 import RouterState
@@ -28,3 +29,5 @@ class BalancerSnapshot:
     published_s: int | None
     expires_s: int | None
     publishes: int
+    # Active streams by the router their latest packet came through (the data plane's).
+    streams: Mapping[str, int] = field(default_factory=dict)

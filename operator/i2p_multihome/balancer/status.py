@@ -39,6 +39,7 @@ def build_status(
             state=r.state,
             version=r.version,
             leases=sum(1 for lease in r.leases if lease.end_ms > now_ms),
+            streams=snapshot.streams.get(r.name, 0),
             last_error=r.last_error,
             since=timestamp(r.since_s) if r.since_s is not None else None,
         )
@@ -67,6 +68,7 @@ def build_status(
     return MultihomedDestinationStatus(
         observed_generation=generation,
         routers_connected=f"{established}/{len(snapshot.routers)}",
+        streams=sum(snapshot.streams.values()),
         destination=DestinationStatus(b32=snapshot.b32, hash=snapshot.hash_b64),
         lease_set=lease_set,
         routers=routers,

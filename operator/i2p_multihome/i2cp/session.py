@@ -153,6 +153,13 @@ class RouterSession:
         )
         return nonce
 
+    async def send(self, to: Destination, payload: bytes) -> None:
+        """SendMessage with nonce 0: the router sends no MessageStatus back (i2pd I2CP.cpp),
+        which the data plane does not need: streaming has its own acks."""
+        await self._require_connection().send(
+            messages.SendMessage(self._require_session(), to, payload, 0)
+        )
+
     async def lookup(self, hash32: bytes, timeout_s: float = 30.0) -> Destination | None:
         request_id = next(self._request_ids) & 0xFFFFFFFF
         future: asyncio.Future[Destination | None] = asyncio.get_running_loop().create_future()

@@ -17,12 +17,12 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from i2p_multihome.balancer.engine import EndpointError, EndpointResolver
+from i2p_multihome.hosting import TaskEnded
 from i2p_multihome.i2cp.session import Endpoint
 from i2p_multihome.k8s import secrets
 from i2p_multihome.k8s.runtime import (
     ApiServerStatusSink,
     DestinationRuntime,
-    TaskEnded,
     failure_status,
 )
 from i2p_multihome.logs import fields

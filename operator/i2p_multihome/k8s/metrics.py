@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -13,6 +14,7 @@ from i2p_multihome.balancer.events import (
     RouterLost,
 )
 from i2p_multihome.balancer.snapshot import BalancerSnapshot
+from i2p_multihome.dataplane.stats import DataPlaneStats
 from i2p_multihome.model.v1alpha1 import RouterState
 
 REGISTRY = CollectorRegistry()
@@ -50,6 +52,69 @@ LEASESET_PUBLISHED = Gauge(
 )  # fmt: skip
 
 
+STREAM_BYTES = Counter(
+    "i2p_multihome_bytes", "Payload bytes the data plane moved, by router, port and direction "
+    "(in: from clients to the backend)", [*_DEST, "router", "port", "direction"],
+    registry=REGISTRY,
+)  # fmt: skip
+STREAMS_ACCEPTED = Counter(
+    "i2p_multihome_streams_accepted", "Streams clients opened, by port",
+    [*_DEST, "port"], registry=REGISTRY,
+)  # fmt: skip
+ACTIVE_STREAMS = Gauge(
+    "i2p_multihome_active_streams", "Streams open now, by the router their packets come through",
+    [*_DEST, "router"], registry=REGISTRY,
+)  # fmt: skip
+STREAM_RESETS = Counter(
+    "i2p_multihome_stream_resets", "Streams the data plane reset, by reason",
+    [*_DEST, "reason"], registry=REGISTRY,
+)  # fmt: skip
+DROPS = Counter(
+    "i2p_multihome_dropped_packets", "Packets and datagrams from clients dropped, by reason",
+    [*_DEST, "reason"], registry=REGISTRY,
+)  # fmt: skip
+DATAGRAMS = Counter(
+    "i2p_multihome_datagrams", "Datagrams the data plane moved, by port and direction",
+    [*_DEST, "port", "direction"], registry=REGISTRY,
+)  # fmt: skip
+
+# What each destination's cumulative data-plane counts were at the last observation: the
+# Prometheus counters grow by the difference.
+_last_seen: dict[tuple[str, str], dict[tuple[str, ...], int]] = {}
+
+
+def observe_dataplane(
+    namespace: str, name: str, stats: DataPlaneStats, drops: Mapping[str, int]
+) -> None:
+    current: dict[tuple[str, ...], int] = {}
+    for (router, port), count in stats.bytes_in.items():
+        current[("bytes", router, port, "in")] = count
+    for (router, port), count in stats.bytes_out.items():
+        current[("bytes", router, port, "out")] = count
+    for port, count in stats.streams_accepted.items():
+        current[("accepted", port)] = count
+    for reason, count in stats.resets.items():
+        current[("reset", reason)] = count
+    for reason, count in drops.items():
+        current[("drop", reason)] = count
+    for port, count in stats.datagrams_in.items():
+        current[("datagrams", port, "in")] = count
+    for port, count in stats.datagrams_out.items():
+        current[("datagrams", port, "out")] = count
+    seen = _last_seen.setdefault((namespace, name), {})
+    for key, count in current.items():
+        grown = count - seen.get(key, 0)
+        if grown <= 0:
+            continue
+        kind, *labels = key
+        metric = {
+            "bytes": STREAM_BYTES, "accepted": STREAMS_ACCEPTED, "reset": STREAM_RESETS,
+            "drop": DROPS, "datagrams": DATAGRAMS,
+        }[kind]  # fmt: skip
+        metric.labels(namespace, name, *labels).inc(grown)
+        seen[key] = count
+
+
 def observe_event(namespace: str, name: str, event: BalancerEvent) -> None:
     match event:
         case LeaseSetPublished():
@@ -71,12 +136,22 @@ def observe_snapshot(namespace: str, name: str, snapshot: BalancerSnapshot, now_
             sum(1 for lease in router.leases if lease.end_ms > now_s * 1000)
         )
     PUBLISHED_LEASES.labels(namespace, name).set(len(snapshot.published))
+    for router in snapshot.routers:
+        ACTIVE_STREAMS.labels(namespace, name, router.name).set(
+            snapshot.streams.get(router.name, 0)
+        )
     if snapshot.published_s is not None:
         LEASESET_PUBLISHED.labels(namespace, name).set(snapshot.published_s)
 
 
 def forget(namespace: str, name: str, routers: list[str]) -> None:
     """Drop a deleted destination's series so dashboards don't show ghosts."""
+    _last_seen.pop((namespace, name), None)
+    for counter in (STREAM_BYTES, STREAMS_ACCEPTED, STREAM_RESETS, DROPS, DATAGRAMS):
+        for labels in _series_of(counter, namespace, name):
+            _remove(counter, *labels)
+    for router in routers:
+        _remove(ACTIVE_STREAMS, namespace, name, router)
     for metric in (PUBLISHED_LEASES, PUBLISHES, FAILOVER_SECONDS, LEASESET_PUBLISHED):
         _remove(metric, namespace, name)
     for router in routers:
@@ -89,3 +164,17 @@ def forget(namespace: str, name: str, routers: list[str]) -> None:
 def _remove(metric: Gauge | Counter | Histogram, *labels: str) -> None:
     with contextlib.suppress(KeyError):
         metric.remove(*labels)
+
+
+def _series_of(
+    metric: Gauge | Counter | Histogram, namespace: str, name: str
+) -> list[tuple[str, ...]]:
+    """The label values of `metric`'s series for one destination."""
+    found = set()
+    for family in metric.collect():
+        for sample in family.samples:
+            if (sample.labels.get("namespace"), sample.labels.get("destination")) == (
+                namespace, name,
+            ):  # fmt: skip
+                found.add(tuple(sample.labels.values()))
+    return sorted(found)

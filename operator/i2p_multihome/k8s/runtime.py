@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from kubernetes import client
 
-from i2p_multihome.balancer.engine import Balancer, EndpointResolver, Timing
+from i2p_multihome.balancer.engine import EndpointResolver, Timing
 from i2p_multihome.balancer.events import (
     BalancerEvent,
     FailoverPublished,
@@ -19,11 +19,11 @@ from i2p_multihome.balancer.events import (
     RouterRefused,
     SessionEstablished,
 )
-from i2p_multihome.balancer.reporter import StatusReporter
+from i2p_multihome.balancer.snapshot import BalancerSnapshot
 from i2p_multihome.balancer.status import timestamp
 from i2p_multihome.clock import SYSTEM_CLOCK, Clock
+from i2p_multihome.hosting import HostedDestination
 from i2p_multihome.k8s import metrics
-from i2p_multihome.logs import fields
 from i2p_multihome.model.v1alpha1 import (
     GROUP,
     PLURAL,
@@ -33,7 +33,6 @@ from i2p_multihome.model.v1alpha1 import (
     MultihomedDestinationSpec,
     MultihomedDestinationStatus,
 )
-from i2p_multihome.supervision import first_to_end
 from i2p_multihome.wire.keys import DestinationKeys
 
 log = logging.getLogger(__name__)
@@ -43,10 +42,6 @@ log = logging.getLogger(__name__)
 STATUS_WRITE_TIMEOUT_S = 10.0
 
 EventPoster = Callable[[str, str, str], None]  # (type, reason, message)
-
-
-class TaskEnded(Exception):
-    """A task of the runtime that must run until stopped ended on its own."""
 
 
 def kubernetes_event(event: BalancerEvent) -> tuple[str, str] | None:
@@ -83,7 +78,10 @@ class ApiServerStatusSink:
         )  # fmt: skip
 
 
-class DestinationRuntime:
+class DestinationRuntime(HostedDestination):
+    """A hosted destination that reports to the API server: its status subresource, Events
+    and Prometheus metrics."""
+
     def __init__(
         self,
         namespace: str,
@@ -102,65 +100,36 @@ class DestinationRuntime:
         self.name = name
         self._post_event = post_event
         self._routers_seen = [r.name for r in spec.routers]
-        self._fields = {"namespace": namespace, "name": name, "destination": keys.destination.b32}
-        self.balancer = Balancer(
+        super().__init__(
             f"{namespace}-{name}",
             spec,
             keys,
-            on_change=self._changed,
+            ApiServerStatusSink(custom, namespace, name),
+            namespace=namespace,
+            conditions=conditions,
+            generation=generation,
             on_event=self._on_event,
+            on_snapshot=self._observe,
             resolve_endpoint=resolve_endpoint,
             timing=timing,
             clock=clock,
+            log_fields={"namespace": namespace, "name": name, "destination": keys.destination.b32},
         )
-        self.reporter = StatusReporter(
-            self.balancer.snapshot,
-            ApiServerStatusSink(custom, namespace, name),
-            conditions=conditions,
-            generation=generation,
-            clock=clock,
-            on_snapshot=lambda snapshot, now: metrics.observe_snapshot(
-                namespace, name, snapshot, now
-            ),
-            log_fields=self._fields,
-        )
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-
-    def start(self) -> None:
-        where = f"{self.namespace}/{self.name}"
-        self._tasks = {
-            "balancer": asyncio.create_task(self.balancer.run(), name=f"balancer-{where}"),
-            "status": asyncio.create_task(self.reporter.run(), name=f"status-{where}"),
-        }
-
-    async def failed(self) -> TaskEnded:
-        """Wait until a task of this runtime ends on its own (a bug: each runs until
-        stopped); what ended and why."""
-        name, error = await first_to_end(self._tasks)
-        reason = f"{type(error).__name__}: {error}" if error is not None else "it returned"
-        log.error(
-            "destination task ended unexpectedly",
-            exc_info=error,
-            extra=fields(**self._fields, task=name, error=reason),
-        )
-        return TaskEnded(f"the {name} task ended unexpectedly ({reason})")
 
     async def update(self, spec: MultihomedDestinationSpec, generation: int | None) -> None:
-        self.reporter.generation = generation
         self._routers_seen = sorted({*self._routers_seen, *(r.name for r in spec.routers)})
-        await self.balancer.apply_spec(spec)
-        self.reporter.changed()
+        await super().update(spec, generation)
 
     async def stop(self, destroy_sessions: bool) -> None:
-        await self.balancer.stop(destroy_sessions=destroy_sessions)
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await super().stop(destroy_sessions)
         if destroy_sessions:
             metrics.forget(self.namespace, self.name, self._routers_seen)
 
-    def _changed(self) -> None:
-        self.reporter.changed()
+    def _observe(self, snapshot: BalancerSnapshot, now: float) -> None:
+        metrics.observe_snapshot(self.namespace, self.name, snapshot, now)
+        metrics.observe_dataplane(
+            self.namespace, self.name, self.dataplane.stats, self.dataplane.drops()
+        )
 
     def _on_event(self, event: BalancerEvent) -> None:
         metrics.observe_event(self.namespace, self.name, event)

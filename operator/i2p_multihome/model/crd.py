@@ -19,9 +19,13 @@ import yaml
 from pydantic import BaseModel
 
 from i2p_multihome.model.v1alpha1 import (
+    BACKEND_PORT_MESSAGE,
+    BACKEND_SERVICE_PORT_MESSAGE,
+    BACKEND_TARGET_MESSAGE,
     GROUP,
     KIND,
     PLURAL,
+    UNIQUE_PORTS_MESSAGE,
     VERSION,
     MultihomedDestinationSpec,
     MultihomedDestinationStatus,
@@ -51,6 +55,16 @@ PUBLISHING_ROUTER_MESSAGE = (
     "at least one router in spec.routers must have publish: true (the default); "
     "set publish: true on a router that should publish the LeaseSet"
 )
+
+# spec.ports: a list-map keyed by name; each (port, protocol) once, since a client's packet
+# names only the port and the protocol (cost-bounded by MAX_PORTS).
+UNIQUE_PORTS_RULE = (
+    "self.all(p, self.exists_one(q, q.port == p.port && "
+    "(has(q.protocol) ? q.protocol : 'Stream') == (has(p.protocol) ? p.protocol : 'Stream')))"
+)
+BACKEND_TARGET_RULE = "has(self.host) != has(self.service)"
+BACKEND_PORT_RULE = "!has(self.host) || has(self.port)"
+BACKEND_SERVICE_PORT_RULE = "!has(self.service) || !has(self.port)"
 
 # The keys are the destination's address: changing them is a different destination.
 IMMUTABLE_KEYS_RULE = "self == oldSelf"
@@ -227,6 +241,15 @@ def spec_schema() -> Schema:
         {"rule": UNIQUE_ROUTER_NAMES_RULE, "message": UNIQUE_ROUTER_NAMES_MESSAGE},
         {"rule": PUBLISHING_ROUTER_RULE, "message": PUBLISHING_ROUTER_MESSAGE},
     ]
+    _list_map(spec, "name", "ports")
+    _node(spec, "ports")["x-kubernetes-validations"] = [
+        {"rule": UNIQUE_PORTS_RULE, "message": UNIQUE_PORTS_MESSAGE},
+    ]
+    _node(spec, "ports", "[]", "backend")["x-kubernetes-validations"] = [
+        {"rule": BACKEND_TARGET_RULE, "message": BACKEND_TARGET_MESSAGE},
+        {"rule": BACKEND_PORT_RULE, "message": BACKEND_PORT_MESSAGE},
+        {"rule": BACKEND_SERVICE_PORT_RULE, "message": BACKEND_SERVICE_PORT_MESSAGE},
+    ]
     _node(spec, "keys")["x-kubernetes-validations"] = [
         {"rule": IMMUTABLE_KEYS_RULE, "message": IMMUTABLE_KEYS_MESSAGE},
     ]
@@ -291,6 +314,12 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "type": "date",
         "jsonPath": ".status.leaseSet.published",
         "description": "When the merged LeaseSet was last handed to a router.",
+    },
+    {
+        "name": "Streams",
+        "type": "integer",
+        "jsonPath": ".status.streams",
+        "description": "Active streams the destination serves.",
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {

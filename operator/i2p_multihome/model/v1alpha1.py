@@ -99,12 +99,97 @@ class PeerPolicy(Model):
     )
 
 
+class PortProtocol(StrEnum):
+    STREAM = "Stream"
+    DATAGRAM = "Datagram"
+
+
+DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+class ServiceBackend(Model):
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)] = Field(
+        description="A Service in the destination's namespace."
+    )
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(description="The Service's port.")
+
+
+class BackendSpec(Model):
+    """Where a port's traffic goes: a host and port, or a Service in the same namespace."""
+
+    host: Annotated[str, Field(min_length=1, max_length=253)] | None = Field(
+        default=None, description="A host name or address the operator can reach."
+    )
+    port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
+        default=None, description="The backend's TCP (Stream) or UDP (Datagram) port."
+    )
+    service: ServiceBackend | None = Field(
+        default=None, description="A Service in the destination's namespace, instead of host."
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> BackendSpec:
+        if (self.host is None) == (self.service is None):
+            raise ValueError(BACKEND_TARGET_MESSAGE)
+        if self.host is not None and self.port is None:
+            raise ValueError(BACKEND_PORT_MESSAGE)
+        if self.service is not None and self.port is not None:
+            raise ValueError(BACKEND_SERVICE_PORT_MESSAGE)
+        return self
+
+
+BACKEND_TARGET_MESSAGE = (
+    "spec.ports[].backend names either host (with port) or service, not both or neither"
+)
+BACKEND_PORT_MESSAGE = "spec.ports[].backend with host needs port"
+BACKEND_SERVICE_PORT_MESSAGE = (
+    "spec.ports[].backend with service takes its port in service.port; remove port"
+)
+
+
+class PortSpec(Model):
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        description="The I2P port clients address (0: clients that name no port, and any "
+        "port no other entry of this protocol takes). Unique per protocol."
+    )
+    protocol: PortProtocol = Field(
+        default=PortProtocol.STREAM,
+        description="Stream: I2P streaming to a TCP backend. Datagram: repliable datagrams "
+        "to a UDP backend.",
+    )
+    backend: BackendSpec
+
+
+MAX_PORTS = 32
+
+
+UNIQUE_PORT_NAMES_MESSAGE = "port names in spec.ports must be unique"
+UNIQUE_PORTS_MESSAGE = (
+    "spec.ports: each (port, protocol) may appear once; give the repeated entry another port"
+)
+
+
 class MultihomedDestinationSpec(Model):
     keys: KeysSpec = KeysSpec()
     routers: Annotated[list[RouterSpec], Field(min_length=1, max_length=64)]
     tunnels: TunnelsSpec = TunnelsSpec()
     lease_set: LeaseSetSpec = LeaseSetSpec()
     peer_policy: PeerPolicy = PeerPolicy()
+    ports: Annotated[list[PortSpec], Field(max_length=MAX_PORTS)] = Field(
+        default_factory=list,
+        description="What the destination serves: each I2P port and protocol, and its backend.",
+    )
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> MultihomedDestinationSpec:
+        names = [p.name for p in self.ports]
+        if len(set(names)) != len(names):
+            raise ValueError(UNIQUE_PORT_NAMES_MESSAGE)
+        keys = [(p.port, p.protocol) for p in self.ports]
+        if len(set(keys)) != len(keys):
+            raise ValueError(UNIQUE_PORTS_MESSAGE)
+        return self
 
     @model_validator(mode="after")
     def _check_routers(self) -> MultihomedDestinationSpec:
@@ -180,6 +265,7 @@ class RouterStatus(Model):
     state: RouterState
     version: str | None = None
     leases: int = 0
+    streams: int = Field(default=0, description="Active streams whose packets arrive here.")
     last_error: str | None = None
     since: str | None = None
 
@@ -203,6 +289,9 @@ class MultihomedDestinationStatus(Model):
     )
     destination: DestinationStatus | None = None
     lease_set: LeaseSetStatus | None = None
+    streams: int | None = Field(
+        default=None, description="Active streams the destination serves, on every router."
+    )
     routers: list[RouterStatus] = Field(default_factory=list)
     tunnels: list[TunnelStatus] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)

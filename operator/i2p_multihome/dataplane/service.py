@@ -1,0 +1,87 @@
+"""One destination's data plane: payloads in from every router, replies out through the
+router each client's traffic came through."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Mapping
+
+from i2p_multihome.clock import Clock
+from i2p_multihome.dataplane.datagrams import DatagramService
+from i2p_multihome.dataplane.ports import PortMap, backend_address
+from i2p_multihome.dataplane.stats import (
+    DROP_MALFORMED_PAYLOAD,
+    DROP_UNKNOWN_PROTOCOL,
+    DataPlaneStats,
+)
+from i2p_multihome.dataplane.streams import Sender, StreamService
+from i2p_multihome.model.v1alpha1 import BackendSpec, MultihomedDestinationSpec
+from i2p_multihome.streaming import StreamConfig
+from i2p_multihome.wire import messages
+from i2p_multihome.wire.codec import WireError
+from i2p_multihome.wire.keys import DestinationKeys
+
+log = logging.getLogger(__name__)
+
+
+class DataPlane:
+    def __init__(
+        self,
+        keys: DestinationKeys,
+        spec: MultihomedDestinationSpec,
+        namespace: str,
+        send: Sender,
+        clock: Clock,
+        stream_config: StreamConfig | None = None,
+        log_fields: Mapping[str, object] | None = None,
+    ) -> None:
+        self.stats = DataPlaneStats()
+        self._namespace = namespace
+        ports = PortMap.of(spec.ports)
+        self.streams = StreamService(
+            keys, ports, self._resolve, send, clock, self.stats, stream_config, log_fields
+        )
+        self.datagrams = DatagramService(
+            keys, ports, self._resolve, send, clock, self.stats, log_fields
+        )
+
+    def receive(self, router: str, message: messages.MessagePayload) -> None:
+        """A MessagePayload a client sent through `router`. Malformed ones are counted and
+        dropped; nothing a client sends can stop the data plane."""
+        try:
+            payload = messages.Payload.decode(message.payload)
+        except WireError:
+            self.stats.drops[DROP_MALFORMED_PAYLOAD] += 1
+            return
+        if payload.protocol == messages.PROTOCOL_STREAMING:
+            self.streams.receive(router, payload)
+        elif payload.protocol in (messages.PROTOCOL_DATAGRAM, messages.PROTOCOL_RAW):
+            self.datagrams.receive(router, payload)
+        else:
+            self.stats.drops[DROP_UNKNOWN_PROTOCOL] += 1
+
+    def apply_spec(self, spec: MultihomedDestinationSpec) -> None:
+        """New ports serve new streams and flows; those already open keep their backend."""
+        ports = PortMap.of(spec.ports)
+        self.streams.ports = ports
+        self.datagrams.ports = ports
+
+    async def run(self) -> None:
+        """Serve until cancelled."""
+        await asyncio.gather(self.streams.run(), self.datagrams.run())
+
+    async def shutdown(self) -> None:
+        """Reset every stream, so clients learn at once rather than by timing out."""
+        await self.streams.shutdown()
+
+    def streams_by_router(self) -> dict[str, int]:
+        return self.streams.streams_by_router()
+
+    def drops(self) -> Counter[str]:
+        """Everything dropped, by reason: the data plane's and the streaming protocol's."""
+        return self.stats.drops + self.streams.endpoint.drops
+
+    def _resolve(self, backend: BackendSpec) -> tuple[str, int]:
+        return backend_address(backend, self._namespace)

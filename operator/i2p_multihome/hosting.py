@@ -1,0 +1,124 @@
+"""One destination hosted by this process, whatever runs it (`balance` or the operator): the
+balancer that keeps its sessions and LeaseSet, the data plane that serves what clients send,
+and the status reporter with the caller's sink. Each part runs as a task that must not end
+on its own; `failed` tells when one does."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+from i2p_multihome.balancer.engine import Balancer, EndpointResolver, Timing, plain_endpoint
+from i2p_multihome.balancer.events import BalancerEvent
+from i2p_multihome.balancer.reporter import StatusReporter, StatusSink
+from i2p_multihome.balancer.snapshot import BalancerSnapshot
+from i2p_multihome.clock import SYSTEM_CLOCK, Clock
+from i2p_multihome.dataplane import DataPlane
+from i2p_multihome.logs import fields
+from i2p_multihome.model.v1alpha1 import Condition, MultihomedDestinationSpec
+from i2p_multihome.supervision import first_to_end
+from i2p_multihome.wire.keys import DestinationKeys
+from i2p_multihome.wire.structures import Destination
+
+log = logging.getLogger(__name__)
+
+
+class TaskEnded(Exception):
+    """A task of a hosted destination that must run until stopped ended on its own."""
+
+
+class HostedDestination:
+    def __init__(
+        self,
+        name: str,
+        spec: MultihomedDestinationSpec,
+        keys: DestinationKeys,
+        sink: StatusSink,
+        *,
+        namespace: str = "default",
+        conditions: Sequence[Condition] = (),
+        generation: int | None = None,
+        on_event: Callable[[BalancerEvent], None] = lambda event: None,
+        on_snapshot: Callable[[BalancerSnapshot, float], None] = lambda snapshot, now: None,
+        resolve_endpoint: EndpointResolver = plain_endpoint,
+        timing: Timing | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        log_fields: Mapping[str, object] | None = None,
+    ) -> None:
+        self._log_fields = dict(log_fields or {"destination": keys.destination.b32})
+        self.dataplane = DataPlane(
+            keys, spec, namespace, self._send, clock, log_fields=self._log_fields
+        )
+        self.balancer = Balancer(
+            name,
+            spec,
+            keys,
+            on_change=self._changed,
+            on_event=on_event,
+            on_payload=self.dataplane.receive,
+            resolve_endpoint=resolve_endpoint,
+            timing=timing,
+            clock=clock,
+        )
+        self.reporter = StatusReporter(
+            self.snapshot,
+            sink,
+            conditions=conditions,
+            generation=generation,
+            clock=clock,
+            on_snapshot=on_snapshot,
+            log_fields=self._log_fields,
+        )
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def snapshot(self) -> BalancerSnapshot:
+        return dataclasses.replace(
+            self.balancer.snapshot(), streams=self.dataplane.streams_by_router()
+        )
+
+    def start(self) -> None:
+        self._tasks = {
+            "balancer": asyncio.create_task(self.balancer.run(), name="balancer"),
+            "data plane": asyncio.create_task(self.dataplane.run(), name="data-plane"),
+            "status": asyncio.create_task(self.reporter.run(), name="status"),
+        }
+
+    async def failed(self) -> TaskEnded:
+        """Wait until a task ends on its own (a bug: each runs until stopped); what ended
+        and why, logged with its traceback."""
+        name, error = await first_to_end(self._tasks)
+        reason = f"{type(error).__name__}: {error}" if error is not None else "it returned"
+        log.error(
+            "destination task ended unexpectedly",
+            exc_info=error,
+            extra=fields(**self._log_fields, task=name, error=reason),
+        )
+        return TaskEnded(f"the {name} task ended unexpectedly ({reason})")
+
+    async def update(self, spec: MultihomedDestinationSpec, generation: int | None) -> None:
+        self.reporter.generation = generation
+        self.dataplane.apply_spec(spec)
+        await self.balancer.apply_spec(spec)
+        self.reporter.changed()
+
+    async def stop(self, destroy_sessions: bool) -> None:
+        """With `destroy_sessions`, clients' streams are reset and every router drops the
+        destination; without, the sessions just close (a takeover or restart follows)."""
+        if destroy_sessions:
+            await self.dataplane.shutdown()
+        await self.balancer.stop(destroy_sessions=destroy_sessions)
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def report(self) -> bool:
+        """Write the status now (the last one, after `stop`)."""
+        return await self.reporter.report()
+
+    def _changed(self) -> None:
+        self.reporter.changed()
+
+    async def _send(self, router: str, to: Destination, payload: bytes) -> bool:
+        return await self.balancer.send_payload(router, to, payload)

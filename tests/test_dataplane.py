@@ -1,0 +1,320 @@
+"""The data plane end to end on one machine: a hosted destination on two fake routers
+(real I2CP bytes), a remote client built from the streaming Endpoint (client role) whose
+packets the fake routers deliver as MessagePayload, and real TCP and UDP backends on
+loopback. The real routers come in e2e/test_dataplane.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from fakerouter import FakeRouter, eventually, make_leases
+from i2p_multihome.balancer.engine import Timing
+from i2p_multihome.hosting import HostedDestination
+from i2p_multihome.model.v1alpha1 import (
+    MultihomedDestinationSpec,
+    MultihomedDestinationStatus,
+)
+from i2p_multihome.streaming import (
+    DataReadable,
+    Endpoint,
+    PeerClosed,
+    StreamClosed,
+    StreamClosedError,
+    StreamEstablished,
+    StreamReset,
+)
+from i2p_multihome.wire import messages
+from i2p_multihome.wire.datagrams import RepliableDatagram
+from i2p_multihome.wire.keys import DestinationKeys
+
+MIB = 1024 * 1024
+BODY = os.urandom(MIB)
+
+
+class StatusList:
+    def __init__(self) -> None:
+        self.written: list[MultihomedDestinationStatus] = []
+
+    async def write(self, status: MultihomedDestinationStatus) -> None:
+        self.written.append(status)
+
+
+class RemoteClient:
+    """A client destination somewhere in I2P, reaching ours through one of the routers:
+    its packets are delivered by that fake router, our replies come back from whichever
+    router we send them through (recorded per router)."""
+
+    def __init__(self, server: DestinationKeys, routers: dict[str, FakeRouter]) -> None:
+        self.keys = DestinationKeys.generate()
+        self.server = server
+        self.routers = routers
+        self.endpoint = Endpoint(self.keys)
+        self.replies_via: dict[str, int] = dict.fromkeys(routers, 0)
+        self.datagrams: list[tuple[str, bytes]] = []
+        self.events: dict[int, list[object]] = {}  # each stream's events, in order
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        for name, router in routers.items():
+            router.send_listeners.append(lambda m, n=name: self._from_destination(n, m))
+
+    def _from_destination(
+        self, router: str, message: messages.SendMessage | messages.SendMessageExpires
+    ) -> None:
+        if message.destination != self.keys.destination:
+            return
+        self.replies_via[router] += 1
+        payload = messages.Payload.decode(message.payload)
+        if payload.protocol == messages.PROTOCOL_STREAMING:
+            self.endpoint.receive(payload.data, payload.from_port, payload.to_port, router, now())
+        else:
+            self.datagrams.append((router, payload.data))
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._pump())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _pump(self) -> None:
+        while True:
+            while (event := self.endpoint.next_event()) is not None:
+                sid = getattr(event, "stream_id", None)
+                if sid is not None:
+                    self.events.setdefault(sid, []).append(event)
+            for out in self.endpoint.packets_to_send(now()):
+                await self.routers[out.via].deliver(out.payload.encode())
+            timer = self.endpoint.timer_at()
+            if timer is not None and timer <= now():
+                self.endpoint.handle_timer(now())
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), None if timer is None else timer - now())
+            self._wake.clear()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    async def request(self, via: str, request: bytes, port: int = 80) -> tuple[bytes, str]:
+        """Open a stream through `via`, send `request` (as fast as the send buffer takes
+        it), half-close, read to the end; the bytes and how the stream ended ("closed" or
+        the reset reason)."""
+        stream = self.endpoint.connect(self.server.destination, via, now(), remote_port=port)
+        unsent = request
+        received = bytearray()
+        deadline = time.monotonic() + 20.0
+        while True:
+            if unsent:
+                with contextlib.suppress(StreamClosedError):
+                    unsent = unsent[self.endpoint.send(stream, unsent) :]
+                    if not unsent:
+                        self.endpoint.close(stream)
+                self.kick()
+            waiting = self.events.setdefault(stream, [])
+            if not waiting:
+                if time.monotonic() > deadline:
+                    raise AssertionError("stream did not end within 20 s")
+                await asyncio.sleep(0.005)
+                continue
+            event = waiting.pop(0)
+            match event:
+                case DataReadable(stream_id=sid) if sid == stream:
+                    received += self.endpoint.read(stream)
+                    self.kick()
+                case StreamReset(stream_id=sid, reason=reason) if sid == stream:
+                    return bytes(received), reason
+                case StreamClosed(stream_id=sid) if sid == stream:
+                    return bytes(received), "closed"
+                case PeerClosed() | StreamEstablished():
+                    received += self.endpoint.read(stream)
+
+
+def now() -> float:
+    return time.monotonic()
+
+
+async def http_like_backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Reads the request to EOF, answers with its SHA-256 and, for GET, the 1 MiB body."""
+    request = await reader.read()
+    digest = hashlib.sha256(request).hexdigest().encode()
+    writer.write(digest + b"\n")
+    if request.startswith(b"GET"):
+        writer.write(BODY)
+    await writer.drain()
+    writer.close()
+
+
+class UdpEcho(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.DatagramTransport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.transport.sendto(b"echo:" + data, addr)
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[dict[str, Any]]:
+    tcp = await asyncio.start_server(http_like_backend, "127.0.0.1", 0)
+    tcp_port = tcp.sockets[0].getsockname()[1]
+    udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        UdpEcho, local_addr=("127.0.0.1", 0)
+    )
+    udp_port = udp.get_extra_info("sockname")[1]
+    routers = {
+        name: await FakeRouter(name, leases=make_leases(name, 2)).start() for name in ("r1", "r2")
+    }
+    keys = DestinationKeys.generate()
+    spec = MultihomedDestinationSpec.model_validate(
+        {
+            "routers": [{"name": n, "i2cp": {"host": "127.0.0.1", "port": r.port}}
+                        for n, r in routers.items()],
+            "ports": [
+                {"name": "http", "port": 80, "backend": {"host": "127.0.0.1", "port": tcp_port}},
+                {"name": "down", "port": 81, "backend": {"host": "127.0.0.1", "port": 9}},
+                {"name": "echo", "port": 53, "protocol": "Datagram",
+                 "backend": {"host": "127.0.0.1", "port": udp_port}},
+            ],
+        }
+    )  # fmt: skip
+    sink = StatusList()
+    hosted = HostedDestination(
+        "dest", spec, keys, sink, timing=Timing(ramp_first_s=3600, heartbeat_s=30)
+    )
+    hosted.start()
+    client = RemoteClient(keys, routers)
+    await client.start()
+    await eventually(
+        lambda: all(r.last_lease_set is not None for r in routers.values()), 5.0, "sessions"
+    )
+    yield {"hosted": hosted, "client": client, "routers": routers, "keys": keys, "sink": sink}
+    await client.close()
+    await hosted.stop(destroy_sessions=True)
+    for router in routers.values():
+        await router.close()
+    tcp.close()
+    udp.close()
+
+
+async def test_a_stream_reaches_the_backend_and_1_mib_comes_back(world: dict[str, Any]) -> None:
+    client: RemoteClient = world["client"]
+    data, ending = await client.request("r1", b"GET /big")
+    assert ending == "closed"
+    digest, body = data.split(b"\n", 1)
+    assert digest == hashlib.sha256(b"GET /big").hexdigest().encode()
+    assert hashlib.sha256(body).digest() == hashlib.sha256(BODY).digest()
+    hosted: HostedDestination = world["hosted"]
+    assert hosted.dataplane.stats.bytes_out[("r1", "http")] == len(data)
+    assert hosted.dataplane.stats.bytes_in[("r1", "http")] == len(b"GET /big")
+
+
+async def test_an_upload_reaches_the_backend_intact(world: dict[str, Any]) -> None:
+    upload = os.urandom(MIB)
+    data, ending = await world["client"].request("r2", b"PUT " + upload)
+    assert ending == "closed"
+    assert data == hashlib.sha256(b"PUT " + upload).hexdigest().encode() + b"\n"
+
+
+async def test_replies_leave_through_the_router_the_stream_came_through(
+    world: dict[str, Any],
+) -> None:
+    client: RemoteClient = world["client"]
+    await client.request("r2", b"HEAD /")
+    assert client.replies_via["r2"] > 0
+    assert client.replies_via["r1"] == 0
+
+
+async def test_a_refused_backend_resets_the_stream_promptly(world: dict[str, Any]) -> None:
+    started = time.monotonic()
+    data, ending = await world["client"].request("r1", b"GET /", port=81)
+    assert ending != "closed" and data == b""
+    assert time.monotonic() - started < 5.0
+    assert world["hosted"].dataplane.stats.resets["backend_refused"] == 1
+
+
+async def test_a_port_nobody_serves_is_reset(world: dict[str, Any]) -> None:
+    data, ending = await world["client"].request("r1", b"GET /", port=8080)
+    assert ending != "closed" and data == b""
+    assert world["hosted"].dataplane.stats.resets["no_port"] == 1
+
+
+async def test_concurrent_streams_all_complete_and_nothing_is_left_behind(
+    world: dict[str, Any],
+) -> None:
+    client: RemoteClient = world["client"]
+    results = await asyncio.gather(
+        *(client.request("r1" if i % 2 else "r2", f"HEAD {i}".encode()) for i in range(20))
+    )
+    assert all(ending == "closed" for _, ending in results)
+    hosted: HostedDestination = world["hosted"]
+    await eventually(lambda: hosted.dataplane.streams.active_streams == 0, 5.0, "streams gone")
+    assert hosted.dataplane.streams.endpoint.active_streams == 0
+
+
+async def test_status_counts_streams_by_router(world: dict[str, Any]) -> None:
+    client: RemoteClient = world["client"]
+    hosted: HostedDestination = world["hosted"]
+    # A stream that stays open: its request is sent but the stream is not half-closed.
+    stream = client.endpoint.connect(world["keys"].destination, "r2", now(), remote_port=80)
+    client.endpoint.send(stream, b"GET")
+    client.kick()
+    await eventually(lambda: hosted.snapshot().streams == {"r2": 1}, 5.0, "one stream on r2")
+    assert await hosted.report()
+    status = world["sink"].written[-1]
+    assert status.streams == 1
+    assert {r.name: r.streams for r in status.routers} == {"r1": 0, "r2": 1}
+    assert status.to_json_dict()["streams"] == 1
+
+
+async def test_datagrams_are_echoed_through_the_router_they_came_through(
+    world: dict[str, Any],
+) -> None:
+    client: RemoteClient = world["client"]
+    routers: dict[str, FakeRouter] = world["routers"]
+    # Replies follow the client's latest datagram: five through r1, then five through r2.
+    for i in range(10):
+        datagram = RepliableDatagram.build(client.keys, f"ping {i}".encode()).encode()
+        payload = messages.Payload(datagram, messages.PROTOCOL_DATAGRAM, 7000, 53)
+        await routers["r1" if i < 5 else "r2"].deliver(payload.encode())
+        if i == 4:
+            await eventually(lambda: len(client.datagrams) == 5, 5.0, "5 echoes")
+    await eventually(lambda: len(client.datagrams) == 10, 5.0, "10 echoes")
+    echoed = {}
+    for router, data in client.datagrams:
+        reply = RepliableDatagram.decode_verified(data)
+        assert reply.source == world["keys"].destination
+        echoed[reply.payload] = router
+    assert echoed == {f"echo:ping {i}".encode(): "r1" if i < 5 else "r2" for i in range(10)}
+    stats = world["hosted"].dataplane.stats
+    assert stats.datagrams_in["echo"] == stats.datagrams_out["echo"] == 10
+    assert world["hosted"].dataplane.datagrams.flows == 1
+
+
+async def test_garbage_from_clients_is_counted_and_dropped(world: dict[str, Any]) -> None:
+    routers: dict[str, FakeRouter] = world["routers"]
+    client: RemoteClient = world["client"]
+    await routers["r1"].deliver(b"not gzip at all")
+    await routers["r1"].deliver(messages.Payload(b"\x00" * 10, 6, 1, 80).encode())
+    forged = RepliableDatagram(client.keys.destination, b"\x00" * 64, b"hi").encode()
+    await routers["r1"].deliver(messages.Payload(forged, 17, 1, 53).encode())
+    await routers["r1"].deliver(messages.Payload(b"raw", 18, 1, 53).encode())
+    hosted: HostedDestination = world["hosted"]
+    await eventually(lambda: sum(hosted.dataplane.drops().values()) >= 4, 5.0, "4 drops")
+    drops = hosted.dataplane.drops()
+    assert drops["malformed_payload"] == 1
+    assert drops["malformed"] == 1
+    assert drops["bad_datagram"] == 1
+    assert drops["raw_datagram"] == 1
+    # ... and the destination still serves.
+    _, ending = await client.request("r1", b"HEAD /")
+    assert ending == "closed"
