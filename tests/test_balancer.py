@@ -253,8 +253,12 @@ async def test_merged_lease_set_reaches_every_router(setup: Setup, keys: Destina
     assert merged.lease_set.destination == keys.destination
     assert len(merged.lease_set.leases) == 3 * LEASES_PER_ROUTER
     assert sorted(setup.owners(merged)) == sorted(["r1", "r2", "r3"] * LEASES_PER_ROUTER)
-    assert merged.lease_set.encryption_keys == (keys.encryption_key,)
-    assert [(k.crypto_type, k.key) for k in merged.private_keys] == [(4, keys.encryption_private)]
+    # X25519 first (preferred), then ElGamal for clients that speak nothing else.
+    assert merged.lease_set.encryption_keys == (keys.encryption_key, keys.elgamal_key)
+    assert [(k.crypto_type, k.key) for k in merged.private_keys] == [
+        (4, keys.encryption_private),
+        (0, keys.elgamal_private),
+    ]
     now = time.time()
     ls = merged.lease_set
     assert abs(ls.published - now) < I2PD_WINDOW_S
@@ -731,7 +735,7 @@ async def test_key_material_never_logged(
     formatter = KeyValueFormatter()
     text = "\n".join(formatter.format(record) + repr(vars(record)) for record in caplog.records)
     assert "LeaseSet published" in text and "router lost" in text  # the run did log
-    for secret in (keys.signing_seed, keys.encryption_private):
+    for secret in (keys.signing_seed, keys.encryption_private, keys.elgamal_private):
         for form in (
             secret.hex(),
             secret.hex().upper(),

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from i2p_multihome.wire.encoding import b64encode
 from i2p_multihome.wire.keys import (
+    ELGAMAL_PRIME,
     KEY_FILE_FORMAT,
     DestinationKeys,
     KeyFileError,
@@ -361,3 +362,42 @@ def test_i2pd_keys_with_a_foreign_seed_are_refused() -> None:
 def test_truncated_i2pd_keys_are_refused(cut: int) -> None:
     with pytest.raises(KeyFileError):
         DestinationKeys.from_i2pd_dat(I2PD_DAT[:cut])
+
+
+# --- ElGamal, for clients that speak nothing else ------------------------------------------
+
+
+def test_the_elgamal_key_is_a_key_of_i2ps_group_and_stable() -> None:
+    keys = DestinationKeys.generate(seeded_random(b"elgamal-5"))
+    x = int.from_bytes(keys.elgamal_private, "big")
+    assert 2 <= x < ELGAMAL_PRIME - 1 and len(keys.elgamal_private) == 256
+    assert keys.elgamal_key.crypto_type == 0
+    assert int.from_bytes(keys.elgamal_key.public_key, "big") == pow(2, x, ELGAMAL_PRIME)
+    # Derived from the signing key: the same after a reload, different for other keys.
+    again = DestinationKeys.from_json(keys.to_json())
+    assert again.elgamal_key == keys.elgamal_key
+    assert DestinationKeys.generate(seeded_random(b"elgamal-6")).elgamal_key != keys.elgamal_key
+    assert keys.encryption_keys == (keys.encryption_key, keys.elgamal_key)
+    assert [t for t, _ in keys.private_keys] == [4, 0]
+    assert "elgamal" not in keys.to_json().lower()  # nothing new in the key file
+
+
+def test_the_prime_is_rfc_3526_group_14() -> None:
+    # The group's defining property: p = 2^2048 - 2^1984 - 1 + 2^64 * (floor(2^1918 pi) + 124476).
+    assert ELGAMAL_PRIME.bit_length() == 2048
+    assert ELGAMAL_PRIME >> 1984 == (1 << 64) - 1
+    assert ELGAMAL_PRIME & ((1 << 64) - 1) == (1 << 64) - 1
+    assert pow(2, ELGAMAL_PRIME - 1, ELGAMAL_PRIME) == 1  # Fermat: consistent with a prime
+
+
+def test_an_imported_i2pd_destination_derives_its_elgamal_key() -> None:
+    """i2pd fills a destination's identity key with random bytes (Identity.cpp,
+    CreateRandomKeys with isDestination): the .dat's "private key" belongs to no public
+    key, so it is not used."""
+    keys = DestinationKeys.from_i2pd_dat(I2PD_DAT)
+    unrelated = int.from_bytes(I2PD_DAT[391 : 391 + 256], "big")
+    assert pow(2, unrelated, ELGAMAL_PRIME).to_bytes(256, "big") != keys.destination.raw[:256]
+    assert keys.elgamal_private != I2PD_DAT[391 : 391 + 256]
+    x = int.from_bytes(keys.elgamal_private, "big")
+    assert int.from_bytes(keys.elgamal_key.public_key, "big") == pow(2, x, ELGAMAL_PRIME)
+    assert DestinationKeys.from_i2pd_dat(I2PD_DAT).elgamal_key == keys.elgamal_key

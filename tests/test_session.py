@@ -279,7 +279,7 @@ async def test_lease_request_answered_with_signed_lease_set(
     assert answer.signature_ok
     assert answer.answered_after_s is not None and answer.answered_after_s < 1.0
     assert answer.gateways == {lease.gateway for lease in leases}
-    assert [k.crypto_type for k in answer.private_keys] == [4]
+    assert [k.crypto_type for k in answer.private_keys] == [4, 0]
     assert router.missed_deadlines == []
     await client.stop()
 

@@ -451,7 +451,7 @@ class Balancer:
             self._keys.destination,
             published_s,
             policy.lease_set_expires_s(selected, published_s),
-            (self._keys.encryption_key,),
+            self._keys.encryption_keys,
             tuple(s.to_lease2() for s in selected),
             self._keys.sign,
         )

@@ -17,6 +17,7 @@ from i2p_multihome.dataplane.stats import (
     DataPlaneStats,
 )
 from i2p_multihome.dataplane.streams import Sender, StreamService
+from i2p_multihome.logs import fields
 from i2p_multihome.model.v1alpha1 import BackendSpec, MultihomedDestinationSpec
 from i2p_multihome.streaming import StreamConfig
 from i2p_multihome.wire import messages
@@ -38,6 +39,7 @@ class DataPlane:
         log_fields: Mapping[str, object] | None = None,
     ) -> None:
         self.stats = DataPlaneStats()
+        self._log_fields = dict(log_fields or {})
         self._namespace = namespace
         ports = PortMap.of(spec.ports)
         self.streams = StreamService(
@@ -55,6 +57,13 @@ class DataPlane:
         except WireError:
             self.stats.drops[DROP_MALFORMED_PAYLOAD] += 1
             return
+        log.debug(
+            "payload received",
+            extra=fields(
+                **self._log_fields, router=router, protocol=payload.protocol,
+                from_port=payload.from_port, to_port=payload.to_port, bytes=len(payload.data),
+            ),
+        )  # fmt: skip
         if payload.protocol == messages.PROTOCOL_STREAMING:
             self.streams.receive(router, payload)
         elif payload.protocol in (messages.PROTOCOL_DATAGRAM, messages.PROTOCOL_RAW):

@@ -135,11 +135,11 @@ class RouterSession:
         )
 
     async def send_lease_set(self, lease_set: LeaseSet2) -> None:
-        private = messages.PrivateKey(
-            self._keys.encryption_key.crypto_type, self._keys.encryption_private
+        private = tuple(
+            messages.PrivateKey(crypto_type, key) for crypto_type, key in self._keys.private_keys
         )
         await self._require_connection().send(
-            messages.CreateLeaseSet2(self._require_session(), lease_set, (private,))
+            messages.CreateLeaseSet2(self._require_session(), lease_set, private)
         )
 
     async def send_payload(

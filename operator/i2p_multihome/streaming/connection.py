@@ -763,7 +763,7 @@ class Connection:
             probe, self._probe_new = self._probe_new, False
             if self._tx and (not self._choked_by_peer or probe):
                 out.append(self._new_packet(0, now, take_data=True))
-            elif self._local_closed and not self._tx:
+            elif self._local_closed and not self._tx and not self._unacked:
                 out.append(self._new_packet(0, now, take_data=False))  # a bare CLOSE
             elif probe and not self._tx:
                 out.append(self._new_packet(0, now, take_data=False))  # a keepalive
@@ -777,7 +777,10 @@ class Connection:
         if take_data:
             payload = bytes(self._tx[: self._send_mtu])
             del self._tx[: len(payload)]
-        if self._local_closed and not self._tx:
+        # CLOSE goes out alone, once everything sent before it is acked, as i2pd does: an
+        # i2pd 2.45.1 client that gets CLOSE while its application still reads hands the
+        # SAM or tunnel socket at most one more buffer and never its end (SAM.cpp 936-949).
+        if self._local_closed and not self._tx and not self._unacked and not payload:
             flags |= CLOSE
             self._close_seq = self._next_seq
             self._close_after_peer = self._peer_closed

@@ -6,6 +6,7 @@ stray log line or traceback cannot leak a private key.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from i2p_multihome.wire.codec import Reader, WireError
 from i2p_multihome.wire.encoding import b64decode, b64encode
 from i2p_multihome.wire.structures import (
     CRYPTO_PRIVATE_KEY_LEN,
+    CRYPTO_TYPE_ELGAMAL,
     CRYPTO_TYPE_X25519,
     SIG_TYPE_ED25519,
     Destination,
@@ -30,6 +32,20 @@ from i2p_multihome.wire.structures import (
 
 KEY_FILE_FORMAT = "i2p-multihome-keys/1"
 _DERIVED_X25519_INFO = b"i2p-multihome LeaseSet2 X25519 key"
+_DERIVED_ELGAMAL_INFO = b"i2p-multihome LeaseSet2 ElGamal key"
+
+# I2P's ElGamal group: the 2048-bit MODP prime of RFC 3526 (group 14), generator 2.
+ELGAMAL_PRIME = int(
+    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A0879"
+    "8E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B"
+    "0BFF5CB6F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA4836"
+    "1C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804"
+    "F1746C08CA18217C32905E462E36CE3BE39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6"
+    "955817183995497CEA956AE515D2261898FA051015728E5A8AACAA68FFFFFFFFFFFFFFFF",
+    16,
+)
+ELGAMAL_GENERATOR = 2
+ELGAMAL_KEY_LEN = 256
 
 
 class KeyFileError(ValueError):
@@ -72,6 +88,39 @@ class DestinationKeys:
         public = X25519PrivateKey.from_private_bytes(self.encryption_private).public_key()
         return EncryptionKey(
             CRYPTO_TYPE_X25519, public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        )
+
+    @functools.cached_property
+    def elgamal_private(self) -> bytes:
+        """The LeaseSet2's ElGamal private key (256 bytes, big-endian), derived from the
+        signing key, so it is the same at every start and on every replica without a change
+        to the key file. (An i2pd .dat holds no usable one: i2pd fills a destination's
+        identity key with random bytes and makes LeaseSet keys per run.)"""
+        material = HKDF(
+            hashes.SHA256(), ELGAMAL_KEY_LEN, salt=None, info=_DERIVED_ELGAMAL_INFO
+        ).derive(self.signing_seed)
+        exponent = int.from_bytes(material, "big") % (ELGAMAL_PRIME - 3) + 2
+        return exponent.to_bytes(ELGAMAL_KEY_LEN, "big")
+
+    @functools.cached_property
+    def elgamal_key(self) -> EncryptionKey:
+        exponent = int.from_bytes(self.elgamal_private, "big")
+        public = pow(ELGAMAL_GENERATOR, exponent, ELGAMAL_PRIME)
+        return EncryptionKey(CRYPTO_TYPE_ELGAMAL, public.to_bytes(ELGAMAL_KEY_LEN, "big"))
+
+    @property
+    def encryption_keys(self) -> tuple[EncryptionKey, ...]:
+        """What the LeaseSet2 offers, preferred first: X25519 (ECIES-X25519-AEAD-Ratchet),
+        and ElGamal for clients that speak nothing else (an i2pd 2.45.1 SAM session without
+        i2cp.leaseSetEncType is one), as Java and i2pd server tunnels offer by default."""
+        return (self.encryption_key, self.elgamal_key)
+
+    @property
+    def private_keys(self) -> tuple[tuple[int, bytes], ...]:
+        """(crypto type, private key) for each of `encryption_keys`, for CreateLeaseSet2."""
+        return (
+            (CRYPTO_TYPE_X25519, self.encryption_private),
+            (CRYPTO_TYPE_ELGAMAL, self.elgamal_private),
         )
 
     def to_json(self) -> str:
