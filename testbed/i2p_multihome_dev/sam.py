@@ -244,6 +244,13 @@ async def _exchange(
     return reply
 
 
+def _destination_in(reply: SamReply, key: str, what: str) -> Destination:
+    try:
+        return parse_destination(reply.values.get(key, ""))
+    except ValueError as exc:
+        raise SamError(f"{what}: {key} is {exc}") from None
+
+
 def _close(writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(OSError, RuntimeError):
         writer.close()
@@ -264,28 +271,33 @@ async def naming_lookup(sam: Address, name: str, timeout_s: float = 60.0) -> Des
         )
     finally:
         _close(writer)
-    return parse_destination(reply.values.get("VALUE", ""))
+    return _destination_in(reply, "VALUE", f"NAMING LOOKUP {name}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Created:
+    """What SESSION CREATE gave: the session's id and destination, its open control
+    connection, and how long it took."""
+
+    session_id: str
+    destination: Destination
+    control: tuple[asyncio.StreamReader, asyncio.StreamWriter]
+    seconds: float
 
 
 class SamSession:
     """One SAM session: a TRANSIENT destination that lives while its control connection is
     open (i2pd closes the session when that connection ends)."""
 
-    def __init__(
-        self,
-        sam: Address,
-        session_id: str,
-        style: Style,
-        destination: Destination,
-        control: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-    ) -> None:
+    def __init__(self, sam: Address, style: Style, created: _Created) -> None:
         self.sam = sam
-        self.id = session_id
+        self.id = created.session_id
         self.style = style
-        self.destination = destination
-        self._reader, self._writer = control
+        self.destination = created.destination
+        self.created_s = created.seconds  # how long SESSION CREATE took
+        self._reader, self._writer = created.control
         self._lock = asyncio.Lock()
-        self.created_s = 0.0  # how long SESSION CREATE took
+        self._out_of_step = False
 
     @property
     def b32(self) -> str:
@@ -298,17 +310,27 @@ class SamSession:
         return str(self._writer.get_extra_info("sockname")[0])
 
     async def lookup(self, name: str, timeout_s: float = 60.0) -> Destination:
-        """NAMING LOOKUP through this session's destination (it then knows the LeaseSet)."""
+        """NAMING LOOKUP through this session's destination (it then knows the LeaseSet).
+
+        After a timeout the late answer would be read as the next one's, so the session
+        refuses further lookups."""
+        what = f"NAMING LOOKUP {name} in session {self.id}"
         async with self._lock:
-            reply = await _exchange(
-                self._reader,
-                self._writer,
-                format_command("NAMING LOOKUP", {"NAME": name}),
-                "NAMING REPLY",
-                f"NAMING LOOKUP {name} in session {self.id}",
-                timeout_s,
-            )
-        return parse_destination(reply.values.get("VALUE", ""))
+            if self._out_of_step:
+                raise SamError(f"{what}: an earlier lookup timed out; create a new session")
+            try:
+                reply = await _exchange(
+                    self._reader,
+                    self._writer,
+                    format_command("NAMING LOOKUP", {"NAME": name}),
+                    "NAMING REPLY",
+                    what,
+                    timeout_s,
+                )
+            except TimeoutError:
+                self._out_of_step = True
+                raise
+        return _destination_in(reply, "VALUE", what)
 
     async def close(self) -> None:
         _close(self._writer)
@@ -336,14 +358,14 @@ async def _create_session(
     extra: Mapping[str, str],
     timeout_s: float,
     control: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None,
-) -> tuple[str, Destination, tuple[asyncio.StreamReader, asyncio.StreamWriter], float]:
+) -> _Created:
     reader, writer = control or await _open(sam, timeout_s)
     session_id = f"tb{secrets.token_hex(6)}"
     command: dict[str, str] = {"STYLE": style, "ID": session_id, "DESTINATION": "TRANSIENT"}
     if signature_type is not None:
         command["SIGNATURE_TYPE"] = str(signature_type)
     command.update(extra)
-    command.update(DEFAULT_SESSION_OPTIONS if options is None else options)
+    command.update({**DEFAULT_SESSION_OPTIONS, **(options or {})})
     started = time.monotonic()
     try:
         reply = await _exchange(
@@ -354,7 +376,7 @@ async def _create_session(
             f"SESSION CREATE STYLE={style} on {sam[0]}:{sam[1]}",
             timeout_s,
         )
-        destination = parse_destination(reply.values.get("DESTINATION", ""))
+        destination = _destination_in(reply, "DESTINATION", f"SESSION CREATE STYLE={style}")
     except BaseException:
         _close(writer)
         raise
@@ -369,7 +391,7 @@ async def _create_session(
             seconds=round(took, 1),
         ),
     )
-    return session_id, destination, (reader, writer), took
+    return _Created(session_id, destination, (reader, writer), took)
 
 
 # ----------------------------------------------------------------------------- streams
@@ -438,8 +460,12 @@ class StreamSession(SamSession):
                 f"STREAM ACCEPT in session {self.id}",
                 timeout_s,
             )
-            peer = await _read_line(reader, f"waiting for a stream to {self.b32}", timeout_s)
-            return IncomingStream(parse_destination(peer), reader, writer)
+            what = f"waiting for a stream to {self.b32}"
+            peer = await _read_line(reader, what, timeout_s)
+            try:
+                return IncomingStream(parse_destination(peer), reader, writer)
+            except ValueError as exc:
+                raise SamError(f"{what}: the peer line is {exc}") from None
         except BaseException:
             _close(writer)
             raise
@@ -476,14 +502,10 @@ async def stream_session(
 ) -> StreamSession:
     """SESSION CREATE STYLE=STREAM DESTINATION=TRANSIENT on the bridge at `sam`.
 
-    `signature_type` None leaves i2pd's default (DSA_SHA1); `options` replace
-    `DEFAULT_SESSION_OPTIONS` (I2CP options such as inbound.length)."""
-    session_id, destination, control, took = await _create_session(
-        sam, "STREAM", signature_type, options, {}, timeout_s
-    )
-    session = StreamSession(sam, session_id, "STREAM", destination, control)
-    session.created_s = took
-    return session
+    `signature_type` None leaves i2pd's default (DSA_SHA1); `options` (I2CP options such
+    as inbound.length) go over `DEFAULT_SESSION_OPTIONS`."""
+    created = await _create_session(sam, "STREAM", signature_type, options, {}, timeout_s)
+    return StreamSession(sam, "STREAM", created)
 
 
 # --------------------------------------------------------------------------- datagrams
@@ -526,14 +548,9 @@ class DatagramSession(SamSession):
     received datagrams are forwarded by the bridge to a UDP socket of ours."""
 
     def __init__(
-        self,
-        sam: Address,
-        session_id: str,
-        destination: Destination,
-        control: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-        udp: tuple[asyncio.DatagramTransport, _Forwarded],
+        self, sam: Address, created: _Created, udp: tuple[asyncio.DatagramTransport, _Forwarded]
     ) -> None:
-        super().__init__(sam, session_id, "DATAGRAM", destination, control)
+        super().__init__(sam, "DATAGRAM", created)
         self._transport, self._protocol = udp
 
     @property
@@ -594,7 +611,7 @@ async def datagram_session(
         raise
     udp_port = transport.get_extra_info("sockname")[1]
     try:
-        session_id, destination, control, took = await _create_session(
+        created = await _create_session(
             sam,
             "DATAGRAM",
             signature_type,
@@ -606,6 +623,4 @@ async def datagram_session(
     except BaseException:
         transport.close()
         raise
-    session = DatagramSession(sam, session_id, destination, control, (transport, protocol))
-    session.created_s = took
-    return session
+    return DatagramSession(sam, created, (transport, protocol))

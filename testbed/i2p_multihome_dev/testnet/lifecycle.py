@@ -280,9 +280,11 @@ class Testnet:
         timeout: float = 240.0,
     ) -> str:
         """An i2pd udpserver tunnel on `router`: repliable datagrams to its destination go to
-        the UDP backend, and the backend's answers go back to their sender. i2pd 2.45.1 starts
-        these only at router start, so this RESTARTS the router (every SAM and I2CP session
-        on it ends); add them before anything else on that router. Returns its b32."""
+        the UDP backend, and the backend's answers go back to their sender (repliable only
+        when sent 100 ms or more after the last datagram, see `UdpEchoBackend`). i2pd 2.45.1
+        starts these only at router start, so this RESTARTS the router, as does every later
+        tunnel change on it while it has one: every SAM and I2CP session on it ends. Add
+        them before anything else on that router. Returns its b32."""
         node = self.router(router)
         backend = (backend_host, backend_port)
         settings = server_tunnel_settings(name, "udpserver", node.address, backend, options or {})
