@@ -60,7 +60,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from i2p_multihome.logs import fields
 from i2p_multihome.wire.codec import Reader, WireError
@@ -338,7 +338,7 @@ class SamSession:
             await self._writer.wait_closed()
         log.info("SAM session closed", extra=fields(session=self.id, b32=self.b32))
 
-    async def __aenter__(self) -> SamSession:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
