@@ -74,13 +74,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, (digest.hexdigest() + "\n").encode())
 
     def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+        # Counted before sending, so a client that has the whole response sees the count.
+        with self.server.lock:
+            self.server.served += 1
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        with self.server.lock:
-            self.server.served += 1
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("http backend", extra=fields(client=self.client_address[0], line=format % args))
@@ -121,7 +122,7 @@ class HttpBackend:
 
     @property
     def served(self) -> int:
-        """Responses sent so far."""
+        """Responses sent or being sent."""
         with self._server.lock:
             return self._server.served
 
