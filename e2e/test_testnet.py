@@ -21,6 +21,7 @@ from i2p_multihome_dev.observe import serving
 from i2p_multihome_dev.polling import wait_until
 from i2p_multihome_dev.testnet import (
     I2CP_PORT,
+    SAM_PORT,
     TESTNET_RANGE,
     ConsoleLeaseSet,
     Testnet,
@@ -36,7 +37,7 @@ from i2p_multihome_dev.testnet import (
 )
 
 CLI = [sys.executable, "-m", "i2p_multihome_dev"]
-ROUTER_KEYS = {"name", "address", "i2cp", "console", "floodfill"}
+ROUTER_KEYS = {"name", "address", "i2cp", "sam", "console", "floodfill"}
 
 
 def i2cp_accepts(router: TestnetRouter) -> bool:
@@ -154,6 +155,7 @@ def test_cli_status_prints_every_router_as_json(testnet: Testnet) -> None:
     for entry, router in zip(document["routers"], testnet.routers, strict=True):
         assert set(entry) == ROUTER_KEYS
         assert entry["i2cp"] == f"{router.address}:{I2CP_PORT}"
+        assert entry["sam"] == f"{router.address}:{SAM_PORT}"
         assert entry["console"] == router.console
         assert entry["floodfill"] is router.floodfill
 

@@ -106,6 +106,19 @@ class ConsoleTunnelPool:
 
 
 @dataclasses.dataclass(frozen=True)
+class ConsoleI2PTunnel:
+    """A tunnel of tunnels.conf or tunnels.d as the router runs it (``/?page=i2p_tunnels``).
+
+    ``kind`` is the page's section: client and server for TCP tunnels, client_forward and
+    server_forward for UDP ones (udpclient, udpserver).
+    """
+
+    kind: Literal["client", "server", "client_forward", "server_forward"]
+    name: str
+    b32: str  # the tunnel's local destination, without ".b32.i2p"
+
+
+@dataclasses.dataclass(frozen=True)
 class ConsoleTransitTunnel:
     """A tunnel another router built through this one (``/?page=transit_tunnels``).
 
@@ -282,6 +295,34 @@ def parse_local_destinations(page: str) -> list[ConsoleDestination]:
     return own + i2cp
 
 
+_I2P_TUNNEL_SECTIONS: tuple[
+    tuple[str, Literal["client", "server", "client_forward", "server_forward"]], ...
+] = (
+    ("<b>Client Tunnels:</b>", "client"),
+    ("<b>Server Tunnels:</b>", "server"),
+    ("<b>Client Forwards:</b>", "client_forward"),
+    ("<b>Server Forwards:</b>", "server_forward"),
+)
+# Every entry links its destination, then its name, then an arrow (the Server Forwards entries
+# lack the listitem div the others have).
+_I2P_TUNNEL_ENTRY = re.compile(
+    r"\?page=local_destination&(?:amp;)?b32=" + _B32 + r'">([^<\r\n]{1,256})</a> &#865[68];'
+)
+
+
+def parse_i2p_tunnels(page: str) -> list[ConsoleI2PTunnel]:
+    """The router's client and server tunnels and UDP forwards, in the page's order."""
+    _require_page(page, "Client Tunnels")
+    starts = sorted(
+        (at, kind) for heading, kind in _I2P_TUNNEL_SECTIONS if (at := page.find(heading)) >= 0
+    )
+    found = []
+    for match in _I2P_TUNNEL_ENTRY.finditer(page):
+        kind = [k for at, k in starts if at < match.start()][-1]
+        found.append(ConsoleI2PTunnel(kind=kind, name=match.group(2), b32=match.group(1)))
+    return found
+
+
 # A destination's identity in I2P base64: 387 bytes and a certificate payload of at most a
 # few hundred bytes (key certificates carry the excess of larger keys).
 _IDENTITY_TEXT = r'<textarea readonly cols="80" rows="8">([A-Za-z0-9~=-]{516,1400})</textarea>'
@@ -293,6 +334,19 @@ def parse_i2cp_local_destination(page: str) -> ConsoleTunnelPool | None:
     _require_page(page, "I2CP Local Destination")
     if "<b>ERROR:</b>&nbsp;I2CP session not found<br>" in page:
         return None
+    return _tunnel_pool(page)
+
+
+def parse_local_destination(page: str) -> ConsoleTunnelPool | None:
+    """One of the router's own destinations (a tunnel's, a SAM session's) and its tunnels;
+    None when the router hosts no destination with that b32 (the page is then empty)."""
+    _require_page(page, "Local Destination")
+    if "<textarea" not in page:
+        return None
+    return _tunnel_pool(page)
+
+
+def _tunnel_pool(page: str) -> ConsoleTunnelPool:
     identity = _field(_IDENTITY_TEXT, page, "destination identity")
     try:
         b32 = b32_address(sha256(b64decode(identity))).removesuffix(".b32.i2p")
@@ -370,3 +424,42 @@ def fetch_i2cp_local_destination(
 
 def fetch_transit_tunnels(console_url: str, timeout: float = 10.0) -> list[ConsoleTransitTunnel]:
     return parse_transit_tunnels(_get(console_url, "page=transit_tunnels", timeout))
+
+
+def fetch_i2p_tunnels(console_url: str, timeout: float = 10.0) -> list[ConsoleI2PTunnel]:
+    return parse_i2p_tunnels(_get(console_url, "page=i2p_tunnels", timeout))
+
+
+def fetch_local_destination(
+    console_url: str, b32: str, timeout: float = 10.0
+) -> ConsoleTunnelPool | None:
+    label = b32.removesuffix(".b32.i2p")
+    if not re.fullmatch(_B32, label):
+        raise ValueError(f"not a b32 address: {b32!r}")
+    return parse_local_destination(
+        _get(console_url, f"page=local_destination&b32={label}", timeout)
+    )
+
+
+def parse_command_token(page: str, command: str) -> str:
+    """The token the commands page hands out for `command` (i2pd runs no command without one,
+    and each page view makes a new one)."""
+    if '<div class="content"><b>Router commands</b>' not in page:  # the one heading without ":"
+        raise ConsoleParseError("not a Router commands page")
+    match = re.search(rf"\?cmd={re.escape(command)}&(?:amp;)?token=(\d{{1,10}})\"", page)
+    if match is None:
+        raise ConsoleParseError(f"the commands page offers no {command}")
+    return match.group(1)
+
+
+def run_console_command(console_url: str, command: str, timeout: float = 30.0) -> None:
+    """Run a router command (such as reload_tunnels_config) the way the console's own link
+    does: fetch a token from the commands page, then the command with it. i2pd runs it before
+    answering, so it has taken effect when this returns."""
+    token = parse_command_token(_get(console_url, "page=commands", timeout), command)
+    answer = _get(console_url, f"cmd={command}&token={token}", timeout)
+    if "<b>SUCCESS</b>" not in answer:
+        error = re.search(r"<b>ERROR:</b>&nbsp;([^<\r\n]{0,200})", answer)
+        raise ConsoleParseError(
+            f"{command} refused: {error.group(1) if error else 'no SUCCESS in the answer'}"
+        )

@@ -16,12 +16,25 @@ from i2p_multihome_dev.testnet.network import (
     CONSOLE_PORT,
     I2CP_PORT,
     NTCP2_PORT,
+    SAM_PORT,
     TestnetError,
     TestnetRouter,
 )
 
 NETID = 7
 ROUTER_INFO = "router.info"
+# The address book stays enabled because i2pd 2.45.1's SAM bridge dereferences its storage,
+# which exists only when it is: a NAMING LOOKUP of a b32, a STREAM CONNECT to a base64
+# destination and every STREAM ACCEPTed stream end in a null pointer and the router dies
+# (AddressBook.cpp 436-446 GetFullAddress/InsertFullAddress, AddressBook::Start 312-324).
+# These files in the datadir keep it from reaching out: an empty hosts.txt makes the book
+# count as loaded (so the default subscription is never fetched), and a subscriptions.txt
+# with no URL in it leaves no subscription, where an empty `subscriptions =` would be read
+# as one subscription with an empty URL (LoadSubscriptions, StartSubscriptions 545-575, 653).
+ADDRESS_BOOK_FILES = {
+    "hosts.txt": "",
+    "subscriptions.txt": "# none: testnet routers subscribe to nothing\n",
+}
 _LOG_LEVEL = "info"
 _CERTS_DIR = Path("/usr/share/i2pd/certificates")
 # RouterIdentity: 256-byte public key, 128-byte signing key, certificate type (1 byte) and
@@ -34,7 +47,8 @@ def i2pd_conf(router: TestnetRouter, logfile: Path, seed_zip: Path | None) -> st
     """One router's i2pd.conf: the recipe proven with Debian's i2pd 2.45.1 (i2p-facts.md).
 
     Everything that could reach beyond the testnet (reseed servers, NTP, UPnP, address book
-    subscriptions) is off; only NTCP2, I2CP and the console listen.
+    subscriptions) is off, though the address book itself is on (see `ADDRESS_BOOK_FILES`);
+    only NTCP2, I2CP, SAM (TCP and UDP) and the console listen.
     """
     d = router.datadir
     return "\n".join(
@@ -73,7 +87,9 @@ def i2pd_conf(router: TestnetRouter, logfile: Path, seed_zip: Path | None) -> st
             "[socksproxy]",
             "enabled = false",
             "[sam]",
-            "enabled = false",
+            "enabled = true",
+            f"address = {router.address}",
+            f"port = {SAM_PORT}",
             "[bob]",
             "enabled = false",
             "[i2cp]",
@@ -90,7 +106,8 @@ def i2pd_conf(router: TestnetRouter, logfile: Path, seed_zip: Path | None) -> st
             "[meshnets]",
             "yggdrasil = false",
             "[addressbook]",
-            "enabled = false",
+            "enabled = true",
+            "defaulturl =",
             "subscriptions =",
             "[reseed]",
             "verify = false",

@@ -12,7 +12,7 @@ import logging
 import shutil
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from i2p_multihome.logs import fields
@@ -25,8 +25,10 @@ from i2p_multihome_dev.testnet.console import (
     ConsoleTunnel,
     fetch_router_status,
     fetch_tunnels,
+    run_console_command,
 )
 from i2p_multihome_dev.testnet.i2pd import (
+    ADDRESS_BOOK_FILES,
     ROUTER_INFO,
     end_processes,
     i2pd_conf,
@@ -44,6 +46,21 @@ from i2p_multihome_dev.testnet.network import (
     namespace_pids,
     plan,
     remove_network,
+)
+from i2p_multihome_dev.testnet.tunnels import (
+    TunnelType,
+    client_tunnel_settings,
+    conf_path,
+    destination_ready,
+    has_udp_server,
+    keys_file,
+    read_keys_b32,
+    server_tunnel_settings,
+    tunnel_gone,
+    tunnel_listed,
+    tunnel_names,
+    tunnel_section,
+    tunnel_type,
 )
 
 log = logging.getLogger(__name__)
@@ -80,6 +97,14 @@ class Testnet:
 
     def is_running(self, name: str) -> bool:
         return i2pd_pid(self.router(name)) is not None
+
+    @property
+    def bridge_address(self) -> str:
+        """The root namespace's address on the testnet's bridge: every router reaches it.
+
+        A backend that a router's server tunnel forwards to must listen here (or on 0.0.0.0),
+        and SAM forwards streams and datagrams here."""
+        return self._require().bridge_address
 
     def _see_log(self, name: str) -> Callable[[], str]:
         """Where a timeout's message sends the reader: the router's log."""
@@ -184,6 +209,183 @@ class Testnet:
         chosen = [r for r in self._require().routers if names is None or r.name in names]
         self._wait_ready(chosen, time.monotonic() + timeout)
 
+    # ---- i2pd tunnels (see tunnels.py for what i2pd does with them)
+
+    def add_client_tunnel(
+        self,
+        router: str,
+        name: str,
+        target_b32: str,
+        port: int,
+        options: Mapping[str, str] | None = None,
+        timeout: float = 120.0,
+    ) -> tuple[str, int]:
+        """An i2pd client tunnel on `router`: TCP connections to the returned address (the
+        router's own, at `port`) become streams to `target_b32`. Returns once the port
+        accepts and the tunnel's destination has tunnels."""
+        node = self.router(router)
+        settings = client_tunnel_settings(name, node.address, port, target_b32, options or {})
+        b32 = self._add_tunnel(node, name, "client", settings, timeout)
+        wait_until(
+            f"{router}'s client tunnel {name} to accept on port {port}",
+            timeout,
+            lambda: port_open(port, node.address),
+            interval=0.5,
+            explain=self._see_log(router),
+            error=TestnetError,
+        )
+        log.info(
+            "client tunnel added",
+            extra=fields(
+                router=router,
+                tunnel=name,
+                listen=f"{node.address}:{port}",
+                target=target_b32,
+                b32=b32,
+            ),
+        )
+        return (node.address, port)
+
+    def add_server_tunnel(
+        self,
+        router: str,
+        name: str,
+        backend_host: str,
+        backend_port: int,
+        options: Mapping[str, str] | None = None,
+        timeout: float = 120.0,
+    ) -> str:
+        """An i2pd server tunnel on `router`: a destination the router hosts itself,
+        single-homed, whose streams are connected to the TCP backend. Returns its b32 once
+        the destination has tunnels (its LeaseSet reaches the floodfills soon after)."""
+        node = self.router(router)
+        backend = (backend_host, backend_port)
+        settings = server_tunnel_settings(name, "server", node.address, backend, options or {})
+        b32 = self._add_tunnel(node, name, "server", settings, timeout)
+        log.info(
+            "server tunnel added",
+            extra=fields(
+                router=router, tunnel=name, b32=b32, backend=f"{backend_host}:{backend_port}"
+            ),
+        )
+        return b32
+
+    def add_udp_server_tunnel(
+        self,
+        router: str,
+        name: str,
+        backend_host: str,
+        backend_port: int,
+        options: Mapping[str, str] | None = None,
+        timeout: float = 240.0,
+    ) -> str:
+        """An i2pd udpserver tunnel on `router`: repliable datagrams to its destination go to
+        the UDP backend, and the backend's answers go back to their sender (repliable only
+        when sent 100 ms or more after the last datagram, see `UdpEchoBackend`). i2pd 2.45.1
+        starts these only at router start, so this RESTARTS the router, as does every later
+        tunnel change on it while it has one: every SAM and I2CP session on it ends. Add
+        them before anything else on that router. Returns its b32."""
+        node = self.router(router)
+        backend = (backend_host, backend_port)
+        settings = server_tunnel_settings(name, "udpserver", node.address, backend, options or {})
+        b32 = self._add_tunnel(node, name, "udpserver", settings, timeout)
+        log.info(
+            "udp server tunnel added",
+            extra=fields(
+                router=router, tunnel=name, b32=b32, backend=f"{backend_host}:{backend_port}"
+            ),
+        )
+        return b32
+
+    def remove_tunnel(self, router: str, name: str, timeout: float = 240.0) -> None:
+        """Stop and forget a tunnel added here, keys file included; safe to repeat."""
+        node = self.router(router)
+        path = conf_path(node, name)
+        if not path.exists():
+            return
+        kind = tunnel_type(node, name)
+        with self._locked():
+            path.unlink()
+        if not self.is_running(router):  # it reads tunnels.d when it starts
+            (node.datadir / keys_file(name)).unlink(missing_ok=True)
+            return
+        self._apply_tunnels(node, has_udp_server(node), timeout)
+        wait_until(
+            f"{router} to stop its tunnel {name}",
+            timeout,
+            lambda: tunnel_gone(node, name, kind),
+            interval=0.5,
+            explain=self._see_log(router),
+            error=TestnetError,
+        )
+        (node.datadir / keys_file(name)).unlink(missing_ok=True)
+        log.info("tunnel removed", extra=fields(router=router, tunnel=name))
+
+    def tunnels(self, router: str) -> list[str]:
+        """Names of the tunnels added to `router` and not removed."""
+        return tunnel_names(self.router(router))
+
+    def _add_tunnel(
+        self,
+        node: TestnetRouter,
+        name: str,
+        kind: TunnelType,
+        settings: Mapping[str, str],
+        timeout: float,
+    ) -> str:
+        if not self.is_running(node.name):
+            raise TestnetError(f"router {node.name} is not running; start it first")
+        path = conf_path(node, name)
+        if path.exists():
+            raise TestnetError(f"{node.name} already has a tunnel {name}; remove it first")
+        with self._locked():
+            path.write_text(tunnel_section(name, settings))
+        try:
+            self._apply_tunnels(node, has_udp_server(node), timeout)
+            keys = node.datadir / keys_file(name)
+            wait_until(
+                f"{node.name} to write {keys.name}",
+                timeout,
+                keys.is_file,
+                interval=0.2,
+                explain=self._see_log(node.name),
+                error=TestnetError,
+            )
+            b32 = read_keys_b32(keys)
+            wait_until(
+                f"{node.name} to run its {kind} tunnel {name}",
+                timeout,
+                lambda: tunnel_listed(node, name, kind),
+                interval=0.5,
+                explain=self._see_log(node.name),
+                error=TestnetError,
+            )
+            wait_until(
+                f"{node.name}'s tunnel {name} ({b32}) to have tunnels",
+                timeout,
+                lambda: destination_ready(node, b32),
+                interval=0.5,
+                explain=self._see_log(node.name),
+                error=TestnetError,
+            )
+        except BaseException:
+            # The original error is the one to report; a failed cleanup is in the log.
+            with contextlib.suppress(TestnetError, OSError, ConsoleParseError):
+                self.remove_tunnel(node.name, name, timeout)
+            raise
+        return b32
+
+    def _apply_tunnels(self, node: TestnetRouter, restart: bool, timeout: float) -> None:
+        """Make the router run what its tunnels.d says: a reload, or a restart where i2pd
+        cannot reload (a udpserver tunnel on it)."""
+        if not restart:
+            with self._locked():
+                run_console_command(node.console, "reload_tunnels_config")
+            return
+        self.stop_router(node.name)
+        self.start_router(node.name, timeout=timeout)
+        self.wait_ready([node.name], timeout=timeout)
+
     # ---- internals
 
     def _bootstrap(self, new: Plan, i2pd: Path, deadline: float) -> None:
@@ -192,6 +394,8 @@ class Testnet:
         for router in new.routers:
             (router.datadir / "tunnels.d").mkdir(parents=True, exist_ok=True)
             (router.datadir / "tunnels.conf").write_text("")
+            for file_name, text in ADDRESS_BOOK_FILES.items():
+                (router.datadir / file_name).write_text(text)
             self._write_conf(router, seed_zip=None)
             self._start(router, i2pd)
         for router in new.routers:

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 I2CP_PORT = 7654
 CONSOLE_PORT = 7070
 NTCP2_PORT = 20000
+SAM_PORT = 7656
+# i2pd 2.45.1 has no setting for the SAM UDP port: it is always the TCP port less one
+# (SAMBridge's constructor, SAM.cpp: `m_DatagramEndpoint (address, port-1)`).
+SAM_UDP_PORT = SAM_PORT - 1
 
 NAME_PREFIX = "i2pmh"
 TESTNET_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
@@ -57,15 +61,26 @@ class TestnetRouter:
         return (self.address, I2CP_PORT)
 
     @property
+    def sam(self) -> tuple[str, int]:
+        """The SAM bridge's TCP port (commands and streams)."""
+        return (self.address, SAM_PORT)
+
+    @property
+    def sam_udp(self) -> tuple[str, int]:
+        """The SAM bridge's UDP port (datagrams to send)."""
+        return (self.address, SAM_UDP_PORT)
+
+    @property
     def console(self) -> str:
         return f"http://{self.address}:{CONSOLE_PORT}/"
 
     def to_json(self) -> dict[str, Any]:
-        """The shape the CLI prints: i2cp as ``host:port``, console as a URL."""
+        """The shape the CLI prints: i2cp and sam as ``host:port``, console as a URL."""
         return {
             "name": self.name,
             "address": self.address,
             "i2cp": f"{self.address}:{I2CP_PORT}",
+            "sam": f"{self.address}:{SAM_PORT}",
             "console": self.console,
             "floodfill": self.floodfill,
         }
