@@ -616,3 +616,22 @@ def test_a_nack_is_reordering_until_a_quarter_round_trip_late_and_a_spurious_res
     # The original arrives right after: acked 50 ms after the resend, it was never lost.
     client.receive(wire(StreamPacket(C_ID, S_ID, 0, 4), BOB), 1.65)
     assert client.window >= window
+
+
+def test_a_server_reset_before_its_syn_is_its_syn() -> None:
+    """A refusal before our SYN went out (the backend refused at once) is SYN|RESET at
+    sequence 0: i2pd 2.45.1 reads a sequence-0 packet without SYN as a plain ack and would
+    ignore the RESET, leaving the client to time out."""
+    client = Connection.connect(CONFIG, ALICE, BOB.destination, C_ID, 0.0)
+    [syn] = client.packets_to_send(0.0)
+    server = Connection.accept(CONFIG, BOB, wire(syn, ALICE), S_ID, 0.0)
+    server.reset("backend refused")
+    [refusal] = server.packets_to_send(0.01)
+    assert refusal.has(sp.SYNCHRONIZE) and refusal.has(sp.RESET)
+    assert refusal.sequence == 0 and refusal.has(sp.SIGNATURE_INCLUDED)
+    assert refusal.from_destination == BOB.destination
+    assert wire(refusal, BOB).verify(BOB.destination)
+    deliver([refusal], BOB, client, 0.2)
+    assert client.finished
+    [reset] = [e for e in events(client) if isinstance(e, StreamReset)]
+    assert reset.by_peer

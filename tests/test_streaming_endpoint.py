@@ -425,6 +425,35 @@ def test_retransmission_gives_up_after_max_resends() -> None:
     assert len(data) == 1 + config.max_resends
 
 
+def test_a_close_lost_before_the_peer_closed_is_sent_until_acked() -> None:
+    """We close first and our CLOSE is lost three times; the peer's own CLOSE then arrives
+    without acking ours. Giving up now would leave the peer waiting into an idle-timeout
+    RESET: only sends after the peer's CLOSE count toward giving up."""
+    net = Network(seed=11)
+    server = net.host("server")
+    client = net.host("client")
+    server.reply_after_eof = False
+    server.reply_close = False
+    stream = client.connect(server, b"request")
+    client_closes: list[float] = []
+
+    def lose_first_three_client_closes(packet: StreamPacket) -> bool:
+        if packet.flags & sp.CLOSE and packet.receive_stream_id == stream:
+            client_closes.append(net.now)
+            return len(client_closes) <= 3
+        return False
+
+    net.link.blackhole = lose_first_three_client_closes
+    net.run(lambda: len(client_closes) >= 3, limit=300)
+    [server_stream] = server.streams
+    server.endpoint.close(server_stream)
+    server.streams[server_stream].closed_sent = True
+    net.run(lambda: all(log.finished for h in (server, client) for log in h.streams.values()),
+            limit=300)  # fmt: skip
+    assert client.streams[stream].finished == server.streams[server_stream].finished == "closed"
+    assert len(client_closes) >= 4
+
+
 # --- via ------------------------------------------------------------------------------------
 
 

@@ -49,7 +49,13 @@ class HostedDestination:
     ) -> None:
         self._log_fields = dict(log_fields or {"destination": keys.destination.b32})
         self.dataplane = DataPlane(
-            keys, spec, namespace, self._send, clock, log_fields=self._log_fields
+            keys,
+            spec,
+            namespace,
+            self._send,
+            clock,
+            log_fields=self._log_fields,
+            on_change=self._changed,
         )
         self.balancer = Balancer(
             name,

@@ -234,6 +234,11 @@ class FloodfillWatch:
         """The router the balancer names for each of `lease_set`'s leases ("?" for one it
         never named), after checking every lease with more than a minute left against the
         routers' consoles (LeaseOwnerError: see `attribute` and `check_claim`)."""
+        if lease_set.b32 != self._b32:
+            raise ValueError(
+                f"routers_of a LeaseSet of {lease_set.b32}, but the last views() looked at "
+                f"{self._b32 or 'nothing'}: take the LeaseSet from views()"
+            )
         now = time.time() if now is None else now
         routers = set()
         for lease in lease_set.leases:

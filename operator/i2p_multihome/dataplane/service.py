@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from i2p_multihome.clock import Clock
 from i2p_multihome.dataplane.datagrams import DatagramService
@@ -37,13 +37,22 @@ class DataPlane:
         clock: Clock,
         stream_config: StreamConfig | None = None,
         log_fields: Mapping[str, object] | None = None,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.stats = DataPlaneStats()
         self._log_fields = dict(log_fields or {})
         self._namespace = namespace
         ports = PortMap.of(spec.ports)
         self.streams = StreamService(
-            keys, ports, self._resolve, send, clock, self.stats, stream_config, log_fields
+            keys,
+            ports,
+            self._resolve,
+            send,
+            clock,
+            self.stats,
+            stream_config,
+            log_fields,
+            on_change,
         )
         self.datagrams = DatagramService(
             keys, ports, self._resolve, send, clock, self.stats, log_fields

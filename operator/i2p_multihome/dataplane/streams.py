@@ -77,8 +77,10 @@ class StreamService:
         stats: DataPlaneStats,
         config: StreamConfig | None = None,
         log_fields: Mapping[str, object] | None = None,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.endpoint = Endpoint(local, config)
+        self._on_change = on_change  # a stream opened or ended: status should tell
         self.ports = ports
         self._resolve = resolve
         self._send = send
@@ -173,6 +175,7 @@ class StreamService:
             return
         stream = _Stream(event.stream_id, port)
         self._streams[event.stream_id] = stream
+        self._on_change()
         self._stats.streams_accepted[port.name] += 1
         stream.task = asyncio.create_task(
             self._serve(stream), name=f"stream-{event.stream_id}-{port.name}"
@@ -182,6 +185,7 @@ class StreamService:
         stream = self._streams.pop(stream_id, None)
         if stream is None:
             return
+        self._on_change()
         if stream.task is not None:
             stream.task.cancel()
         if stream.writer is not None:

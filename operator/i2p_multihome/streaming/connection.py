@@ -175,6 +175,9 @@ class Connection:
         self._local_closed = False
         self._close_seq: int | None = None
         self._close_acked = False
+        # Sends of our CLOSE before the peer's CLOSE arrived: only later sends count toward
+        # giving up on its ack (before, its loss is just loss).
+        self._close_sends_before_peer_closed = 0
         self._close_after_peer = False  # our CLOSE was first sent after the peer's arrived
         self._reset_packet: StreamPacket | None = None
         self._writer_blocked = False
@@ -546,6 +549,8 @@ class Connection:
         self._rx_next += 1
         if close:
             self._peer_closed = True
+            ours = self._unacked.get(self._close_seq) if self._close_seq is not None else None
+            self._close_sends_before_peer_closed = ours.sends if ours is not None else 0
             self._events.append(PeerClosed(self.receive_stream_id))
             for seq in list(self._rx_held):
                 self._drop_held(seq)  # nothing follows a CLOSE
@@ -692,8 +697,9 @@ class Connection:
             self._unacked
         ):
             last = due[0]
-            if not last.payload and last.sends >= CLOSE_SENDS_AFTER_PEER_CLOSED:
-                # The peer closed first and has everything but our bare CLOSE: an i2pd peer
+            sends_after = last.sends - self._close_sends_before_peer_closed
+            if not last.payload and sends_after >= CLOSE_SENDS_AFTER_PEER_CLOSED:
+                # The peer closed and has everything but our bare CLOSE: an i2pd peer
                 # forgets the stream once its CLOSE is acked and never acks ours (Java gives
                 # up on such a CLOSE after 3 sends too). Done, cleanly.
                 self._unacked.clear()
@@ -887,7 +893,13 @@ class Connection:
     def _finish_reset(self, reason: str, *, by_peer: bool, send_reset: bool) -> None:
         # Before the peer's SYN we do not know its id: a RESET with sendStreamId 0 still
         # finds the stream at i2pd and at our Endpoint (by our id, as follow-ons do).
-        if send_reset and (self.send_stream_id or self._next_seq > 0):
+        if send_reset and not self.is_client and self._next_seq == 0:
+            # Our SYN has not gone out: the RESET is our SYN. i2pd 2.45.1 takes a packet of
+            # sequence 0 without SYN for a plain ack and ignores its RESET (Streaming.cpp
+            # HandleNextPacket), so a refused client would wait for its timeout.
+            self._reset_packet = self._build(0, SYNCHRONIZE | RESET, b"", None)
+            self._next_seq = 1
+        elif send_reset and (self.send_stream_id or self._next_seq > 0):
             self._reset_packet = self._build(self._next_seq, RESET, b"", None)
         self.state = StreamState.RESET
         self._events.append(StreamReset(self.receive_stream_id, reason, by_peer))

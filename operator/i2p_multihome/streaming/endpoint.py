@@ -43,8 +43,10 @@ from i2p_multihome.wire.codec import WireError
 from i2p_multihome.wire.messages import PROTOCOL_STREAMING, Payload
 from i2p_multihome.wire.streaming import (
     ECHO,
+    NO_ACK,
     RESET,
     SIGNATURE_INCLUDED,
+    SYNCHRONIZE,
     StreamPacket,
     peek_send_stream_id,
 )
@@ -437,10 +439,16 @@ class Endpoint:
         reason: str,
     ) -> None:
         """Answer a verified SYN over a limit with a signed RESET, as Java does (its
-        limitAction "reset"), so the client fails now instead of retrying for minutes."""
+        limitAction "reset"), so the client fails now instead of retrying for minutes. The
+        RESET is a SYN reply too (with FROM, under an id of its own): i2pd 2.45.1 reads a
+        sequence-0 packet without SYN as a plain ack and would ignore the RESET."""
         self.drops[reason] += 1
         reset = StreamPacket.make(
-            syn.receive_stream_id, 0, 0, flags=RESET | SIGNATURE_INCLUDED
+            syn.receive_stream_id,
+            self._new_id(),
+            0,
+            flags=SYNCHRONIZE | RESET | NO_ACK | SIGNATURE_INCLUDED,
+            from_destination=self.local.destination,
         ).signed(self.local.sign, self.local.destination.signature_len)
         self._reply(Outgoing(via, source, self._payload(reset, to_port, from_port), None, reset))
 

@@ -1,0 +1,306 @@
+"""The multihomed destination serves a real service, reached by real i2pd clients: SAM
+sessions and an i2pd client tunnel on routers that do not host it, an HTTP backend and a UDP
+echo behind it, the real `i2p-multihome balance` on 4 routers in between. Nothing fake is in
+the path. Each test prints what it measured as `MEASURED` lines (`pytest -s`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from e2e.operator_run import tcp_peers
+from i2p_multihome_dev.backends import FILE_PATH, ONE_MIB, UPLOAD_PATH, HttpBackend, UdpEchoBackend
+from i2p_multihome_dev.balancer_process import BalancerRun, destination_manifest, run_balancer
+from i2p_multihome_dev.clients import (
+    DatagramEcho,
+    HttpResponse,
+    datagram_round,
+    http_via_sam,
+    http_via_tunnel,
+)
+from i2p_multihome_dev.observe import serving
+from i2p_multihome_dev.polling import NotYet, wait_until
+from i2p_multihome_dev.sam import StreamSession, datagram_session, stream_session
+from i2p_multihome_dev.testnet import Testnet
+
+pytestmark = pytest.mark.testnet
+
+HOSTS = ["r1", "r2", "r3", "r4"]
+SAM_ROUTER, TUNNEL_ROUTER, BASELINE_ROUTER = "r5", "r6", "r5"
+REFUSING_PORT = 81  # served by a backend address where nothing listens
+FETCHES = 20
+CONCURRENT = 50
+DATAGRAMS = 100
+MIN_ECHOED = 95
+# Clients that stay on the streams they opened: one lease pick each, so several of them
+# land on more than one of the 4 routers (all on one router: (1/4)^5 for 6 of them).
+HOLDERS = 6
+
+
+def report(what: str, **values: object) -> None:
+    shown = " ".join(f"{k}={round(v, 3) if isinstance(v, float) else v}" for k, v in values.items())
+    print(f"MEASURED {what} {shown}", flush=True)
+
+
+def closed_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Served:
+    run: BalancerRun
+    b32: str
+    http: HttpBackend
+    udp: UdpEchoBackend
+    testnet: Testnet
+
+    def streams_by_router(self) -> dict[str, int]:
+        return {r["name"]: r.get("streams", 0) for r in self.run.status().get("routers", [])}
+
+
+@pytest.fixture(scope="module")
+def served(testnet: Testnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One destination on 4 routers serving an HTTP backend (port 0: what SAM and client
+    tunnels address by default), a refusing backend (port 81) and a UDP echo (datagrams to
+    port 0), until the module's tests are done."""
+    bridge = testnet.bridge_address
+    with HttpBackend(bridge) as http, UdpEchoBackend(bridge) as udp:
+        ports = [
+            {"name": "web", "port": 0,
+             "backend": {"host": http.address[0], "port": http.address[1]}},
+            {"name": "refused", "port": REFUSING_PORT,
+             "backend": {"host": bridge, "port": closed_port(bridge)}},
+            {"name": "echo", "port": 0, "protocol": "Datagram",
+             "backend": {"host": udp.address[0], "port": udp.address[1]}},
+        ]  # fmt: skip
+        document = destination_manifest("web", testnet, HOSTS, inbound=3, length=1, ports=ports)
+        directory = tmp_path_factory.mktemp("dataplane")
+        with run_balancer(directory, testnet, document) as run:
+            b32 = run.b32
+            # Clients look the LeaseSet up at the floodfills closest to it and ask the next
+            # when one has none: the data plane needs it served, with every router's leases,
+            # not on every floodfill (a lost flood is the publisher's business).
+            wait_until(
+                "a floodfill to serve the destination with all 4 routers' leases",
+                180,
+                lambda: (
+                    any(
+                        serving(ls, time.time()) and set(HOSTS) <= run.routers_of(ls)
+                        for ls in run.floodfill_views().values()
+                    )
+                    or NotYet(run.explain_floodfills())
+                ),
+                interval=2.0,
+            )
+            report("floodfills", held=run.explain_floodfills())
+            yield Served(run, b32, http, udp, testnet)
+
+
+@pytest.fixture
+async def sam_client(served: Served) -> AsyncIterator[StreamSession]:
+    async with await stream_session(served.testnet.router(SAM_ROUTER).sam) as session:
+        yield session
+
+
+def check_file(response: HttpResponse, served: Served) -> None:
+    assert response.status == 200, response
+    assert hashlib.sha256(response.body).hexdigest() == served.http.content_sha256
+
+
+def backend_connections(served: Served) -> int:
+    """TCP connections the balancer process holds to the HTTP backend now."""
+    return sum(1 for peer in tcp_peers(served.run.process.pid) if peer == served.http.address)
+
+
+async def test_sam_and_a_client_tunnel_fetch_a_mebibyte_twenty_times_each(
+    served: Served,
+) -> None:
+    testnet = served.testnet
+    host, port = await asyncio.to_thread(
+        testnet.add_client_tunnel, TUNNEL_ROUTER, "to-web", served.b32, 18080
+    )
+    seen_streams: dict[str, int] = {}
+
+    async def watch_status() -> None:
+        while True:
+            for router, count in served.streams_by_router().items():
+                seen_streams[router] = max(seen_streams.get(router, 0), count)
+            await asyncio.sleep(0.5)
+
+    watcher = asyncio.create_task(watch_status())
+    # ElGamal-only (an i2pd SAM session's default) and ECIES clients alike.
+    sessions = await asyncio.gather(
+        *(
+            stream_session(
+                testnet.router(router).sam,
+                options={"i2cp.leaseSetEncType": "0"} if i % 2 else None,
+            )
+            for i, router in enumerate([SAM_ROUTER, TUNNEL_ROUTER] * (HOLDERS // 2))
+        )
+    )
+    try:
+        # Streams that stay open while the status is read: where each client landed.
+        holders = [await s.connect(served.b32) for s in sessions]
+        await asyncio.to_thread(
+            wait_until,
+            "the status to count the open streams",
+            30,
+            lambda: (
+                sum(served.streams_by_router().values()) >= HOLDERS
+                or NotYet(served.streams_by_router())
+            ),
+            interval=0.5,
+        )
+        spread = {r: n for r, n in served.streams_by_router().items() if n}
+        for _, writer in holders:
+            writer.close()
+
+        timings = []
+        for i in range(FETCHES):
+            response = await http_via_sam(sessions[i % len(sessions)], served.b32, FILE_PATH)
+            check_file(response, served)
+            timings.append((response.first_byte_s, response.total_s))
+        tunnel_timings = []
+        for _ in range(FETCHES):
+            response = await http_via_tunnel((host, port), FILE_PATH)
+            check_file(response, served)
+            tunnel_timings.append((response.first_byte_s, response.total_s))
+    finally:
+        watcher.cancel()
+        for session in sessions:
+            await session.close()
+        await asyncio.to_thread(testnet.remove_tunnel, TUNNEL_ROUTER, "to-web")
+    report(
+        "fetches", sam=f"{FETCHES}/{FETCHES}", tunnel=f"{FETCHES}/{FETCHES}",
+        sam_median_ttfb_s=sorted(t[0] for t in timings)[FETCHES // 2],
+        sam_median_total_s=sorted(t[1] for t in timings)[FETCHES // 2],
+        tunnel_median_total_s=sorted(t[1] for t in tunnel_timings)[FETCHES // 2],
+        open_streams_by_router=spread, most_streams_seen=seen_streams,
+    )  # fmt: skip
+    assert len(spread) > 1, f"every client's stream landed on one router: {spread}"
+
+
+async def test_an_upload_a_refusing_backend_and_fifty_streams_at_once_leave_nothing(
+    served: Served, sam_client: StreamSession
+) -> None:
+    upload = os.urandom(ONE_MIB)
+    response = await http_via_sam(sam_client, served.b32, UPLOAD_PATH, "POST", upload)
+    assert response.status == 200
+    assert response.body.decode().strip() == hashlib.sha256(upload).hexdigest()
+
+    # A backend that refuses: the client's stream is reset at once, not left to time out.
+    testnet = served.testnet
+    host, port = await asyncio.to_thread(
+        testnet.add_client_tunnel, TUNNEL_ROUTER, "to-refused", served.b32, 18081,
+        {"destinationport": str(REFUSING_PORT)},
+    )  # fmt: skip
+    try:
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET / HTTP/1.0\r\n\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 60)
+        refused_after = time.monotonic() - started
+        writer.close()
+    finally:
+        await asyncio.to_thread(testnet.remove_tunnel, TUNNEL_ROUTER, "to-refused")
+    assert answer == b""
+    assert refused_after < 15.0
+
+    # 50 streams at once, from two clients (one client may hold 32: see the next test).
+    second = await stream_session(testnet.router(TUNNEL_ROUTER).sam)
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(
+                http_via_sam(sam_client if i % 2 else second, served.b32, FILE_PATH)
+                for i in range(CONCURRENT)
+            ),
+            return_exceptions=True,
+        )
+        took = time.monotonic() - started
+    finally:
+        await second.close()
+    failures = [r for r in results if not isinstance(r, HttpResponse)]
+    assert not failures, failures[:3]
+    for response in results:
+        assert isinstance(response, HttpResponse)
+        check_file(response, served)
+
+    # Nothing left behind: no stream in the status, no connection to the backend.
+    await asyncio.to_thread(
+        wait_until,
+        "every stream and backend connection to end",
+        60,
+        lambda: (
+            (sum(served.streams_by_router().values()) == 0 and backend_connections(served) == 0)
+            or NotYet(
+                {"streams": served.streams_by_router(), "sockets": backend_connections(served)}
+            )
+        ),
+        interval=1.0,
+    )
+    report(
+        "streams", upload_mib=1, refused_reset_s=refused_after, concurrent=CONCURRENT,
+        concurrent_total_s=took, concurrent_mib_per_s=CONCURRENT / took,
+    )  # fmt: skip
+
+
+async def test_sam_datagrams_are_echoed_by_the_udp_backend_like_a_single_homed_echo(
+    served: Served,
+) -> None:
+    testnet = served.testnet
+    client, baseline_echo_session, baseline_client = await asyncio.gather(
+        datagram_session(testnet.router(SAM_ROUTER).sam),
+        datagram_session(testnet.router(BASELINE_ROUTER).sam),
+        datagram_session(testnet.router(TUNNEL_ROUTER).sam),
+    )
+    echo = DatagramEcho(baseline_echo_session)
+    try:
+        target = await client.lookup(served.b32)
+        multihomed = await datagram_round(client, target, count=DATAGRAMS)
+        single = await datagram_round(baseline_client, baseline_echo_session.destination,
+                                      count=DATAGRAMS)  # fmt: skip
+    finally:
+        await echo.close()
+        for session in (client, baseline_echo_session, baseline_client):
+            await session.close()
+    report(
+        "datagrams", multihomed=f"{multihomed.echoed}/{DATAGRAMS}",
+        single_homed=f"{single.echoed}/{DATAGRAMS}",
+        multihomed_median_rtt_s=sorted(multihomed.round_trips_s)[len(multihomed.round_trips_s) // 2]
+        if multihomed.round_trips_s else None,
+    )  # fmt: skip
+    assert multihomed.echoed >= MIN_ECHOED, multihomed
+    assert multihomed.strangers == 0
+
+
+async def test_one_client_over_its_stream_limit_is_refused_at_once(
+    served: Served, sam_client: StreamSession
+) -> None:
+    """32 streams per client (StreamConfig.max_streams_per_remote): the 33rd and later are
+    answered with a signed RESET, so the client fails within seconds, not at its timeout."""
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *(http_via_sam(sam_client, served.b32, FILE_PATH, timeout_s=120) for _ in range(40)),
+        return_exceptions=True,
+    )
+    took = time.monotonic() - started
+    served_ok = [r for r in results if isinstance(r, HttpResponse)]
+    refused = [r for r in results if not isinstance(r, HttpResponse)]
+    for response in served_ok:
+        check_file(response, served)
+    report("stream limit", opened=40, served=len(served_ok), refused=len(refused), took_s=took)
+    assert len(served_ok) >= 32
+    assert not [r for r in refused if isinstance(r, TimeoutError)], refused
+    assert took < 60
