@@ -472,6 +472,46 @@ def test_replies_follow_the_router_the_latest_packet_came_through(net: Network) 
     assert replies and {r.via for r in replies} == {"router-b"}
 
 
+def test_every_stream_of_a_client_answers_through_its_latest_router(net: Network) -> None:
+    """The client's end-to-end session lives in one router: a packet of any of its streams
+    through router-b moves all its streams' answers there, and another client is untouched."""
+    server, client, other = net.hosts["server"], net.hosts["client"], net.host("other")
+    server.reply_close = False
+    first = client.connect(server, b"one", close=False)
+    client.connect(server, b"two", close=False)
+    other.connect(server, b"three", close=False)
+    net.run(lambda: len(server.streams) == 3 and all(s.received for s in server.streams.values()))
+    client.endpoint.send(first, b"more")
+    [out] = client.endpoint.packets_to_send(net.now)
+    server.endpoint.receive(out.payload.data, 0, 0, "router-b", net.now + 0.5)
+    for sid in server.streams:
+        server.endpoint.send(sid, b"reply")
+    replies = server.endpoint.packets_to_send(net.now + 0.5)
+    by_client = {(r.destination.hash, r.via) for r in replies}
+    assert by_client == {(client.destination.hash, "router-b"), (other.destination.hash, "other")}
+    # A verified SYN refused over the per-client limit moves the client's route too.
+    assert server.endpoint.config.max_streams_per_remote == 32
+    for _ in range(31):
+        client.connect(server, b"", close=False)
+    syns = [out.payload.data for out in client.endpoint.packets_to_send(net.now)]
+    for data in syns[:-1]:
+        server.endpoint.receive(data, 0, 0, "router-c", net.now + 1)
+    server.endpoint.receive(syns[-1], 0, 0, "router-d", net.now + 1)
+    sent = server.endpoint.packets_to_send(net.now + 1)
+    [refusal] = [r for r in sent if r.packet.has(sp.RESET)]
+    assert refusal.via == "router-d"
+    assert server.endpoint.routes()[client.destination.hash] == "router-d"
+
+
+def test_a_client_route_is_forgotten_with_its_last_stream(net: Network) -> None:
+    server, client = net.hosts["server"], net.hosts["client"]
+    client.connect(server, b"one")
+    net.run(lambda: bool(server.streams) and server.streams[only_stream(server)].finished)
+    net.run(limit=600)
+    assert server.endpoint.stream_ids == []
+    assert server.endpoint.routes() == {}
+
+
 # --- pings -----------------------------------------------------------------------------------
 
 

@@ -88,6 +88,9 @@ class DatagramService:
         self._stats = stats
         self._log_fields = dict(log_fields or {})
         self._flows: dict[tuple[bytes, str], _Flow] = {}
+        # The router each client's latest datagram came through, kept while it has flows:
+        # every flow of the client answers through it (its end-to-end session lives there).
+        self._client_via: dict[bytes, str] = {}
         self._replies: asyncio.Queue[tuple[_Flow, bytes]] = asyncio.Queue(MAX_QUEUED_REPLIES)
         self._wake = asyncio.Event()
 
@@ -128,6 +131,7 @@ class DatagramService:
             else:
                 self._stats.drops[DROP_FLOW_LIMIT] += 1
                 return
+        self._client_via[datagram.source.hash] = router
         self._stats.datagrams_in[port.name] += 1
         self._stats.bytes_in[(router, port.name)] += len(datagram.payload)
         self._wake.set()
@@ -165,7 +169,7 @@ class DatagramService:
                 "datagram backend unreachable",
                 extra=fields(**self._log_fields, port=flow.port.name, error=str(exc)),
             )
-            self._flows.pop(flow.key, None)
+            self._close(flow)
             return
         if self._flows.get(flow.key) is not flow:  # closed while opening
             transport.close()
@@ -183,9 +187,10 @@ class DatagramService:
             self._stats.drops[DROP_BAD_DATAGRAM] += 1
             return
         payload = Payload(datagram, PROTOCOL_DATAGRAM, flow.port.port, flow.client_port)
-        if await self._send(flow.via, flow.client, payload.encode(compresslevel=0)):
+        via = self._client_via.get(flow.client.hash, flow.via)
+        if await self._send(via, flow.client, payload.encode(compresslevel=0)):
             self._stats.datagrams_out[flow.port.name] += 1
-            self._stats.bytes_out[(flow.via, flow.port.name)] += len(data)
+            self._stats.bytes_out[(via, flow.port.name)] += len(data)
         else:
             self._stats.drops[DROP_NO_SESSION] += 1
 
@@ -196,5 +201,8 @@ class DatagramService:
 
     def _close(self, flow: _Flow) -> None:
         self._flows.pop(flow.key, None)
+        client = flow.client.hash
+        if not any(key[0] == client for key in self._flows):
+            self._client_via.pop(client, None)
         if flow.transport is not None:
             flow.transport.close()

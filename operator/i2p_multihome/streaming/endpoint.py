@@ -103,6 +103,12 @@ class Endpoint:
         self._active: set[int] = set()
         self._half_open: set[int] = set()
         self._per_remote: Counter[bytes] = Counter()
+        # The router each remote's latest accepted packet came through, kept while it has
+        # active streams. Every stream of a remote answers through it: the client's
+        # end-to-end session lives in that router, and an answer through another router would
+        # reach the client as a competing new session, which it drops (i2pd and Java keep a
+        # session from the same static key for 2 minutes) or, later, lets replace the first.
+        self._remote_via: dict[bytes, str] = {}
         self._by_syn: dict[tuple[bytes, int], int] = {}  # (remote hash, its id) -> ours
         self._by_peer_id: dict[int, set[int]] = {}  # inbound streams: its id -> ours
         self._time_wait: dict[int, None] = {}  # insertion-ordered: oldest first
@@ -126,6 +132,10 @@ class Endpoint:
     @property
     def stream_ids(self) -> list[int]:
         return list(self._streams)
+
+    def routes(self) -> dict[bytes, str]:
+        """The router each remote with active streams is answered through, by its hash."""
+        return dict(self._remote_via)
 
     def stream(self, stream_id: int) -> Connection:
         """The connection, for inspection; drive it through the Endpoint's methods."""
@@ -299,7 +309,8 @@ class Endpoint:
                 continue
             for packet in conn.packets_to_send(now):
                 payload = self._payload(packet, conn.local_port, conn.remote_port)
-                out.append(Outgoing(conn.via, conn.remote, payload, stream_id, packet))
+                via = self._remote_via.get(conn.remote.hash, conn.via)
+                out.append(Outgoing(via, conn.remote, payload, stream_id, packet))
             self._touch(conn, dirty=False)
         return out
 
@@ -319,7 +330,8 @@ class Endpoint:
     def _deliver(self, conn: Connection, packet: StreamPacket, via: str, now: float) -> None:
         reason = conn.receive(packet, now)
         if reason is None:
-            conn.via = via  # answer along the path the peer's latest packet took
+            conn.via = via
+            self._heard(conn.remote.hash, via)
         else:
             self.drops[reason] += 1
         self._touch(conn)
@@ -371,6 +383,7 @@ class Endpoint:
         )  # fmt: skip
         self._events.append(StreamAccepted(stream_id, source, via, to_port, from_port))
         self._add(conn)
+        self._remote_via[source.hash] = via
         early = self._early.pop(packet.receive_stream_id, None)
         if early is not None:
             self._early_count -= len(early.packets)
@@ -427,6 +440,7 @@ class Endpoint:
             0, packet.send_stream_id, 0, flags=ECHO,
             payload=packet.payload[: self.config.max_ping_payload],
         )  # fmt: skip
+        self._heard(source.hash, via)
         self._reply(Outgoing(via, source, self._payload(pong, to_port, from_port), None, pong))
 
     def _refuse(
@@ -450,15 +464,22 @@ class Endpoint:
             flags=SYNCHRONIZE | RESET | NO_ACK | SIGNATURE_INCLUDED,
             from_destination=self.local.destination,
         ).signed(self.local.sign, self.local.destination.signature_len)
+        self._heard(source.hash, via)
         self._reply(Outgoing(via, source, self._payload(reset, to_port, from_port), None, reset))
 
     # --- bookkeeping --------------------------------------------------------------------
+
+    def _heard(self, remote: bytes, via: str) -> None:
+        """An accepted or authenticated packet from `remote` came through `via`."""
+        if remote in self._per_remote:
+            self._remote_via[remote] = via
 
     def _add(self, conn: Connection) -> None:
         stream_id = conn.receive_stream_id
         self._streams[stream_id] = conn
         self._active.add(stream_id)
         self._per_remote[conn.remote.hash] += 1
+        self._remote_via.setdefault(conn.remote.hash, conn.via)
         if not conn.is_client:
             self._by_syn[(conn.remote.hash, conn.send_stream_id)] = stream_id
             self._by_peer_id.setdefault(conn.send_stream_id, set()).add(stream_id)
@@ -507,6 +528,7 @@ class Endpoint:
         self._per_remote[remote] -= 1
         if self._per_remote[remote] <= 0:
             del self._per_remote[remote]
+            self._remote_via.pop(remote, None)
 
     def _forget(self, conn: Connection) -> None:
         stream_id = conn.receive_stream_id
