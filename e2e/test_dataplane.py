@@ -17,7 +17,16 @@ from dataclasses import dataclass
 import pytest
 
 from e2e.operator_run import tcp_peers
-from i2p_multihome_dev.backends import FILE_PATH, ONE_MIB, UPLOAD_PATH, HttpBackend, UdpEchoBackend
+from i2p_multihome.wire.keys import DestinationKeys
+from i2p_multihome.wire.structures import Destination
+from i2p_multihome_dev.backends import (
+    FILE_PATH,
+    ONE_MIB,
+    UPLOAD_PATH,
+    DigestBackend,
+    HttpBackend,
+    UdpEchoBackend,
+)
 from i2p_multihome_dev.balancer_process import BalancerRun, destination_manifest, run_balancer
 from i2p_multihome_dev.clients import (
     DatagramEcho,
@@ -29,6 +38,7 @@ from i2p_multihome_dev.clients import (
 from i2p_multihome_dev.observe import serving
 from i2p_multihome_dev.polling import NotYet, wait_until
 from i2p_multihome_dev.sam import StreamSession, datagram_session, stream_session
+from i2p_multihome_dev.streamclient import StreamClient
 from i2p_multihome_dev.testnet import Testnet
 
 pytestmark = pytest.mark.testnet
@@ -36,6 +46,7 @@ pytestmark = pytest.mark.testnet
 HOSTS = ["r1", "r2", "r3", "r4"]
 SAM_ROUTER, TUNNEL_ROUTER, BASELINE_ROUTER = "r5", "r6", "r5"
 REFUSING_PORT = 81  # served by a backend address where nothing listens
+DIGEST_PORT = 82  # a backend that answers only after the client's EOF
 FETCHES = 20
 CONCURRENT = 50
 DATAGRAMS = 100
@@ -62,7 +73,13 @@ class Served:
     b32: str
     http: HttpBackend
     udp: UdpEchoBackend
+    digest: DigestBackend
     testnet: Testnet
+
+    @property
+    def destination(self) -> Destination:
+        keys = (self.run.directory / "keys.json").read_text()
+        return DestinationKeys.from_json(keys).destination
 
     def streams_by_router(self) -> dict[str, int]:
         return {r["name"]: r.get("streams", 0) for r in self.run.status().get("routers", [])}
@@ -71,15 +88,21 @@ class Served:
 @pytest.fixture(scope="module")
 def served(testnet: Testnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One destination on 4 routers serving an HTTP backend (port 0: what SAM and client
-    tunnels address by default), a refusing backend (port 81) and a UDP echo (datagrams to
-    port 0), until the module's tests are done."""
+    tunnels address by default), a refusing backend (port 81), a backend that answers after
+    EOF (port 82) and a UDP echo (datagrams to port 0), until the module's tests are done."""
     bridge = testnet.bridge_address
-    with HttpBackend(bridge) as http, UdpEchoBackend(bridge) as udp:
+    with (
+        HttpBackend(bridge) as http,
+        UdpEchoBackend(bridge) as udp,
+        DigestBackend(bridge) as digest,
+    ):
         ports = [
             {"name": "web", "port": 0,
              "backend": {"host": http.address[0], "port": http.address[1]}},
             {"name": "refused", "port": REFUSING_PORT,
              "backend": {"host": bridge, "port": closed_port(bridge)}},
+            {"name": "digest", "port": DIGEST_PORT,
+             "backend": {"host": digest.address[0], "port": digest.address[1]}},
             {"name": "echo", "port": 0, "protocol": "Datagram",
              "backend": {"host": udp.address[0], "port": udp.address[1]}},
         ]  # fmt: skip
@@ -103,7 +126,7 @@ def served(testnet: Testnet, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 interval=2.0,
             )
             report("floodfills", held=run.explain_floodfills())
-            yield Served(run, b32, http, udp, testnet)
+            yield Served(run, b32, http, udp, digest, testnet)
 
 
 @pytest.fixture
@@ -218,8 +241,15 @@ async def test_an_upload_a_refusing_backend_and_fifty_streams_at_once_leave_noth
     assert refused_after < 15.0
 
     # 50 streams at once, from two clients (one client may hold 32: see the next test).
+    # Each client fetches once first: an i2pd client's streams then share the path to the
+    # router that holds its end-to-end session. Streams a fresh client opens all at once
+    # pick leases at random before that session exists, and those that land on another
+    # router cannot be decrypted there: the lease-choice problem of issue 10, measured in
+    # its note, not this test's subject.
     second = await stream_session(testnet.router(TUNNEL_ROUTER).sam)
     try:
+        for client in (sam_client, second):
+            check_file(await http_via_sam(client, served.b32, FILE_PATH), served)
         started = time.monotonic()
         results = await asyncio.gather(
             *(
@@ -289,7 +319,9 @@ async def test_one_client_over_its_stream_limit_is_refused_at_once(
     served: Served, sam_client: StreamSession
 ) -> None:
     """32 streams per client (StreamConfig.max_streams_per_remote): the 33rd and later are
-    answered with a signed RESET, so the client fails within seconds, not at its timeout."""
+    answered with a signed RESET, so the client fails within seconds, not at its timeout.
+    One fetch first, as in the previous test, so that the 40 streams share one path."""
+    check_file(await http_via_sam(sam_client, served.b32, FILE_PATH), served)
     started = time.monotonic()
     results = await asyncio.gather(
         *(http_via_sam(sam_client, served.b32, FILE_PATH, timeout_s=120) for _ in range(40)),
@@ -304,3 +336,22 @@ async def test_one_client_over_its_stream_limit_is_refused_at_once(
     assert len(served_ok) >= 32
     assert not [r for r in refused if isinstance(r, TimeoutError)], refused
     assert took < 60
+
+
+async def test_a_half_closed_stream_still_carries_the_answer(served: Served) -> None:
+    """No i2pd client can half-close (SAM and client tunnels end the whole stream), so our
+    own streaming client does it, as a real client of another router: it sends 200 kB and
+    CLOSE, the backend sees EOF and only then answers, and the answer arrives on the
+    half-closed stream."""
+    body = os.urandom(200_000)
+    async with StreamClient(served.testnet, SAM_ROUTER) as client:
+        outcome = await client.request(served.destination, body, port=DIGEST_PORT)
+    report(
+        "half-close", ending=outcome.ending, half_closed_s=outcome.half_closed_s,
+        first_byte_s=outcome.first_byte_s,
+    )  # fmt: skip
+    assert outcome.received == (hashlib.sha256(body).hexdigest() + "\n").encode(), outcome
+    assert outcome.ending == "closed" and outcome.peer_closed
+    assert outcome.half_closed_s is not None and outcome.first_byte_s is not None
+    assert outcome.first_byte_s > outcome.half_closed_s
+    assert served.digest.answered >= 1

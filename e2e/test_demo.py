@@ -52,6 +52,10 @@ def test_demo_up_twice_then_down_leaves_nothing(testnet_host: None, tmp_path: Pa
         assert header.split() == ["NAME", "READY", "ROUTERS", "LEASES", "PUBLISHED", "AGE", "B32"]
         assert row.split()[1] == "True" and row.split()[-1].endswith(".b32.i2p")
         assert "floodfills hold:" in first.stdout
+        # The example's http port serves a real page to an I2P client of another router.
+        fetched = [line for line in first.stdout.splitlines() if line.startswith("GET http://")]
+        assert fetched and "SAM bridge: HTTP 200," in fetched[0], first.stdout
+        assert "Served by one I2P destination on several routers" in first.stdout
         assert "installing the Helm chart" in first.stderr
 
         state = demo.DemoState.load(directory)
@@ -77,6 +81,7 @@ def test_demo_up_twice_then_down_leaves_nothing(testnet_host: None, tmp_path: Pa
             "reusing the running testnet",
             "reusing cluster",
             "reusing the running operator",
+            "reusing the running backends",
         ):
             assert reused in second.stderr
         assert demo.DemoState.load(directory) == state
@@ -91,6 +96,8 @@ def test_demo_up_twice_then_down_leaves_nothing(testnet_host: None, tmp_path: Pa
 
     assert not processes_mentioning(str(directory))
     assert not process_alive(state.operator.pid, state.operator.start_ticks)
+    assert state.backends is not None
+    assert not process_alive(state.backends.pid, state.backends.start_ticks)
     for process in (cluster_state.etcd, cluster_state.apiserver):
         assert not process_alive(process.pid, process.start_ticks)
     listed = subprocess.run(
@@ -99,6 +106,7 @@ def test_demo_up_twice_then_down_leaves_nothing(testnet_host: None, tmp_path: Pa
     assert not [ns for ns in namespaces if ns in listed]
     ports = [*state.operator.ports, *cluster_state.etcd.ports, *cluster_state.apiserver.ports]
     assert not [port for port in ports if port_open(port)]
+    assert not port_open(state.backends.http_port, state.backends.host)
     assert not (directory / "demo.json").exists()
     assert not (directory / "cluster" / cluster.STATE_FILE).exists()
     assert run_demo("down", "--dir", str(directory)).returncode == 0

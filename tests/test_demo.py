@@ -25,6 +25,17 @@ def test_example_manifest_points_the_example_at_testnet_routers() -> None:
     assert manifest.spec.keys.secret_ref.name == "demo-keys"
 
 
+def test_example_manifest_serves_its_ports_from_the_demo_backends() -> None:
+    backends = demo.DemoBackends(1, 2, "198.18.0.1", 8080, 7007)
+    manifest = demo.example_manifest({"r1": "198.18.7.2"}, backends=backends)
+    ports = MultihomedDestinationManifest.model_validate(manifest).spec.ports
+    served = {(p.name, p.protocol.value, p.backend.host, p.backend.port) for p in ports}
+    assert served == {
+        ("http", "Stream", "198.18.0.1", 8080),
+        ("echo", "Datagram", "198.18.0.1", 7007),
+    }
+
+
 def test_example_manifest_with_fewer_routers_keeps_the_first_ones() -> None:
     manifest = demo.example_manifest({"r5": "198.18.7.7", "r6": "198.18.7.8"}, name="x")
     parsed = MultihomedDestinationManifest.model_validate(manifest)
@@ -49,6 +60,9 @@ def test_demo_state_round_trips_and_refuses_damage(tmp_path: Path) -> None:
     state = demo.DemoState(operator_record())
     state.save(tmp_path)
     assert demo.DemoState.load(tmp_path) == state
+    with_backends = demo.DemoState(operator_record(), demo.DemoBackends(7, 8, "h", 1, 2))
+    with_backends.save(tmp_path)
+    assert demo.DemoState.load(tmp_path) == with_backends
     (tmp_path / "demo.json").write_text(json.dumps({"operator": {"pid": 1}}))
     with pytest.raises(demo.DemoError, match="unreadable"):
         demo.DemoState.load(tmp_path)

@@ -8,10 +8,12 @@ A router reaches them only when they listen on the testnet's bridge address
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import heapq
 import logging
+import signal
 import socket
 import threading
 import time
@@ -24,6 +26,7 @@ from i2p_multihome.logs import fields
 log = logging.getLogger(__name__)
 
 ONE_MIB = 1 << 20
+INDEX_PATH = "/"
 FILE_PATH = "/file"
 UPLOAD_PATH = "/upload"
 MAX_UPLOAD = 64 * ONE_MIB
@@ -39,15 +42,23 @@ def deterministic_bytes(size: int, seed: bytes = b"i2p-multihome test file") -> 
     return b"".join(blocks)[:size]
 
 
+INDEX_PAGE = (
+    b"<!doctype html>\n<title>i2p-multihome</title>\n"
+    b"<p>Served by one I2P destination on several routers at once.</p>\n"
+)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
     def do_GET(self) -> None:
-        if self.path != FILE_PATH:
+        if self.path == INDEX_PATH:
+            self._reply(200, INDEX_PAGE, "text/html")
+        elif self.path == FILE_PATH:
+            self._reply(200, self.server.content, "application/octet-stream")
+        else:
             self._reply(404, b"not found\n")
-            return
-        self._reply(200, self.server.content, "application/octet-stream")
 
     def do_POST(self) -> None:
         if self.path != UPLOAD_PATH:
@@ -102,8 +113,9 @@ class _Server(ThreadingHTTPServer):
 
 
 class HttpBackend:
-    """GET /file: `size` deterministic bytes (`content`, `content_sha256`); POST /upload:
-    answers the SHA-256 (hex) of the body it received. Responses carry Content-Length."""
+    """GET /: a small HTML page (INDEX_PAGE); GET /file: `size` deterministic bytes
+    (`content`, `content_sha256`); POST /upload: answers the SHA-256 (hex) of the body it
+    received. Responses carry Content-Length."""
 
     def __init__(self, host: str, port: int = 0, size: int = ONE_MIB) -> None:
         self.content = deterministic_bytes(size)
@@ -135,6 +147,68 @@ class HttpBackend:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class DigestBackend:
+    """A TCP service that answers only once the client has finished sending: it reads to
+    EOF, then writes the SHA-256 (hex) of everything it read and closes. Through a stream,
+    an answer at all shows a half-close: the client's CLOSE reached it as EOF while the
+    other direction stayed open."""
+
+    def __init__(self, host: str, port: int = 0) -> None:
+        self._server = socket.create_server((host, port))
+        self._server.settimeout(0.2)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._answered = 0
+        self._thread = threading.Thread(target=self._run, name="digest-backend", daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.getsockname()[:2]
+        return (str(host), int(port))
+
+    @property
+    def answered(self) -> int:
+        with self._lock:
+            return self._answered
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(120.0)
+            digest = hashlib.sha256()
+            while chunk := conn.recv(65536):
+                digest.update(chunk)
+            conn.sendall((digest.hexdigest() + "\n").encode())
+            with self._lock:
+                self._answered += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.close()
         self._thread.join(timeout=10)
 
     def __enter__(self) -> Self:
@@ -221,3 +295,23 @@ class UdpEchoBackend:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python3 -m i2p_multihome_dev.backends --host H --http-port P --udp-port Q`: both
+    backends until SIGTERM (what `demo up` leaves running behind the demo destination)."""
+    parser = argparse.ArgumentParser(prog="python3 -m i2p_multihome_dev.backends")
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--http-port", type=int, required=True)
+    parser.add_argument("--udp-port", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with HttpBackend(args.host, args.http_port), UdpEchoBackend(args.host, args.udp_port):
+        stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,39 +3,54 @@
 A private i2pd testnet and a local Kubernetes control plane on this machine; the Helm chart
 installed into it (CRD, ServiceAccount, RBAC); the operator as a background process holding
 only the chart ServiceAccount's credentials (no kubelet runs here, so its Pod never starts);
-the example MultihomedDestination applied with routers r1..r4 of the testnet; then, once it
-is Ready and every floodfill serves it with leases of at least two routers,
-`kubectl get mhd -o wide` and what the floodfills hold.
+the example MultihomedDestination applied with routers r1..r4 of the testnet and its ports
+served by an HTTP server and a UDP echo on this machine; then, once it is Ready and every
+floodfill serves it with leases of at least two routers, `kubectl get mhd -o wide`, what the
+floodfills hold, and its page fetched through the SAM bridge of a router that does not host it.
 
 `demo up` is idempotent (a second run reuses the testnet, control plane and operator that
 still run, and re-applies the chart and the example); `demo down` stops the operator (which
-destroys its I2CP sessions), the control plane and the testnet, leaving no process, network
-namespace or listening port.
+destroys its I2CP sessions), the backends, the control plane and the testnet, leaving no
+process, network namespace or listening port.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
+import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from i2p_multihome_dev import cluster, toolchain
+from i2p_multihome_dev.backends import INDEX_PATH
+from i2p_multihome_dev.clients import HttpClientError, HttpResponse, http_via_sam
 from i2p_multihome_dev.kube import KubectlError, helm_install, kubectl, service_account_kubeconfig
 from i2p_multihome_dev.observe import FloodfillWatch, LeaseOwnerError, serving
 from i2p_multihome_dev.operator_process import OperatorError, OperatorProcess, start_operator
 from i2p_multihome_dev.polling import NotYet, wait_until
+from i2p_multihome_dev.processes import (
+    port_open,
+    process_alive,
+    spawn_detached,
+    start_ticks,
+    stop_process_group,
+)
 from i2p_multihome_dev.repo import CHART_DIR, EXAMPLES_DIR
+from i2p_multihome_dev.sam import SamError, stream_session
 from i2p_multihome_dev.statefile import load_state, save_state
 from i2p_multihome_dev.testnet import I2CP_PORT, Testnet, TestnetError
 
 HOSTS = ("r1", "r2", "r3", "r4")
+CLIENT_ROUTER = "r5"  # fetches the demo page through its SAM bridge; hosts nothing
+FETCH_TIMEOUT_S = 180.0
 RELEASE = "i2p-multihome"
 RELEASE_NAMESPACE = "i2p-multihome"
 # The chart names its ServiceAccount after the release's full name, which is the release
@@ -53,12 +68,17 @@ class DemoError(RuntimeError):
     """A demo step failed; the message says which and where to look."""
 
 
-def example_manifest(addresses: dict[str, str], name: str = "demo") -> dict[str, Any]:
+def example_manifest(
+    addresses: dict[str, str],
+    name: str = "demo",
+    backends: DemoBackends | None = None,
+) -> dict[str, Any]:
     """examples/multihomed-destination.yaml with its routers pointed at testnet routers.
 
     `addresses` maps testnet router names to their I2CP hosts, in the order the example's
     routers are replaced (their publish settings are kept); the example's routers beyond
-    those are left out.
+    those are left out. With `backends`, every Stream port is served by its HTTP server and
+    every Datagram port by its UDP echo (no cluster DNS resolves the example's Services here).
     """
     manifest: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
     routers = manifest["spec"]["routers"][: len(addresses)]
@@ -70,25 +90,95 @@ def example_manifest(addresses: dict[str, str], name: str = "demo") -> dict[str,
         router["i2cp"] = {"host": host, "port": I2CP_PORT}
     manifest["metadata"] = {"name": name}
     manifest["spec"]["keys"] = {"secretRef": {"name": f"{name}-keys"}}
+    if backends is not None:
+        for port in manifest["spec"].get("ports", []):
+            stream = port.get("protocol", "Stream") == "Stream"
+            port["backend"] = {
+                "host": backends.host,
+                "port": backends.http_port if stream else backends.udp_port,
+            }
     return manifest
 
 
 @dataclass(frozen=True)
+class DemoBackends:
+    """The HTTP server and UDP echo (`python3 -m i2p_multihome_dev.backends`) behind the
+    demo destination, a background process listening on the testnet's bridge address."""
+
+    pid: int
+    start_ticks: int
+    host: str
+    http_port: int
+    udp_port: int
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> DemoBackends:
+        return cls(
+            pid=int(raw["pid"]),
+            start_ticks=int(raw["start_ticks"]),
+            host=str(raw["host"]),
+            http_port=int(raw["http_port"]),
+            udp_port=int(raw["udp_port"]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def running(self) -> bool:
+        return process_alive(self.pid, self.start_ticks) and port_open(self.http_port, self.host)
+
+    def stop(self) -> None:
+        stop_process_group(self.pid, self.start_ticks, term_grace_s=10.0)
+
+
+def _free_port(host: str, kind: socket.SocketKind) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def start_backends(host: str, log_path: Path) -> DemoBackends:
+    """Start the demo backends on `host`; return once the HTTP server accepts."""
+    http_port, udp_port = _free_port(host, socket.SOCK_STREAM), _free_port(host, socket.SOCK_DGRAM)
+    argv = [
+        sys.executable, "-m", "i2p_multihome_dev.backends",
+        "--host", host, "--http-port", str(http_port), "--udp-port", str(udp_port),
+    ]  # fmt: skip
+    pid = spawn_detached(argv, log_path)
+    backends = DemoBackends(pid, start_ticks(pid), host, http_port, udp_port)
+    wait_until(
+        f"the demo backends to listen on {host}:{http_port}",
+        30.0,
+        lambda: port_open(http_port, host) or NotYet(f"see {log_path}"),
+        interval=0.2,
+        error=DemoError,
+    )
+    return backends
+
+
+@dataclass(frozen=True)
 class DemoState:
-    """Contents of DIR/demo.json: the operator `demo up` left running."""
+    """Contents of DIR/demo.json: the operator and backends `demo up` left running."""
 
     operator: OperatorProcess
+    backends: DemoBackends | None = None
 
     @classmethod
     def load(cls, directory: Path) -> DemoState | None:
         return load_state(
             directory / _STATE_FILE,
-            lambda raw: cls(OperatorProcess.from_json(raw["operator"])),
+            lambda raw: cls(
+                OperatorProcess.from_json(raw["operator"]),
+                DemoBackends.from_json(raw["backends"]) if raw.get("backends") else None,
+            ),
             DemoError,
         )
 
     def save(self, directory: Path) -> None:
-        save_state(directory / _STATE_FILE, {"operator": self.operator.to_json()})
+        document: dict[str, Any] = {"operator": self.operator.to_json()}
+        if self.backends is not None:
+            document["backends"] = self.backends.to_json()
+        save_state(directory / _STATE_FILE, document)
 
 
 def _say(message: str) -> None:
@@ -120,6 +210,7 @@ def demo_up(directory: Path) -> dict[str, Any]:
     helm_install(admin, CHART_DIR, RELEASE, RELEASE_NAMESPACE)
 
     state = DemoState.load(directory)
+    previous_backends = state.backends if state is not None else None
     if state is not None and reused_cluster and state.operator.healthy():
         _say(f"reusing the running operator (pid {state.operator.pid})")
         operator = state.operator
@@ -141,13 +232,47 @@ def demo_up(directory: Path) -> dict[str, Any]:
             f"(pid {operator.pid}, log {operator.log})"
         )
 
+    bridge = testnet.bridge_address
+    if (
+        previous_backends is not None
+        and previous_backends.host == bridge
+        and (previous_backends.running())
+    ):
+        _say(f"reusing the running backends (pid {previous_backends.pid})")
+        backends = previous_backends
+    else:
+        if previous_backends is not None:
+            previous_backends.stop()
+        backends = start_backends(bridge, directory / "backends.log")
+        _say(
+            f"backends started: HTTP on {bridge}:{backends.http_port}, UDP echo on "
+            f"{bridge}:{backends.udp_port} (pid {backends.pid})"
+        )
+    DemoState(operator, backends).save(directory)
+
     addresses = {name: testnet.router(name).address for name in HOSTS}
-    manifest = example_manifest(addresses)
+    manifest = example_manifest(addresses, backends=backends)
     if kubectl(admin, "get", "namespace", DEMO_NAMESPACE, check=False).returncode != 0:
         kubectl(admin, "create", "namespace", DEMO_NAMESPACE)
     kubectl(admin, f"--namespace={DEMO_NAMESPACE}", "apply", "-f", "-", stdin=json.dumps(manifest))
     _say(f"applied {EXAMPLE.name} with routers {', '.join(HOSTS)}; waiting for Ready")
-    return _wait_ready(admin, testnet, operator, manifest["metadata"]["name"])
+    result = _wait_ready(admin, testnet, operator, manifest["metadata"]["name"])
+    b32 = result["status"]["destination"]["b32"]
+    _say(f"fetching http://{b32}{INDEX_PATH} through the SAM bridge of {CLIENT_ROUTER}")
+    result["fetch"] = asyncio.run(_fetch_page(testnet, b32))
+    return result
+
+
+async def _fetch_page(testnet: Testnet, b32: str) -> HttpResponse:
+    """The destination's page as an I2P client on a router that does not host it sees it."""
+    try:
+        async with await stream_session(testnet.router(CLIENT_ROUTER).sam) as session:
+            return await http_via_sam(session, b32, INDEX_PATH, timeout_s=FETCH_TIMEOUT_S)
+    except (SamError, HttpClientError, TimeoutError, OSError) as exc:
+        raise DemoError(
+            f"the destination is published but its page could not be fetched through "
+            f"{CLIENT_ROUTER}'s SAM bridge: {exc!r}"
+        ) from exc
 
 
 def _wait_ready(
@@ -215,6 +340,13 @@ def _print_summary(result: dict[str, Any]) -> None:
     print("floodfills hold:")
     for name, view in sorted(views.items()):
         print(f"  {name}: {view['leases']} leases from {', '.join(view['routers'])}")
+    fetch: HttpResponse = result["fetch"]
+    print(
+        f"GET http://{status['destination']['b32']}{INDEX_PATH} through {CLIENT_ROUTER}'s SAM "
+        f"bridge: HTTP {fetch.status}, {len(fetch.body)} bytes, first byte after "
+        f"{fetch.first_byte_s:.2f} s"
+    )
+    print(fetch.body.decode(errors="replace").rstrip())
 
 
 def demo_down(directory: Path) -> None:
@@ -227,6 +359,8 @@ def demo_down(directory: Path) -> None:
         cleanup.callback((directory / "operator.kubeconfig").unlink, missing_ok=True)
         state = DemoState.load(directory)
         if state is not None:
+            if state.backends is not None:
+                cleanup.callback(state.backends.stop)
             state.operator.stop()
             (directory / _STATE_FILE).unlink()
 
