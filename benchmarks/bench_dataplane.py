@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import datetime
 import hashlib
-import json
 import statistics
 import subprocess
 import sys
@@ -44,8 +43,8 @@ from i2p_multihome_dev.polling import NotYet, wait_until
 from i2p_multihome_dev.processes import process_usage
 from i2p_multihome_dev.sam import StreamSession, stream_session
 from i2p_multihome_dev.testnet import Testnet, TestnetError, check_host
+from results import write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ROUTERS = 9
 FLOODFILLS = 3
 HOSTS = ["r1", "r2", "r3", "r4"]
@@ -203,15 +202,6 @@ def print_table(result: dict[str, Any]) -> None:
             print(f"  {name} failed: {failure}")
 
 
-def results_path(date: str) -> Path:
-    path = RESULTS / f"dataplane-{date}.json"
-    number = 2
-    while path.exists():
-        path = RESULTS / f"dataplane-{date}-{number}.json"
-        number += 1
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--pages", type=int, default=30, help="page GETs per destination (30)")
@@ -278,9 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         **measured,
     }
     print_table(result)
-    RESULTS.mkdir(exist_ok=True)
-    path = results_path(result["date"])
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    path = write_results("dataplane", result)
     print(f"results: {path}")
     failed = any(row["failures"] for row in result["targets"].values())
     return 1 if failed else 0

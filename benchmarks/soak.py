@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import tempfile
 import time
@@ -45,8 +44,8 @@ from i2p_multihome_dev.testnet import (
     TestnetError,
     check_host,
 )
+from results import write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ROUTERS = 9
 FLOODFILLS = 3
 HOSTS = ["r1", "r2", "r3", "r4"]
@@ -253,15 +252,6 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"  gap at {gap['at_s']:.0f}s: {gap['floodfills']}")
 
 
-def results_path(date: str) -> Path:
-    path = RESULTS / f"soak-{date}.json"
-    number = 2
-    while path.exists():
-        path = RESULTS / f"soak-{date}-{number}.json"
-        number += 1
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--minutes", type=float, default=15.0, help="sampling time (15)")
@@ -286,9 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         testnet.down()
     result = report(soaked, figures, args)
     print_table(result)
-    RESULTS.mkdir(exist_ok=True)
-    path = results_path(result["date"])
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    path = write_results("soak", result)
     print(f"results: {path}")
     turnover = result["turnover"]
     failed = (

@@ -49,7 +49,16 @@ def test_demo_up_twice_then_down_leaves_nothing(testnet_host: None, tmp_path: Pa
         assert first.returncode == 0, first.stderr[-3000:]
         assert "kubectl get mhd" in first.stdout
         header, row = first.stdout.split("\n")[1:3]
-        assert header.split() == ["NAME", "READY", "ROUTERS", "LEASES", "PUBLISHED", "AGE", "B32"]
+        assert header.split() == [
+            "NAME",
+            "READY",
+            "ROUTERS",
+            "LEASES",
+            "PUBLISHED",
+            "STREAMS",
+            "AGE",
+            "B32",
+        ]
         assert row.split()[1] == "True" and row.split()[-1].endswith(".b32.i2p")
         assert "floodfills hold:" in first.stdout
         # The example's http port serves a real page to an I2P client of another router.

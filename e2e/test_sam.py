@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from e2e.measured import report
 from i2p_multihome_dev.backends import (
     FILE_PATH,
     ONE_MIB,
@@ -51,11 +52,6 @@ UDP_TUNNEL_INTERVAL_S = 0.35
 UDP_ECHO_DELAY_S = 0.15
 # On a quiet testnet a working path delivers nearly every datagram.
 MIN_DELIVERED = 0.9
-
-
-def report(what: str, **values: object) -> None:
-    shown = " ".join(f"{k}={round(v, 3) if isinstance(v, float) else v}" for k, v in values.items())
-    print(f"MEASURED {what} {shown}")
 
 
 def served(testnet: Testnet, b32: str) -> bool | NotYet:

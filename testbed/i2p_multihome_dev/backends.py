@@ -48,6 +48,24 @@ INDEX_PAGE = (
 )
 
 
+class _Closing:
+    """A backend used as a context manager: closed on leaving the block."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -112,7 +130,7 @@ class _Server(ThreadingHTTPServer):
         self.served = 0
 
 
-class HttpBackend:
+class HttpBackend(_Closing):
     """GET /: a small HTML page (INDEX_PAGE); GET /file: `size` deterministic bytes
     (`content`, `content_sha256`); POST /upload: answers the SHA-256 (hex) of the body it
     received. Responses carry Content-Length."""
@@ -149,19 +167,8 @@ class HttpBackend:
         self._server.server_close()
         self._thread.join(timeout=10)
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class DigestBackend:
+class DigestBackend(_Closing):
     """A TCP service that answers only once the client has finished sending: it reads to
     EOF, then writes the SHA-256 (hex) of everything it read and closes. Through a stream,
     an answer at all shows a half-close: the client's CLOSE reached it as EOF while the
@@ -211,19 +218,8 @@ class DigestBackend:
         self._server.close()
         self._thread.join(timeout=10)
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class UdpEchoBackend:
+class UdpEchoBackend(_Closing):
     """Sends every datagram back to where it came from, `reply_delay` seconds later.
 
     A delay matters behind an i2pd 2.45.1 udpserver tunnel: it forwards what the backend
@@ -284,17 +280,6 @@ class UdpEchoBackend:
         self._stop.set()
         self._thread.join(timeout=5)
         self._sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def main(argv: list[str] | None = None) -> int:

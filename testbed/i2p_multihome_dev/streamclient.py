@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from i2p_multihome.balancer.engine import Balancer
 from i2p_multihome.model.v1alpha1 import MultihomedDestinationManifest
@@ -52,6 +52,8 @@ class StreamOutcome:
     # stream's start: an answer after the half-close shows the other direction stayed open.
     half_closed_s: float | None = None
     first_byte_s: float | None = None
+    established: bool = False
+    ended_s: float | None = None  # when a RESET ended it
     events: list[str] = field(default_factory=list)
 
 
@@ -130,9 +132,10 @@ class StreamClient:
         *,
         port: int = 0,
         timeout_s: float = 120.0,
+        close_after: asyncio.Event | None = None,
     ) -> StreamOutcome:
-        """Open a stream to `server`, send `request`, half-close (CLOSE after the request),
-        then read until the server closes or resets."""
+        """Open a stream to `server`, send `request`, half-close (CLOSE after the request,
+        or once `close_after` is set), then read until the server closes or resets."""
         started = time.monotonic()
         stream = self.endpoint.connect(server, self.router, started, remote_port=port)
         events: asyncio.Queue[object] = asyncio.Queue()
@@ -140,18 +143,34 @@ class StreamClient:
         outcome = StreamOutcome(b"", "", peer_closed=False)
         received = bytearray()
         unsent = request
+        release = asyncio.ensure_future((close_after or asyncio.Event()).wait())
+        if close_after is None:
+            release.cancel()
+        next_event: asyncio.Future[object] | None = None
         try:
             async with asyncio.timeout(timeout_s):
                 while True:
                     if unsent:
                         unsent = unsent[self.endpoint.send(stream, unsent) :]
-                        if not unsent:
-                            self.endpoint.close(stream)
-                            outcome.half_closed_s = time.monotonic() - started
                         self._wake.set()
-                    event = await events.get()
+                    may_close = release.cancelled() or release.done()
+                    if not unsent and may_close and outcome.half_closed_s is None:
+                        self.endpoint.close(stream)
+                        outcome.half_closed_s = time.monotonic() - started
+                        self._wake.set()
+                    if next_event is None:
+                        next_event = asyncio.ensure_future(events.get())
+                    waiting: set[asyncio.Future[Any]] = {next_event}
+                    if not may_close:
+                        waiting.add(release)
+                    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    if not next_event.done():
+                        continue
+                    event, next_event = next_event.result(), None
                     outcome.events.append(type(event).__name__)
                     match event:
+                        case StreamEstablished():
+                            outcome.established = True
                         case DataReadable():
                             data = self.endpoint.read(stream)
                             if data and outcome.first_byte_s is None:
@@ -166,10 +185,14 @@ class StreamClient:
                             break
                         case StreamReset(reason=reason):
                             outcome.ending = f"reset: {reason}"
+                            outcome.ended_s = time.monotonic() - started
                             break
-                        case StreamEstablished() | SendBufferFree():
+                        case SendBufferFree():
                             pass
         finally:
             del self._events[stream]
+            release.cancel()
+            if next_event is not None:
+                next_event.cancel()
         outcome.received = bytes(received)
         return outcome
