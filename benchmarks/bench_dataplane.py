@@ -2,7 +2,7 @@
 the multihomed destination, beside an i2pd server tunnel serving the same backend, in one run.
 
 Brings up its own private i2pd testnet (9 routers, 3 floodfills; root, Debian's i2pd). One
-HTTP backend (`i2p_multihome_dev.backends.HttpBackend`: GET / is a 113-byte page, GET /file
+HTTP backend (`i2p_multihome_dev.backends.HttpBackend`: GET / is a 110-byte page, GET /file
 1 MiB) serves two destinations:
 
 - multihomed: the real `i2p-multihome balance` on r1..r4 (3 inbound tunnels of length 1
