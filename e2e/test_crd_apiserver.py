@@ -407,8 +407,9 @@ def test_kubectl_get_prints_the_printer_columns(
 ) -> None:
     name, status = with_status
     shown = table(mhd, name)
-    assert list(shown) == ["NAME", "READY", "ROUTERS", "LEASES", "PUBLISHED", "AGE"]
+    assert list(shown) == ["NAME", "READY", "ROUTERS", "LEASES", "PUBLISHED", "STREAMS", "AGE"]
     assert shown["NAME"] == name
+    assert shown["STREAMS"] == str(status["streams"])
     assert shown["READY"] == "True"
     assert shown["ROUTERS"] == "3/4"
     assert shown["LEASES"] == "5" == str(status["leaseSet"]["leases"])
@@ -424,6 +425,8 @@ def test_kubectl_get_before_any_status_shows_empty_columns(mhd: Cluster) -> None
     name = unique("fresh")
     mhd.kubectl("create", "-f", "-", stdin=json.dumps(manifest(name, _spec())))
     header, row = mhd.kubectl("get", "mhd", name).stdout.splitlines()
-    assert header.split() == ["NAME", "READY", "ROUTERS", "LEASES", "PUBLISHED", "AGE"]
+    assert header.split() == [
+        "NAME", "READY", "ROUTERS", "LEASES", "PUBLISHED", "STREAMS", "AGE"
+    ]  # fmt: skip
     # kubectl prints absent values as blanks: only NAME and AGE have text.
     assert len(row.split()) == 2, row

@@ -187,8 +187,9 @@ def test_apply_becomes_ready_with_one_leaseset_on_every_floodfill(
         )
 
         header, rows = kubectl_table(ns.kubectl("get", "mhd").stdout)
-        assert header == ["NAME", "READY", "ROUTERS", "LEASES", "PUBLISHED", "AGE"]
+        assert header == ["NAME", "READY", "ROUTERS", "LEASES", "PUBLISHED", "STREAMS", "AGE"]
         (row,) = rows
+        assert row["STREAMS"] == "0"  # no ports, no client
         assert row["NAME"] == name and row["READY"] == "True" and row["ROUTERS"] == "4/4"
         assert 4 <= int(row["LEASES"]) <= 16
         assert re.fullmatch(r"\d+[smhd]\d*[smh]?", row["PUBLISHED"]), row
