@@ -404,6 +404,34 @@ def test_a_full_receive_buffer_chokes_the_sender_and_reading_unchokes_it() -> No
     assert client.packets_to_send(now + 0.1)  # sending again
 
 
+def test_a_buffer_full_only_behind_a_gap_unchokes_once_the_ready_data_is_read() -> None:
+    """The in-order packet is dropped while the application has not read (buffer full),
+    later packets fill the rest out of order; once the application has read everything, the
+    buffer is still nearly full, but only the peer's retransmission of the gap can free it:
+    the receiver unchokes instead of waiting for the peer's next probe (seen as a 20 s
+    stall of a 1 MiB transfer in tests/test_dataplane.py)."""
+    config = StreamConfig(receive_buffer_bytes=8 * 1812 + 4096, initial_window=64, max_window=64)
+    client, server = handshake(config)
+    client.send(bytes(1812 * 40))
+    packets = client.packets_to_send(1.0)
+    # The first 10 packets fill the buffer in order, unread.
+    assert deliver(packets[:10], ALICE, server, 1.1) == [None] * 10
+    # The 11th is in order but there is no room: dropped, and the receiver chokes.
+    assert deliver(packets[10:11], ALICE, server, 1.1) == [DROP_BUFFER_FULL]
+    assert server.choking_peer
+    server.read()  # the application reads what is ready ...
+    # ... and the buffer is roomy again: unchoked as before.
+    assert not server.choking_peer
+    # Now out-of-order packets fill it behind the gap at 10 until the receiver chokes.
+    drops = deliver(packets[11:], ALICE, server, 1.2)
+    assert DROP_BUFFER_FULL in drops and server.choking_peer
+    assert server.readable_bytes == 0 and server.receive_buffered_bytes > 0
+    server.read()  # nothing to read, everything waits behind the gap
+    assert not server.choking_peer
+    [unchoke] = server.packets_to_send(1.3)
+    assert unchoke.delay_requested_ms == 0
+
+
 def test_a_choked_sender_probes_and_gives_up_only_if_the_peer_stays_silent() -> None:
     config = StreamConfig(max_resends=2, idle_timeout=10_000, keepalive_interval=5_000)
     client, _ = handshake(config)

@@ -340,8 +340,12 @@ class Connection:
             del self._rx_ready[:max_bytes]
         if not self._rx_ready:
             self._readable_signalled = False
-        if self._choking and self._receive_free() >= self.config.receive_buffer_bytes // 2:
-            # Enough room to be worth a round trip: tell the peer to resume.
+        roomy = self._receive_free() >= self.config.receive_buffer_bytes // 2
+        # All that is still held waits behind a gap: only the peer's retransmissions can free
+        # it (in-order packets always fit, IN_ORDER_RESERVE), and a choked peer sends none.
+        stuck_on_gap = not self._rx_ready and bool(self._rx_held)
+        if self._choking and (roomy or stuck_on_gap):
+            # Tell the peer to resume.
             self._choking = False
             self._announce_unchoke = True
             self._request_ack(self._now, immediate=True)
