@@ -14,6 +14,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Literal
 
 from i2p_multihome.logs import fields
 from i2p_multihome_dev.polling import NotYet, wait_until
@@ -258,17 +259,9 @@ class Testnet:
         """An i2pd server tunnel on `router`: a destination the router hosts itself,
         single-homed, whose streams are connected to the TCP backend. Returns its b32 once
         the destination has tunnels (its LeaseSet reaches the floodfills soon after)."""
-        node = self.router(router)
-        backend = (backend_host, backend_port)
-        settings = server_tunnel_settings(name, "server", node.address, backend, options or {})
-        b32 = self._add_tunnel(node, name, "server", settings, timeout)
-        log.info(
-            "server tunnel added",
-            extra=fields(
-                router=router, tunnel=name, b32=b32, backend=f"{backend_host}:{backend_port}"
-            ),
+        return self._add_server_tunnel(
+            router, name, "server", (backend_host, backend_port), options, timeout
         )
-        return b32
 
     def add_udp_server_tunnel(
         self,
@@ -285,16 +278,29 @@ class Testnet:
         starts these only at router start, so this RESTARTS the router, as does every later
         tunnel change on it while it has one: every SAM and I2CP session on it ends. Add
         them before anything else on that router. Returns its b32."""
-        node = self.router(router)
-        backend = (backend_host, backend_port)
-        settings = server_tunnel_settings(name, "udpserver", node.address, backend, options or {})
-        b32 = self._add_tunnel(node, name, "udpserver", settings, timeout)
-        log.info(
-            "udp server tunnel added",
-            extra=fields(
-                router=router, tunnel=name, b32=b32, backend=f"{backend_host}:{backend_port}"
-            ),
+        return self._add_server_tunnel(
+            router, name, "udpserver", (backend_host, backend_port), options, timeout
         )
+
+    def _add_server_tunnel(
+        self,
+        router: str,
+        name: str,
+        kind: Literal["server", "udpserver"],
+        backend: tuple[str, int],
+        options: Mapping[str, str] | None,
+        timeout: float,
+    ) -> str:
+        node = self.router(router)
+        settings = server_tunnel_settings(name, kind, node.address, backend, options or {})
+        b32 = self._add_tunnel(node, name, kind, settings, timeout)
+        log.info(
+            "server tunnel added",
+            extra=fields(
+                router=router, tunnel=name, kind=kind, b32=b32,
+                backend=f"{backend[0]}:{backend[1]}",
+            ),
+        )  # fmt: skip
         return b32
 
     def remove_tunnel(self, router: str, name: str, timeout: float = 240.0) -> None:
