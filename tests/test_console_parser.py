@@ -285,6 +285,8 @@ def test_ready_needs_peers_tunnels_both_ways_and_transit() -> None:
     building = [tunnel(True), tunnel(False, state="building")]
     assert "outbound" in (not_ready_reason(status(), building, 9) or "")
     assert not_ready_reason(status(transit_tunnels=0), both, 9) == "no transit tunnels yet"
+    assert not_ready_reason(status(transit_tunnels=0), both, 9, transit=False) is None
+    assert "inbound" in (not_ready_reason(status(), zero_hop, 9, transit=False) or "")
 
 
 PARSERS: list[Callable[[str], Any]] = [
