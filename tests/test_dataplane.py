@@ -300,6 +300,36 @@ async def test_datagrams_are_echoed_through_the_router_they_came_through(
     assert world["hosted"].dataplane.datagrams.flows == 1
 
 
+async def test_clients_of_a_lost_router_move_to_a_survivor_which_answers_them(
+    world: dict[str, Any],
+) -> None:
+    client: RemoteClient = world["client"]
+    routers: dict[str, FakeRouter] = world["routers"]
+    hosted: HostedDestination = world["hosted"]
+    datagrams = hosted.dataplane.datagrams
+
+    async def ping(via: str, text: bytes) -> None:
+        datagram = RepliableDatagram.build(client.keys, text).encode()
+        await routers[via].deliver(
+            messages.Payload(datagram, messages.PROTOCOL_DATAGRAM, 7000, 53).encode()
+        )
+
+    await ping("r1", b"one")
+    await eventually(lambda: len(client.datagrams) == 1, 5.0, "the echo through r1")
+    await routers["r1"].close()
+    # The failover LeaseSet goes to r2, and the client with it, held: its session at r1
+    # is seconds old, so a session from r2 would be refused for 2 minutes yet.
+    await eventually(
+        lambda: datagrams.routes() == {client.keys.destination.hash: "r2"}, 5.0, "the move"
+    )
+    assert datagrams.held(client.keys.destination.hash)
+    # The client reaches r2 on its own (a new session there): answered through r2 at once.
+    await ping("r2", b"two")
+    await eventually(lambda: len(client.datagrams) == 2, 5.0, "the echo through r2")
+    assert client.datagrams[1][0] == "r2"
+    assert not datagrams.held(client.keys.destination.hash)
+
+
 async def test_garbage_from_clients_is_counted_and_dropped(world: dict[str, Any]) -> None:
     routers: dict[str, FakeRouter] = world["routers"]
     client: RemoteClient = world["client"]

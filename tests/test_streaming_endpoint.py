@@ -512,6 +512,106 @@ def test_a_client_route_is_forgotten_with_its_last_stream(net: Network) -> None:
     assert server.endpoint.routes() == {}
 
 
+# --- moving off a lost router -----------------------------------------------------------------
+
+
+def lost_reply(net: Network, *, established: bool = True) -> tuple[Host, Host, int, float]:
+    """The client's stream is open (`established`: both ways, else our SYN is still to go)
+    and the server's reply is in flight through the client's router ("client"), which dies
+    with it. Returns server, client, the server's stream and when the route was first heard."""
+    server, client = net.hosts["server"], net.hosts["client"]
+    server.reply_close = False
+    server.reply = b"hello, " if established else b""
+    client.connect(server, b"one", close=False)
+    net.run(lambda: bool(server.streams) and bool(server.streams[only_stream(server)].received))
+    heard_at = net.now  # the server heard the client's SYN at most this late
+    sid = only_stream(server)
+    if established:
+        net.run(
+            lambda: server.streams[sid].established and not server.endpoint.stream(sid).in_flight
+        )
+    server.endpoint.send(sid, b"reply")
+    lost = server.endpoint.packets_to_send(net.now)
+    assert lost and {out.via for out in lost} == {"client"}
+    return server, client, sid, heard_at
+
+
+@pytest.mark.parametrize("established", [True, False])
+def test_a_young_session_is_held_until_it_can_be_replaced_then_everything_goes_at_once(
+    net: Network, established: bool
+) -> None:
+    server, client, sid, heard_at = lost_reply(net, established=established)
+    other = net.host("other")
+    other.connect(server, b"two", close=False)
+    net.run(lambda: len(server.streams) == 2)
+    moved_at = net.now + 1
+    moved = server.endpoint.move_remotes({"client"}, lambda remote: "router-b", moved_at)
+    assert moved == 1
+    routes = server.endpoint.routes()
+    assert routes[client.destination.hash] == "router-b"
+    assert routes[other.destination.hash] == "other"  # not on the lost router: untouched
+    assert server.endpoint.stream(sid).via == "router-b"
+    # Until the client's session at the dead router is 2 minutes old, a new router's session
+    # would be refused: nothing is sent, the connection's own resends included.
+    release = heard_at + 125.0
+    now = moved_at
+    server.endpoint.send(sid, b" and more")  # the backend goes on writing meanwhile
+    assert [o for o in server.endpoint.packets_to_send(now) if o.stream_id == sid] == []
+    # Established, new data goes out and is dropped on the way; otherwise it waits for
+    # our SYN to be acked.
+    assert (server.endpoint.drops["held_while_client_moves"] >= 1) is established
+    while (deadline := server.endpoint.timer_at()) is not None and deadline < release:
+        now = deadline
+        server.endpoint.handle_timer(now)
+        assert [o for o in server.endpoint.packets_to_send(now) if o.stream_id == sid] == []
+    assert server.endpoint.timer_at() is not None
+    now = max(now, release)
+    server.endpoint.handle_timer(now)
+    resent = [o for o in server.endpoint.packets_to_send(now) if o.stream_id == sid]
+    assert resent and {o.via for o in resent} == {"router-b"}
+    assert resent[0].packet.payload == b"reply"
+    # The stream is whole: the client gets the reply through the new router.
+    net.now = now
+    for out in resent:
+        client.endpoint.receive(out.payload.data, 0, 0, out.via, now)
+    expected = (b"hello, " if established else b"") + b"reply and more"
+    net.run(lambda: bytes(client.streams[only_stream(client)].received) == expected)
+
+
+def test_an_old_session_moves_at_once(net: Network) -> None:
+    server, _, sid, heard_at = lost_reply(net)
+    later = heard_at + 200.0
+    assert server.endpoint.move_remotes({"client"}, lambda remote: "router-b", later) == 1
+    resent = server.endpoint.packets_to_send(later)
+    assert [(o.via, o.packet.payload) for o in resent if o.stream_id == sid] == [
+        ("router-b", b"reply")
+    ]
+    # Not counted as a resend: the route lost it, not the peer.
+    assert server.endpoint.stream(sid).rto < 45.0
+
+
+def test_a_held_client_heard_through_a_working_router_is_answered_there_at_once(
+    net: Network,
+) -> None:
+    server, client, sid, _ = lost_reply(net)
+    now = net.now + 1
+    server.endpoint.move_remotes({"client"}, lambda remote: "router-b", now)
+    assert [o for o in server.endpoint.packets_to_send(now) if o.stream_id == sid] == []
+    # The client started a session with router-c (say, a new stream): answer through it.
+    client.endpoint.send(only_stream(client), b"more")
+    for out in client.endpoint.packets_to_send(now):
+        server.endpoint.receive(out.payload.data, 0, 0, "router-c", now + 0.5)
+    sent = [o for o in server.endpoint.packets_to_send(now + 0.5) if o.stream_id == sid]
+    assert sent and {o.via for o in sent} == {"router-c"}
+    assert b"reply" in [o.packet.payload for o in sent]
+
+
+def test_moving_clients_of_a_router_that_served_nobody_changes_nothing(net: Network) -> None:
+    server, _, sid, _ = lost_reply(net)
+    assert server.endpoint.move_remotes({"router-x"}, lambda remote: "router-b", net.now) == 0
+    assert server.endpoint.stream(sid).via == "client"
+
+
 # --- pings -----------------------------------------------------------------------------------
 
 

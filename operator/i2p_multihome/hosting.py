@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from i2p_multihome.balancer.engine import Balancer, EndpointResolver, Timing, plain_endpoint
-from i2p_multihome.balancer.events import BalancerEvent
+from i2p_multihome.balancer.events import BalancerEvent, FailoverPublished
 from i2p_multihome.balancer.reporter import StatusReporter, StatusSink
 from i2p_multihome.balancer.snapshot import BalancerSnapshot
 from i2p_multihome.clock import SYSTEM_CLOCK, Clock
@@ -57,12 +57,13 @@ class HostedDestination:
             log_fields=self._log_fields,
             on_change=self._changed,
         )
+        self._on_event = on_event
         self.balancer = Balancer(
             name,
             spec,
             keys,
             on_change=self._changed,
-            on_event=on_event,
+            on_event=self._balancer_event,
             on_payload=self.dataplane.receive,
             resolve_endpoint=resolve_endpoint,
             timing=timing,
@@ -122,6 +123,21 @@ class HostedDestination:
     async def report(self) -> bool:
         """Write the status now (the last one, after `stop`)."""
         return await self.reporter.report()
+
+    def _balancer_event(self, event: BalancerEvent) -> None:
+        if isinstance(event, FailoverPublished):
+            # The survivors hold a LeaseSet without the lost routers now: a new session
+            # from one of them carries it to the client.
+            moved = self.dataplane.move_clients(event.lost, event.handed_to)
+            if moved:
+                log.info(
+                    "clients moved off lost routers",
+                    extra=fields(
+                        **self._log_fields, lost=",".join(event.lost),
+                        to=",".join(sorted(event.handed_to)), clients=moved,
+                    ),
+                )  # fmt: skip
+        self._on_event(event)
 
     def _changed(self) -> None:
         self.reporter.changed()

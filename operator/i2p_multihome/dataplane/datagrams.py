@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from i2p_multihome.clock import Clock, wait_event
@@ -28,6 +28,8 @@ from i2p_multihome.dataplane.stats import (
 from i2p_multihome.dataplane.streams import BackendResolver, Sender
 from i2p_multihome.logs import fields
 from i2p_multihome.model.v1alpha1 import PortProtocol, PortSpec
+from i2p_multihome.streaming.endpoint import DROP_HELD_FOR_MOVE
+from i2p_multihome.streaming.routes import ClientRoutes
 from i2p_multihome.wire.codec import WireError
 from i2p_multihome.wire.datagrams import RepliableDatagram, Signer
 from i2p_multihome.wire.messages import PROTOCOL_DATAGRAM, Payload
@@ -90,7 +92,7 @@ class DatagramService:
         self._flows: dict[tuple[bytes, str], _Flow] = {}
         # The router each client's latest datagram came through, kept while it has flows:
         # every flow of the client answers through it (its end-to-end session lives there).
-        self._client_via: dict[bytes, str] = {}
+        self._routes = ClientRoutes()
         self._replies: asyncio.Queue[tuple[_Flow, bytes]] = asyncio.Queue(MAX_QUEUED_REPLIES)
         self._wake = asyncio.Event()
 
@@ -131,10 +133,28 @@ class DatagramService:
             else:
                 self._stats.drops[DROP_FLOW_LIMIT] += 1
                 return
-        self._client_via[datagram.source.hash] = router
+        self._routes.heard(datagram.source.hash, router, now)
         self._stats.datagrams_in[port.name] += 1
         self._stats.bytes_in[(router, port.name)] += len(datagram.payload)
         self._wake.set()
+
+    def routes(self) -> dict[bytes, str]:
+        """The router each client with flows is answered through, by its hash."""
+        return self._routes.routes()
+
+    def held(self, client: bytes) -> bool:
+        """Whether replies to `client` wait for its move to a new router (see move_clients)."""
+        return self._routes.held(client, self._clock.monotonic())
+
+    def move_clients(self, lost: Collection[str], choose: Callable[[bytes], str]) -> int:
+        """The routers in `lost` are gone: answer their clients through `choose(client)`,
+        once their sessions there can have replaced the old ones (see streaming.routes).
+        Returns how many clients moved."""
+        moved = self._routes.move(lost, choose, self._clock.monotonic())
+        for flow in self._flows.values():
+            if flow.via in lost:
+                flow.via = self._routes.via(flow.client.hash) or choose(flow.client.hash)
+        return len(moved)
 
     def backend_replied(self, flow: _Flow, data: bytes) -> None:
         try:
@@ -180,14 +200,18 @@ class DatagramService:
         flow.waiting.clear()
 
     async def _reply(self, flow: _Flow, data: bytes) -> None:
-        flow.last_used = self._clock.monotonic()
+        now = flow.last_used = self._clock.monotonic()
+        self._routes.release_due(now)
+        if self._routes.held(flow.client.hash, now):
+            self._stats.drops[DROP_HELD_FOR_MOVE] += 1
+            return
         try:
             datagram = RepliableDatagram.build(self._local, data).encode()
         except WireError:  # larger than one I2CP payload
             self._stats.drops[DROP_BAD_DATAGRAM] += 1
             return
         payload = Payload(datagram, PROTOCOL_DATAGRAM, flow.port.port, flow.client_port)
-        via = self._client_via.get(flow.client.hash, flow.via)
+        via = self._routes.via(flow.client.hash) or flow.via
         if await self._send(via, flow.client, payload.encode(compresslevel=0)):
             self._stats.datagrams_out[flow.port.name] += 1
             self._stats.bytes_out[(via, flow.port.name)] += len(data)
@@ -203,6 +227,6 @@ class DatagramService:
         self._flows.pop(flow.key, None)
         client = flow.client.hash
         if not any(key[0] == client for key in self._flows):
-            self._client_via.pop(client, None)
+            self._routes.forget(client)
         if flow.transport is not None:
             flow.transport.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from i2p_multihome.clock import Clock
 from i2p_multihome.dataplane.datagrams import DatagramService
@@ -79,6 +79,20 @@ class DataPlane:
             self.datagrams.receive(router, payload)
         else:
             self.stats.drops[DROP_UNKNOWN_PROTOCOL] += 1
+
+    def move_clients(self, lost: Collection[str], survivors: Sequence[str]) -> int:
+        """The routers in `lost` are gone and `survivors` hold a LeaseSet without them:
+        answer every client of a lost router through a survivor (spread by the client's
+        hash), so that router gives it a new end-to-end session and the current LeaseSet.
+        Returns how many clients (stream remotes and datagram clients) moved."""
+        if not survivors:
+            return 0
+        ordered = sorted(set(survivors))
+
+        def choose(client: bytes) -> str:
+            return ordered[int.from_bytes(client[:4], "big") % len(ordered)]
+
+        return self.streams.move_clients(lost, choose) + self.datagrams.move_clients(lost, choose)
 
     def apply_spec(self, spec: MultihomedDestinationSpec) -> None:
         """New ports serve new streams and flows; those already open keep their backend."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from i2p_multihome.clock import Clock, wait_event
@@ -106,6 +106,12 @@ class StreamService:
             via = self.endpoint.stream(stream_id).via
             counts[via] = counts.get(via, 0) + 1
         return counts
+
+    def move_clients(self, lost: Collection[str], choose: Callable[[bytes], str]) -> int:
+        """The routers in `lost` are gone: see `Endpoint.move_remotes`."""
+        moved = self.endpoint.move_remotes(lost, choose, self._clock.monotonic())
+        self._wake.set()
+        return moved
 
     @property
     def active_streams(self) -> int:

@@ -167,6 +167,9 @@ class Connection:
         self._backoff = 0
         self._choked_by_peer = False
         self._persist_at: float | None = None
+        # While the route to the peer is being moved (see `hold`), nothing of our own accord.
+        self._held_until: float | None = None
+        self._handshake_deadline = now + config.handshake_timeout
         self._persist_backoff = 0
         self._probes_unanswered = 0
         self._probe_new = False
@@ -352,6 +355,30 @@ class Connection:
         self._check_finished()
         return data
 
+    def hold(self, until: float) -> None:
+        """The route to the peer is being moved: until `until` (or `route_changed`), no
+        retransmission, probe or keepalive; what goes out anyway is dropped on the way. A
+        handshake under way gets its full time again after the hold."""
+        self._held_until = until
+        self._handshake_deadline = max(
+            self._handshake_deadline, until + self.config.handshake_timeout
+        )
+
+    def route_changed(self, now: float) -> None:
+        """Our packets now leave through another router, and what was in flight may have
+        died with the old one: send the oldest unacked packet again at once (not counted
+        toward `max_resends`: the route lost it), or an ack when nothing is in flight, so the
+        new router opens its session with the peer now. The backoff timed the dead route."""
+        self._advance(now)
+        self._held_until = None
+        if self.finished or self.state is StreamState.TIME_WAIT:
+            return
+        self._backoff = 0
+        if self._unacked:
+            self._retransmit.setdefault(next(iter(self._unacked)), False)
+        elif self._can_ack():
+            self._ack_now = True
+
     def next_event(self) -> StreamEvent | None:
         return self._events.popleft() if self._events else None
 
@@ -418,7 +445,7 @@ class Connection:
                 self.state = StreamState.CLOSED
             return
         handshaking = self.state in (StreamState.SYN_SENT, StreamState.SYN_RECEIVED)
-        if handshaking and now >= self._created + self.config.handshake_timeout:
+        if handshaking and now >= self._handshake_deadline:
             self._finish_reset("handshake timeout", by_peer=False, send_reset=True)
             return
         if not self._both_closed() and now >= self._last_received + self.config.idle_timeout:
@@ -427,6 +454,8 @@ class Connection:
         if self._ack_at is not None and now >= self._ack_at:
             self._ack_at = None
             self._request_ack(now, immediate=True)
+        if self._held_until is not None and now < self._held_until:
+            return
         if self._choked_by_peer:
             if self._persist_at is not None and now >= self._persist_at and self._has_data():
                 self._persist(now)
@@ -443,16 +472,19 @@ class Connection:
             return None
         if self.state is StreamState.TIME_WAIT:
             return self._time_wait_until
-        deadlines = [self._ack_at, self._keepalive_deadline()]
-        if self.state in (StreamState.SYN_SENT, StreamState.SYN_RECEIVED):
-            deadlines.append(self._created + self.config.handshake_timeout)
-        if not self._both_closed():
-            deadlines.append(self._last_received + self.config.idle_timeout)
+        own = [self._keepalive_deadline()]  # what we send of our own accord
         if self._choked_by_peer:
             if self._has_data():
-                deadlines.append(self._persist_at)
+                own.append(self._persist_at)
         else:
-            deadlines.append(self._retransmit_deadline())
+            own.append(self._retransmit_deadline())
+        if self._held_until is not None:
+            own = [max(d, self._held_until) for d in own if d is not None]
+        deadlines = [self._ack_at, *own]
+        if self.state in (StreamState.SYN_SENT, StreamState.SYN_RECEIVED):
+            deadlines.append(self._handshake_deadline)
+        if not self._both_closed():
+            deadlines.append(self._last_received + self.config.idle_timeout)
         return min((d for d in deadlines if d is not None), default=None)
 
     def packets_to_send(self, now: float) -> list[StreamPacket]:

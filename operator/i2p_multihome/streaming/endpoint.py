@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import os
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from i2p_multihome.streaming.config import IN_ORDER_RESERVE, StreamConfig
@@ -39,6 +39,7 @@ from i2p_multihome.streaming.events import (
     StreamAccepted,
     StreamClosedError,
 )
+from i2p_multihome.streaming.routes import ClientRoutes
 from i2p_multihome.wire.codec import WireError
 from i2p_multihome.wire.messages import PROTOCOL_STREAMING, Payload
 from i2p_multihome.wire.streaming import (
@@ -64,6 +65,8 @@ DROP_AMBIGUOUS = "ambiguous_stream"
 DROP_PINGS_DISABLED = "pings_disabled"
 DROP_UNEXPECTED_PONG = "unexpected_pong"
 DROP_REPLY_QUEUE_FULL = "reply_queue_full"
+# Our packets to a remote moved off a lost router, before its hold ends (resent after it).
+DROP_HELD_FOR_MOVE = "held_while_client_moves"
 
 # Refusals and pongs waiting for `packets_to_send`; each answers one received packet.
 MAX_QUEUED_REPLIES = 256
@@ -108,7 +111,8 @@ class Endpoint:
         # end-to-end session lives in that router, and an answer through another router would
         # reach the client as a competing new session, which it drops (i2pd and Java keep a
         # session from the same static key for 2 minutes) or, later, lets replace the first.
-        self._remote_via: dict[bytes, str] = {}
+        # When that router is lost, `move_remotes` gives the remote another (see routes.py).
+        self._routes = ClientRoutes()
         self._by_syn: dict[tuple[bytes, int], int] = {}  # (remote hash, its id) -> ours
         self._by_peer_id: dict[int, set[int]] = {}  # inbound streams: its id -> ours
         self._time_wait: dict[int, None] = {}  # insertion-ordered: oldest first
@@ -135,7 +139,7 @@ class Endpoint:
 
     def routes(self) -> dict[bytes, str]:
         """The router each remote with active streams is answered through, by its hash."""
-        return dict(self._remote_via)
+        return self._routes.routes()
 
     def stream(self, stream_id: int) -> Connection:
         """The connection, for inspection; drive it through the Endpoint's methods."""
@@ -199,7 +203,7 @@ class Endpoint:
             self.config, self.local, remote, stream_id, now, via=via,
             local_port=local_port, remote_port=remote_port,
         )  # fmt: skip
-        self._add(conn)
+        self._add(conn, now)
         return stream_id
 
     def ping(
@@ -271,10 +275,29 @@ class Endpoint:
             conn.reset()
             self._touch(conn)
 
+    def move_remotes(
+        self, lost: Collection[str], choose: Callable[[bytes], str], now: float
+    ) -> int:
+        """The routers in `lost` are gone: answer each of their remotes through
+        `choose(remote)`, once its session there can have replaced the old one (see
+        routes.py); its streams then resend at once. Returns how many remotes moved."""
+        moved = set(self._routes.move(lost, choose, now))
+        for conn in self._streams.values():
+            if conn.via in lost:
+                conn.via = self._routes.via(conn.remote.hash) or choose(conn.remote.hash)
+            if conn.remote.hash in moved and (until := self._routes.held_until(conn.remote.hash)):
+                conn.hold(until)
+                self._touch(conn, dirty=False)
+        for remote in self._routes.release_due(now):
+            self._resend_to(remote, now)
+        return len(moved)
+
     def handle_timer(self, now: float) -> None:
         """Act on every deadline passed by `now`: each stream at most once per call."""
         self._expire_early(now)
         self._expire_pings(now)
+        for remote in self._routes.release_due(now):
+            self._resend_to(remote, now)
         handled: set[int] = set()
         while self._timers and self._timers[0][0] <= now:
             deadline, stream_id = heapq.heappop(self._timers)
@@ -307,9 +330,14 @@ class Endpoint:
             conn = self._streams.get(stream_id)
             if conn is None:
                 continue
-            for packet in conn.packets_to_send(now):
+            packets = conn.packets_to_send(now)
+            if self._routes.held(conn.remote.hash, now):
+                # The connection resends them when the hold ends (see `_resend_to`).
+                self.drops[DROP_HELD_FOR_MOVE] += len(packets)
+                packets = []
+            for packet in packets:
                 payload = self._payload(packet, conn.local_port, conn.remote_port)
-                via = self._remote_via.get(conn.remote.hash, conn.via)
+                via = self._routes.via(conn.remote.hash) or conn.via
                 out.append(Outgoing(via, conn.remote, payload, stream_id, packet))
             self._touch(conn, dirty=False)
         return out
@@ -323,6 +351,8 @@ class Endpoint:
         candidates = [self._timers[0][0]] if self._timers else []
         candidates += [early.expires for early in self._early.values()]
         candidates += list(self._pings.values())
+        if (release := self._routes.next_release()) is not None:
+            candidates.append(release)
         return min(candidates, default=None)
 
     # --- inbound dispatch ---------------------------------------------------------------
@@ -331,7 +361,7 @@ class Endpoint:
         reason = conn.receive(packet, now)
         if reason is None:
             conn.via = via
-            self._heard(conn.remote.hash, via)
+            self._heard(conn.remote.hash, via, now)
         else:
             self.drops[reason] += 1
         self._touch(conn)
@@ -371,10 +401,10 @@ class Endpoint:
         if not self._authentic(packet, source):
             return
         if len(self._active) >= self.config.max_streams:
-            self._refuse(packet, source, from_port, to_port, via, DROP_STREAM_LIMIT)
+            self._refuse(packet, source, from_port, to_port, via, DROP_STREAM_LIMIT, now)
             return
         if self._per_remote[source.hash] >= self.config.max_streams_per_remote:
-            self._refuse(packet, source, from_port, to_port, via, DROP_PER_REMOTE_LIMIT)
+            self._refuse(packet, source, from_port, to_port, via, DROP_PER_REMOTE_LIMIT, now)
             return
         stream_id = self._new_id()
         conn = Connection.accept(
@@ -382,8 +412,8 @@ class Endpoint:
             remote_port=from_port,
         )  # fmt: skip
         self._events.append(StreamAccepted(stream_id, source, via, to_port, from_port))
-        self._add(conn)
-        self._remote_via[source.hash] = via
+        self._add(conn, now)
+        self._heard(source.hash, via, now)
         early = self._early.pop(packet.receive_stream_id, None)
         if early is not None:
             self._early_count -= len(early.packets)
@@ -440,7 +470,7 @@ class Endpoint:
             0, packet.send_stream_id, 0, flags=ECHO,
             payload=packet.payload[: self.config.max_ping_payload],
         )  # fmt: skip
-        self._heard(source.hash, via)
+        self._heard(source.hash, via, now)
         self._reply(Outgoing(via, source, self._payload(pong, to_port, from_port), None, pong))
 
     def _refuse(
@@ -451,6 +481,7 @@ class Endpoint:
         to_port: int,
         via: str,
         reason: str,
+        now: float,
     ) -> None:
         """Answer a verified SYN over a limit with a signed RESET, as Java does (its
         limitAction "reset"), so the client fails now instead of retrying for minutes. The
@@ -464,22 +495,29 @@ class Endpoint:
             flags=SYNCHRONIZE | RESET | NO_ACK | SIGNATURE_INCLUDED,
             from_destination=self.local.destination,
         ).signed(self.local.sign, self.local.destination.signature_len)
-        self._heard(source.hash, via)
+        self._heard(source.hash, via, now)
         self._reply(Outgoing(via, source, self._payload(reset, to_port, from_port), None, reset))
 
     # --- bookkeeping --------------------------------------------------------------------
 
-    def _heard(self, remote: bytes, via: str) -> None:
+    def _heard(self, remote: bytes, via: str, now: float) -> None:
         """An accepted or authenticated packet from `remote` came through `via`."""
-        if remote in self._per_remote:
-            self._remote_via[remote] = via
+        if remote in self._per_remote and self._routes.heard(remote, via, now):
+            self._resend_to(remote, now)  # it reached a working router before its hold ended
 
-    def _add(self, conn: Connection) -> None:
+    def _resend_to(self, remote: bytes, now: float) -> None:
+        """Its route changed: every stream of `remote` sends what is pending at once."""
+        for conn in [c for c in self._streams.values() if c.remote.hash == remote]:
+            conn.route_changed(now)
+            self._touch(conn)
+
+    def _add(self, conn: Connection, now: float) -> None:
         stream_id = conn.receive_stream_id
         self._streams[stream_id] = conn
         self._active.add(stream_id)
         self._per_remote[conn.remote.hash] += 1
-        self._remote_via.setdefault(conn.remote.hash, conn.via)
+        if self._routes.via(conn.remote.hash) is None:
+            self._routes.heard(conn.remote.hash, conn.via, now)
         if not conn.is_client:
             self._by_syn[(conn.remote.hash, conn.send_stream_id)] = stream_id
             self._by_peer_id.setdefault(conn.send_stream_id, set()).add(stream_id)
@@ -528,7 +566,7 @@ class Endpoint:
         self._per_remote[remote] -= 1
         if self._per_remote[remote] <= 0:
             del self._per_remote[remote]
-            self._remote_via.pop(remote, None)
+            self._routes.forget(remote)
 
     def _forget(self, conn: Connection) -> None:
         stream_id = conn.receive_stream_id
