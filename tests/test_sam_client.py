@@ -16,12 +16,15 @@ from hypothesis import strategies as st
 from i2p_multihome.wire.encoding import b64encode
 from i2p_multihome.wire.keys import DestinationKeys
 from i2p_multihome_dev.backends import (
+    DRIP_BYTES_PER_S,
+    DRIP_PATH,
     FILE_PATH,
     ONE_MIB,
     UPLOAD_PATH,
     HttpBackend,
     UdpEchoBackend,
     deterministic_bytes,
+    drip_content,
 )
 from i2p_multihome_dev.clients import (
     HttpClientError,
@@ -164,6 +167,21 @@ async def test_http_backend_serves_the_file_and_hashes_uploads() -> None:
         assert missing.status == 404
         assert backend.served == 3
         assert backend.uploads == [hashlib.sha256(upload).hexdigest()]
+
+
+async def test_a_drip_download_paces_its_body_and_the_client_times_the_gaps() -> None:
+    with HttpBackend("127.0.0.1") as backend:
+        got = await http_via_tunnel(backend.address, f"{DRIP_PATH}3", timeout_s=30)
+        assert got.status == 200
+        assert got.body == drip_content(3)
+        assert len(got.body) == 3 * DRIP_BYTES_PER_S
+        # One chunk a second after the head: the body takes about two seconds, and the
+        # client saw gaps of about a second between them.
+        assert 1.8 <= got.total_s - got.first_byte_s <= 5.0
+        assert 0.8 <= got.longest_gap_s <= 3.0
+        for bad in ("0", "999999", "x"):
+            refused = await http_via_tunnel(backend.address, f"{DRIP_PATH}{bad}", timeout_s=30)
+            assert refused.status in (400, 404)
 
 
 async def test_http_client_refuses_a_response_without_length() -> None:

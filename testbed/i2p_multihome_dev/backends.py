@@ -29,6 +29,11 @@ ONE_MIB = 1 << 20
 INDEX_PATH = "/"
 FILE_PATH = "/file"
 UPLOAD_PATH = "/upload"
+# GET /drip/SECONDS: DRIP_BYTES_PER_S deterministic bytes each second for SECONDS seconds, a
+# download slow enough to outlive tunnels and leases.
+DRIP_PATH = "/drip/"
+DRIP_BYTES_PER_S = 1024
+MAX_DRIP_S = 3 * 3600
 MAX_UPLOAD = 64 * ONE_MIB
 _UDP_MAX = 65535
 
@@ -40,6 +45,11 @@ def deterministic_bytes(size: int, seed: bytes = b"i2p-multihome test file") -> 
         hashlib.sha256(seed + i.to_bytes(8, "big")).digest() for i in range((size + 31) // 32)
     )
     return b"".join(blocks)[:size]
+
+
+def drip_content(seconds: int) -> bytes:
+    """The body of GET /drip/SECONDS."""
+    return deterministic_bytes(seconds * DRIP_BYTES_PER_S, b"i2p-multihome drip")
 
 
 INDEX_PAGE = (
@@ -75,6 +85,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, INDEX_PAGE, "text/html")
         elif self.path == FILE_PATH:
             self._reply(200, self.server.content, "application/octet-stream")
+        elif self.path.startswith(DRIP_PATH) and self.path[len(DRIP_PATH) :].isdigit():
+            self._drip(int(self.path[len(DRIP_PATH) :]))
         else:
             self._reply(404, b"not found\n")
 
@@ -101,6 +113,24 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.uploads.append(digest.hexdigest())
         self._reply(200, (digest.hexdigest() + "\n").encode())
+
+    def _drip(self, seconds: int) -> None:
+        if not 0 < seconds <= MAX_DRIP_S:
+            self._reply(400, b"seconds out of range\n")
+            return
+        body = drip_content(seconds)
+        with self.server.lock:
+            self.server.served += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.flush()
+        started = time.monotonic()
+        for second in range(seconds):
+            time.sleep(max(0.0, started + second - time.monotonic()))
+            self.wfile.write(body[second * DRIP_BYTES_PER_S : (second + 1) * DRIP_BYTES_PER_S])
+            self.wfile.flush()
 
     def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
         # Counted before sending, so a client that has the whole response sees the count.

@@ -24,6 +24,7 @@ from i2p_multihome_dev.sam import DatagramSession, StreamSession, stream_target
 
 MAX_HEADER = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
+_READ_SIZE = 64 * 1024
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})(?: [^\r\n]*)?")
 
 
@@ -39,6 +40,9 @@ class HttpResponse:
     connect_s: float  # until the connection was open (SAM: STREAM STATUS OK)
     first_byte_s: float  # until the response's first byte, from the start of the connection
     total_s: float  # until the last byte of the body
+    # The longest wait between consecutive reads, from the response's first byte to its last:
+    # how long a download stalled at worst.
+    longest_gap_s: float = 0.0
 
 
 def request_bytes(method: str, path: str, host: str, body: bytes) -> bytes:
@@ -96,19 +100,25 @@ async def http_exchange(
         raise HttpClientError("response without a Content-Length") from None
     if not 0 <= length <= max_body:
         raise HttpClientError(f"response body of {length} bytes exceeds {max_body}")
-    try:
-        body = await reader.readexactly(length)
-    except asyncio.IncompleteReadError as exc:
-        raise HttpClientError(
-            f"the connection closed after {len(exc.partial)} of {length} body bytes"
-        ) from None
+    body = bytearray()
+    last_read = started + first_byte_s
+    longest_gap_s = 0.0
+    while len(body) < length:
+        chunk = await reader.read(min(_READ_SIZE, length - len(body)))
+        if not chunk:
+            raise HttpClientError(f"the connection closed after {len(body)} of {length} body bytes")
+        now = time.monotonic()
+        longest_gap_s = max(longest_gap_s, now - last_read)
+        last_read = now
+        body += chunk
     return HttpResponse(
         status=status,
         headers=headers,
-        body=body,
+        body=bytes(body),
         connect_s=connect_s,
         first_byte_s=first_byte_s,
         total_s=time.monotonic() - started,
+        longest_gap_s=longest_gap_s,
     )
 
 
