@@ -38,7 +38,6 @@ import asyncio
 import dataclasses
 import datetime
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,11 +46,11 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from common import multihomed_served, percentile, single_served, testnet_version, wait_served
 from i2p_multihome_dev.backends import DRIP_PATH, INDEX_PAGE, INDEX_PATH, HttpBackend, drip_content
 from i2p_multihome_dev.balancer_process import BalancerRun, destination_manifest, run_balancer
 from i2p_multihome_dev.clients import HttpResponse, http_via_sam
-from i2p_multihome_dev.observe import floodfill_views, serving
-from i2p_multihome_dev.polling import NotYet, wait_until
+from i2p_multihome_dev.observe import floodfill_views
 from i2p_multihome_dev.sam import StreamSession, stream_session
 from i2p_multihome_dev.testnet import Testnet, TestnetError, check_host
 from results import write_results
@@ -65,16 +64,10 @@ REQUEST_CLIENT = "r7"
 DOWNLOAD_CLIENT = "r8"
 INBOUND = 2
 LENGTH = 1
-SERVED_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 120.0
 WARM_UP_TIMEOUT_S = 180.0
 VIEW_INTERVAL_S = 15.0
 CANT_HANDLE = b"Can't handle ECIES-X25519-AEAD-Ratchet message"
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 @dataclasses.dataclass
@@ -285,31 +278,6 @@ def print_table(rows: dict[str, Any]) -> None:
             print(f"  {name}: download: {row['download_failure']}")
 
 
-def wait_served(description: str, check: Any) -> float:
-    started = time.monotonic()
-    wait_until(description, SERVED_TIMEOUT_S, check, interval=2.0)
-    return time.monotonic() - started
-
-
-def multihomed_served(run: BalancerRun, hosts: list[str]) -> bool | NotYet:
-    now = time.time()
-    if any(
-        serving(ls, now) and set(hosts) <= run.routers_of(ls)
-        for ls in run.floodfill_views().values()
-        if ls is not None
-    ):
-        return True
-    return NotYet(run.explain_floodfills())
-
-
-def single_served(testnet: Testnet, b32: str) -> bool | NotYet:
-    now = time.time()
-    views = floodfill_views(testnet, b32)
-    return any(serving(v, now) for v in views.values() if v is not None) or NotYet(
-        f"no floodfill serves {b32}"
-    )
-
-
 @contextmanager
 def destinations(testnet: Testnet, work: Path, backend: HttpBackend) -> Iterator[list[Target]]:
     host, port = backend.address
@@ -403,11 +371,6 @@ def main(argv: list[str] | None = None) -> int:
         row["failures"] or not row["download_ok"] for name, row in rows.items() if name != SINGLE
     )
     return 1 if failed else 0
-
-
-def testnet_version() -> str:
-    done = subprocess.run(["i2pd", "--version"], capture_output=True, text=True, check=False)
-    return done.stdout.splitlines()[0] if done.stdout else "unknown"
 
 
 if __name__ == "__main__":

@@ -28,18 +28,16 @@ import asyncio
 import datetime
 import hashlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from common import multihomed_served, percentile, single_served, testnet_version, wait_served
 from i2p_multihome_dev.backends import FILE_PATH, INDEX_PAGE, INDEX_PATH, HttpBackend
 from i2p_multihome_dev.balancer_process import BalancerRun, destination_manifest, run_balancer
 from i2p_multihome_dev.clients import HttpResponse, http_via_sam
-from i2p_multihome_dev.observe import floodfill_views, serving
-from i2p_multihome_dev.polling import NotYet, wait_until
 from i2p_multihome_dev.processes import process_usage
 from i2p_multihome_dev.sam import StreamSession, stream_session
 from i2p_multihome_dev.testnet import Testnet, TestnetError, check_host
@@ -52,40 +50,9 @@ SINGLE_HOST = "r1"
 CLIENT = "r5"
 INBOUND = 3
 LENGTH = 1
-SERVED_TIMEOUT_S = 240.0
 FETCH_TIMEOUT_S = 120.0
 MIB = 1 << 20
 TARGETS = ("multihomed", "single-homed")
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def wait_served(description: str, check: Any) -> float:
-    started = time.monotonic()
-    wait_until(description, SERVED_TIMEOUT_S, check, interval=2.0)
-    return time.monotonic() - started
-
-
-def multihomed_served(run: BalancerRun) -> bool | NotYet:
-    now = time.time()
-    if any(
-        serving(ls, now) and set(HOSTS) <= run.routers_of(ls)
-        for ls in run.floodfill_views().values()
-        if ls is not None
-    ):
-        return True
-    return NotYet(run.explain_floodfills())
-
-
-def single_served(testnet: Testnet, b32: str) -> bool | NotYet:
-    now = time.time()
-    views = floodfill_views(testnet, b32)
-    return any(serving(v, now) for v in views.values() if v is not None) or NotYet(
-        f"no floodfill serves {b32}"
-    )
 
 
 async def fetch(session: StreamSession, b32: str, path: str) -> HttpResponse | str:
@@ -234,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             single_b32 = testnet.add_server_tunnel(SINGLE_HOST, "single", host, port, options)
             with run_balancer(work / "balancer", testnet, document) as run:
                 multihomed_s = wait_served(
-                    "the multihomed destination to be served", lambda: multihomed_served(run)
+                    "the multihomed destination to be served", lambda: multihomed_served(run, HOSTS)
                 )
                 single_s = wait_served(
                     "the single-homed destination to be served",
@@ -272,11 +239,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"results: {path}")
     failed = any(row["failures"] for row in result["targets"].values())
     return 1 if failed else 0
-
-
-def testnet_version() -> str:
-    done = subprocess.run(["i2pd", "--version"], capture_output=True, text=True, check=False)
-    return done.stdout.splitlines()[0] if done.stdout else "unknown"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,53 @@
+"""What the data-plane benchmarks share: waiting until a destination is served, percentiles,
+and the i2pd version they ran against."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Collection
+
+from i2p_multihome_dev.balancer_process import BalancerRun
+from i2p_multihome_dev.observe import floodfill_views, serving
+from i2p_multihome_dev.polling import NotYet, wait_until
+from i2p_multihome_dev.testnet import Testnet
+
+SERVED_TIMEOUT_S = 300.0
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def wait_served(description: str, check: Callable[[], bool | NotYet]) -> float:
+    """Wait until `check` passes; how long that took."""
+    started = time.monotonic()
+    wait_until(description, SERVED_TIMEOUT_S, check, interval=2.0)
+    return time.monotonic() - started
+
+
+def multihomed_served(run: BalancerRun, hosts: Collection[str]) -> bool | NotYet:
+    """A floodfill serves the balancer's LeaseSet with leases of every one of `hosts`."""
+    now = time.time()
+    if any(
+        serving(ls, now) and set(hosts) <= run.routers_of(ls)
+        for ls in run.floodfill_views().values()
+        if ls is not None
+    ):
+        return True
+    return NotYet(run.explain_floodfills())
+
+
+def single_served(testnet: Testnet, b32: str) -> bool | NotYet:
+    """A floodfill serves the LeaseSet of `b32` (an i2pd-hosted destination)."""
+    now = time.time()
+    views = floodfill_views(testnet, b32)
+    return any(serving(v, now) for v in views.values() if v is not None) or NotYet(
+        f"no floodfill serves {b32}"
+    )
+
+
+def testnet_version() -> str:
+    done = subprocess.run(["i2pd", "--version"], capture_output=True, text=True, check=False)
+    return done.stdout.splitlines()[0] if done.stdout else "unknown"
