@@ -81,3 +81,37 @@ def test_a_move_never_holds_past_the_replace_age_nor_touches_other_routers(
             assert routes.held_until(client) == max(now, at + SESSION_REPLACEABLE_AFTER_S)
         else:
             assert routes.via(client) == via and routes.held_until(client) is None
+
+
+def test_a_client_keeps_its_session_age_between_streams_until_the_session_expires() -> None:
+    routes = ClientRoutes()
+    routes.heard(A, "r1", 0.0)
+    routes.forget(A)  # its last stream ended; its session with r1 did not
+    routes.heard(A, "r1", 100.0)
+    routes.move({"r1"}, lambda client: "r2", 130.0)
+    assert routes.held_until(A) == 130.0  # 130 s old: moved at once
+    routes.forget(A)
+    routes.heard(B, "r1", 0.0)
+    routes.forget(B)
+    routes.heard(B, "r1", 700.0)  # nothing heard for 700 s: a new session
+    routes.move({"r1"}, lambda client: "r2", 710.0)
+    assert routes.held_until(B) == 700.0 + SESSION_REPLACEABLE_AFTER_S
+
+
+def test_forgotten_clients_of_a_lost_router_start_afresh_and_memory_is_bounded() -> None:
+    routes = ClientRoutes(remembered=2)
+    routes.heard(A, "r1", 0.0)
+    routes.forget(A)
+    routes.move({"r1"}, lambda client: "r2", 500.0)
+    routes.heard(A, "r2", 510.0)  # a new session, through the survivor
+    routes.move({"r2"}, lambda client: "r3", 520.0)
+    assert routes.held_until(A) == 510.0 + SESSION_REPLACEABLE_AFTER_S
+    for client in (A, B, C):
+        routes.heard(client, "r3", 600.0)
+        routes.forget(client)
+    assert len(routes) == 0
+    routes.heard(A, "r3", 700.0)  # the oldest was dropped from memory: counted from now
+    routes.heard(C, "r3", 700.0)
+    routes.move({"r3"}, lambda client: "r4", 701.0)
+    assert routes.held_until(A) == 700.0 + SESSION_REPLACEABLE_AFTER_S
+    assert routes.held_until(C) == 600.0 + SESSION_REPLACEABLE_AFTER_S

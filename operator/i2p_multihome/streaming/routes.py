@@ -12,79 +12,121 @@ and i2pd leaves that router's unanswered session in place for 2 minutes more, sw
 everything sent through it meanwhile. So a moved client is *held*: nothing goes to it until
 its old session is old enough, then everything pending goes at once.
 
+A client's session outlives its streams (a browser opens a stream per request over one
+session), so what is known of a client is kept, bounded, after its last stream or flow ends:
+its next one starts with the right session age.
+
 Sans-I/O: routers are names, time is the caller's monotonic clock.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
 # The age at which a client replaces its session with one a new router offers (i2pd
 # ECIESX25519_RESTART_TIMEOUT, Java RatchetSKM: 120 s), plus a margin for path delay.
 SESSION_REPLACEABLE_AFTER_S = 125.0
+# A client's session with nothing received for this long is gone (i2pd
+# ECIESX25519_RECEIVE_EXPIRATION_TIMEOUT): its next message starts a new one.
+SESSION_EXPIRES_AFTER_S = 600.0
+# Clients remembered after their last stream or flow ended.
+REMEMBERED_CLIENTS = 4096
+
+
+@dataclass
+class _Route:
+    via: str
+    since: float  # when the client's session at `via` began, at the latest
+    last_heard: float
+    held_until: float | None = None
 
 
 class ClientRoutes:
     """Per client (a destination hash): the router answering it, since when, and, for a
     client moved off a lost router, until when it is held."""
 
-    def __init__(self, replaceable_after: float = SESSION_REPLACEABLE_AFTER_S) -> None:
+    def __init__(
+        self,
+        replaceable_after: float = SESSION_REPLACEABLE_AFTER_S,
+        remembered: int = REMEMBERED_CLIENTS,
+    ) -> None:
         self._replaceable_after = replaceable_after
-        self._via: dict[bytes, str] = {}
-        self._since: dict[bytes, float] = {}  # when the client's session at `via` began, at most
-        self._held: dict[bytes, float] = {}
+        self._remembered = remembered
+        self._active: dict[bytes, _Route] = {}
+        self._past: OrderedDict[bytes, _Route] = OrderedDict()  # oldest first
 
     def __len__(self) -> int:
-        return len(self._via)
+        return len(self._active)
 
     def via(self, client: bytes) -> str | None:
-        return self._via.get(client)
+        route = self._active.get(client)
+        return route.via if route is not None else None
 
     def routes(self) -> dict[bytes, str]:
-        return dict(self._via)
+        return {client: route.via for client, route in self._active.items()}
 
     def heard(self, client: bytes, via: str, now: float) -> bool:
         """A packet from `client` came through `via`: that router holds a working session
         with it, so answer through it, hold or not. True when this ended a hold."""
-        if self._via.get(client) != via:
-            self._via[client] = via
-            self._since[client] = now
-        return self._held.pop(client, None) is not None
+        route = self._active.get(client) or self._past.pop(client, None)
+        was_held = route is not None and route.held_until is not None
+        if route is None or route.via != via or now - route.last_heard > SESSION_EXPIRES_AFTER_S:
+            route = _Route(via, now, now)
+        route.last_heard = now
+        route.held_until = None
+        self._active[client] = route
+        return was_held
 
     def forget(self, client: bytes) -> None:
-        self._via.pop(client, None)
-        self._since.pop(client, None)
-        self._held.pop(client, None)
+        """Its last stream or flow ended: remember it a while (bounded), without a hold."""
+        route = self._active.pop(client, None)
+        if route is None:
+            return
+        if route.held_until is not None:
+            route.since = max(route.since, route.held_until)
+            route.held_until = None
+        self._past[client] = route
+        while len(self._past) > self._remembered:
+            self._past.popitem(last=False)
 
     def move(
         self, lost: Collection[str], choose: Callable[[bytes], str], now: float
     ) -> list[bytes]:
         """Answer every client of a router in `lost` through `choose(client)` instead, held
         until its old session is old enough to be replaced. Returns the moved clients."""
+        for client in [c for c, route in self._past.items() if route.via in lost]:
+            del self._past[client]  # its session died with the router
         moved = []
-        for client, via in list(self._via.items()):
-            if via not in lost:
+        for client, route in self._active.items():
+            if route.via not in lost:
                 continue
-            release = max(now, self._since.get(client, now) + self._replaceable_after)
-            self._via[client] = choose(client)
-            self._since[client] = release  # the new router's session begins when it first sends
-            self._held[client] = release
+            release = max(now, route.since + self._replaceable_after)
+            # The new router's session begins when it first sends.
+            self._active[client] = _Route(choose(client), release, route.last_heard, release)
             moved.append(client)
         return moved
 
     def held_until(self, client: bytes) -> float | None:
-        return self._held.get(client)
+        route = self._active.get(client)
+        return route.held_until if route is not None else None
 
     def held(self, client: bytes, now: float) -> bool:
-        release = self._held.get(client)
+        release = self.held_until(client)
         return release is not None and now < release
 
     def release_due(self, now: float) -> list[bytes]:
         """Clients whose hold ends by `now`: send them what is pending."""
-        due = [client for client, release in self._held.items() if release <= now]
-        for client in due:
-            del self._held[client]
+        due = []
+        for client, route in self._active.items():
+            if route.held_until is not None and route.held_until <= now:
+                route.held_until = None
+                due.append(client)
         return due
 
     def next_release(self) -> float | None:
-        return min(self._held.values(), default=None)
+        return min(
+            (r.held_until for r in self._active.values() if r.held_until is not None),
+            default=None,
+        )
