@@ -592,6 +592,31 @@ async def test_router_without_an_endpoint_is_refused_alone_then_joins(setup: Set
     assert attempts.count("r1") == 1
 
 
+async def test_an_unexpected_error_on_one_link_is_reported_and_retried_not_silent(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    await setup.add_router("r1")
+    await setup.add_router("r2")
+    failing = True
+    attempts: list[str] = []
+
+    async def resolve(router: RouterSpec) -> Endpoint:
+        attempts.append(router.name)
+        if router.name == "r2" and failing:
+            raise RuntimeError("a bug on one router's path")
+        return await plain_endpoint(router)
+
+    balancer = await setup.start(resolve_endpoint=resolve)
+    await setup.converged(["r1"])
+    await setup.advance_until(lambda: attempts.count("r2") >= 2, "r2 retried with backoff")
+    r2 = next(r for r in balancer.snapshot().routers if r.name == "r2")
+    assert r2.state is RouterState.REFUSED
+    assert r2.last_error == "unexpected error: a bug on one router's path"
+    assert "router link failed unexpectedly" in caplog.text
+    failing = False
+    await setup.converges(["r1", "r2"])
+
+
 async def test_hung_router_dropped_by_heartbeat(setup: Setup) -> None:
     r1, r2 = [await setup.add_router(n) for n in ("r1", "r2")]
     await setup.start(min_publish_interval_s=0.2)

@@ -240,6 +240,9 @@ def test_bounds_come_from_the_models(spec_schema: Schema) -> None:
         tunnel = spec_schema["properties"]["tunnels"]["properties"][direction]["properties"]
         assert (tunnel["quantity"]["minimum"], tunnel["quantity"]["maximum"]) == (1, 16)
         assert (tunnel["length"]["minimum"], tunnel["length"]["maximum"]) == (0, 7)
+    peers = spec_schema["properties"]["peerPolicy"]["properties"]["explicitPeers"]
+    # Joined with commas they must fit one I2CP option value (an I2P String, 255 bytes).
+    assert peers["maxItems"] == 5 and 5 * 45 - 1 <= 255 < 6 * 45 - 1
     routers = spec_schema["properties"]["routers"]
     assert routers["minItems"] == 1
     assert spec_schema["required"] == ["routers"]

@@ -240,7 +240,15 @@ class Balancer:
         asks for, until the link is retired."""
         while not (self._stopping or link.state.retired):
             await self._apply(link, AttemptStarted())
-            backoff = await self._attempt(link)
+            try:
+                backoff = await self._attempt(link)
+            except Exception as exc:  # a bug or an unforeseen input: this router only
+                log.error(
+                    "router link failed unexpectedly",
+                    exc_info=exc,
+                    extra=fields(**self._log_fields, router=link.spec.name, error=repr(exc)),
+                )
+                backoff = await self._apply(link, CreateRefused(f"unexpected error: {exc}"))
             if backoff is None or self._stopping or link.state.retired:
                 return
             await self._clock.sleep(

@@ -88,10 +88,17 @@ class LeaseSetSpec(Model):
     )
 
 
+# I2CP option values are I2P Strings (at most 255 bytes): explicitPeers, comma-separated
+# 44-character hashes, holds at most 5.
+MAX_EXPLICIT_PEERS = 5
+
+
 class PeerPolicy(Model):
     explicit_peers: list[Annotated[str, Field(min_length=44, max_length=44)]] = Field(
         default_factory=list,
-        description="Base64 router hashes every router builds its tunnels through.",
+        max_length=MAX_EXPLICIT_PEERS,
+        description="Base64 router hashes every router builds its tunnels through (at most "
+        "5: the I2CP option that carries them holds 255 bytes).",
     )
     excluded_peers: list[Annotated[str, Field(min_length=44, max_length=44)]] = Field(
         default_factory=list,
