@@ -87,7 +87,7 @@ def test_a_client_keeps_its_session_age_between_streams_until_the_session_expire
     routes = ClientRoutes()
     routes.heard(A, "r1", 0.0)
     routes.forget(A)  # its last stream ended; its session with r1 did not
-    routes.heard(A, "r1", 100.0)
+    routes.heard(A, "r1", 80.0)
     routes.move({"r1"}, lambda client: "r2", 130.0)
     assert routes.held_until(A) == 130.0  # 130 s old: moved at once
     routes.forget(A)
@@ -115,3 +115,15 @@ def test_forgotten_clients_of_a_lost_router_start_afresh_and_memory_is_bounded()
     routes.move({"r3"}, lambda client: "r4", 701.0)
     assert routes.held_until(A) == 700.0 + SESSION_REPLACEABLE_AFTER_S
     assert routes.held_until(C) == 600.0 + SESSION_REPLACEABLE_AFTER_S
+
+
+def test_a_client_silent_for_90_s_with_an_old_session_is_taken_to_have_started_anew() -> None:
+    routes = ClientRoutes()
+    routes.heard(A, "r1", 0.0)
+    routes.heard(A, "r1", 200.0)  # 200 s quiet, its session older than 2 minutes: a new one
+    routes.move({"r1"}, lambda client: "r2", 210.0)
+    assert routes.held_until(A) == 200.0 + SESSION_REPLACEABLE_AFTER_S
+    routes.heard(B, "r1", 0.0)
+    routes.heard(B, "r1", 100.0)  # 100 s quiet, but its session was too young to restart
+    routes.move({"r1"}, lambda client: "r2", 110.0)
+    assert routes.held_until(B) == SESSION_REPLACEABLE_AFTER_S  # counted from 0

@@ -31,6 +31,10 @@ SESSION_REPLACEABLE_AFTER_S = 125.0
 # A client's session with nothing received for this long is gone (i2pd
 # ECIESX25519_RECEIVE_EXPIRATION_TIMEOUT): its next message starts a new one.
 SESSION_EXPIRES_AFTER_S = 600.0
+# An i2pd client whose session is 2 minutes old and received nothing for 90 s starts a new
+# one with its next message (ECIESX25519_INACTIVITY_TIMEOUT, `IsInactive`): a client silent
+# that long is taken to have done so, whichever router its new-session message reached.
+SESSION_RESTARTS_AFTER_IDLE_S = 90.0
 # Clients remembered after their last stream or flow ended.
 REMEMBERED_CLIENTS = 4096
 
@@ -74,6 +78,11 @@ class ClientRoutes:
         was_held = route is not None and route.held_until is not None
         if route is None or route.via != via or now - route.last_heard > SESSION_EXPIRES_AFTER_S:
             route = _Route(via, now, now)
+        elif (
+            now - route.last_heard > SESSION_RESTARTS_AFTER_IDLE_S
+            and now - route.since > self._replaceable_after
+        ):
+            route.since = now
         route.last_heard = now
         route.held_until = None
         self._active[client] = route
