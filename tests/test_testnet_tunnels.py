@@ -133,6 +133,11 @@ def test_server_tunnel_sections() -> None:
     options = {"inbound.length": "1", "inbound.quantity": "2"}
     with_options = server_tunnel_settings("web", "server", ROUTER.address, backend, options)
     assert with_options["inbound.quantity"] == "2"
+    # i2pd's one camel-case tunnel option (ClientContext::ReadI2CPOptions).
+    peers = {"explicitPeers": "A" * 44 + "," + "B-~" * 14 + "xy="}
+    section = tunnel_section("web", server_tunnel_settings("web", "server", ROUTER.address,
+                                                           backend, peers))  # fmt: skip
+    assert ini(section)["web"]["explicitPeers"] == peers["explicitPeers"]
 
 
 @pytest.mark.parametrize("name", ["", "Web", "web.conf", "a/b", "-web", "x" * 41])

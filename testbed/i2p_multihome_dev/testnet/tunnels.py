@@ -73,7 +73,7 @@ def tunnel_section(name: str, settings: Mapping[str, str]) -> str:
     a line, no quoting, so a value with a line break or a leading '[' cannot be written."""
     lines = [f"[{check_name(name)}]"]
     for key, value in settings.items():
-        if not re.fullmatch(r"[a-z0-9._]{1,64}", key):
+        if not re.fullmatch(r"[A-Za-z0-9._]{1,64}", key):  # i2pd reads explicitPeers
             raise TestnetError(f"tunnel setting name {key!r} is not one i2pd reads")
         if any(c in value for c in "\r\n[];#") or value != value.strip():
             raise TestnetError(f"tunnel setting {key} = {value!r} cannot be written")
