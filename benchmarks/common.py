@@ -29,14 +29,7 @@ def wait_served(description: str, check: Callable[[], bool | NotYet]) -> float:
 
 def multihomed_served(run: BalancerRun, hosts: Collection[str]) -> bool | NotYet:
     """A floodfill serves the balancer's LeaseSet with leases of every one of `hosts`."""
-    now = time.time()
-    if any(
-        serving(ls, now) and set(hosts) <= run.routers_of(ls)
-        for ls in run.floodfill_views().values()
-        if ls is not None
-    ):
-        return True
-    return NotYet(run.explain_floodfills())
+    return run.served_with(hosts)
 
 
 def single_served(testnet: Testnet, b32: str) -> bool | NotYet:

@@ -39,7 +39,6 @@ from i2p_multihome_dev.clients import (
     http_via_sam,
     http_via_tunnel,
 )
-from i2p_multihome_dev.observe import serving
 from i2p_multihome_dev.polling import NotYet, wait_until
 from i2p_multihome_dev.sam import StreamSession, datagram_session, stream_session
 from i2p_multihome_dev.streamclient import StreamClient
@@ -117,13 +116,7 @@ def served(testnet: Testnet, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             wait_until(
                 "a floodfill to serve the destination with all 4 routers' leases",
                 180,
-                lambda: (
-                    any(
-                        serving(ls, time.time()) and set(HOSTS) <= run.routers_of(ls)
-                        for ls in run.floodfill_views().values()
-                    )
-                    or NotYet(run.explain_floodfills())
-                ),
+                lambda: run.served_with(HOSTS),
                 interval=2.0,
             )
             report("floodfills", held=run.explain_floodfills())

@@ -11,7 +11,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from i2p_multihome_dev.observe import FloodfillWatch
+from i2p_multihome_dev.observe import FloodfillWatch, serving
 from i2p_multihome_dev.polling import NotYet, wait_until
 from i2p_multihome_dev.testnet import ConsoleLeaseSet, Testnet, fetch_local_destinations
 
@@ -109,6 +110,18 @@ class BalancerRun:
 
     def explain_floodfills(self) -> str:
         return self.watch.explain()
+
+    def served_with(self, routers: Collection[str]) -> bool | NotYet:
+        """Whether a floodfill serves the LeaseSet with leases of every one of `routers`
+        (what clients need: they ask the floodfills closest to it, one after another)."""
+        now = time.time()
+        if any(
+            serving(ls, now) and set(routers) <= self.routers_of(ls)
+            for ls in self.floodfill_views().values()
+            if ls is not None
+        ):
+            return True
+        return NotYet(self.explain_floodfills())
 
     def routers_of(self, lease_set: ConsoleLeaseSet) -> set[str]:
         """Who built `lease_set`'s leases, the balancer's word checked against the consoles."""
