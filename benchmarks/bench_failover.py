@@ -6,12 +6,13 @@ real `i2p-multihome balance` hosts one destination on r1, r2, r3 (2 inbound tunn
 1 each) serving an HTTP backend (GET / a 110-byte page, GET /file 20 MiB) on stream port 0
 and a UDP echo on datagram port 0. Two parts (`--part`, default both):
 
-- download: a SAM client on r4 fetches the page (its end-to-end session with one router
-  begins), waits until that session is `--session-age` seconds old, then downloads the 20 MiB
+- download: a SAM client on r4 fetches the page every 20 s (its end-to-end session with one
+  router begins, and stays alive) until that session is 130 s old, then downloads the 20 MiB
   file; at 30 % the router carrying the stream (the balancer's status says which) is killed
   with SIGKILL. Does the download complete on the same stream, intact, and how long was its
-  longest stall? Run once with an old session (130 s: clients accept a session from another
-  router only once theirs is 2 minutes old) and once with a young one (5 s).
+  longest stall? Run once with that old session (clients accept a session from another
+  router only once theirs is 2 minutes old) and once with a young one (one fetch, 5 s).
+  Each client waits until its LeaseSet is on a floodfill (the survivor reaches it there).
 - kills: `--kills` (10) kills in a row, a different hosting router each time (r1, r2, r3,
   r1, ...), each restarted and back in the LeaseSet before the next, while three clients run
   throughout: a SAM stream client on r4 (the page every 2 s), a SAM datagram client on r5
@@ -57,6 +58,7 @@ from i2p_multihome_dev.backends import (
 )
 from i2p_multihome_dev.balancer_process import BalancerRun, destination_manifest, run_balancer
 from i2p_multihome_dev.clients import HttpResponse, http_via_sam, http_via_tunnel, request_bytes
+from i2p_multihome_dev.observe import published_session
 from i2p_multihome_dev.polling import NotYet, wait_until
 from i2p_multihome_dev.sam import DatagramSession, StreamSession, datagram_session, stream_session
 from i2p_multihome_dev.testnet import Testnet, TestnetError, check_host
@@ -83,6 +85,7 @@ BACK_TIMEOUT_S = 300.0
 SETTLE_S = 20.0
 READ_SIZE = 64 * 1024
 SESSION_AGES_S = {"old session": 130.0, "young session": 5.0}
+WARM_INTERVAL_S = 20.0
 
 
 # --- part 1: a download across a kill ---------------------------------------------------------
@@ -106,13 +109,22 @@ def peer_options(testnet: Testnet) -> dict[str, str]:
 async def download_across_a_kill(
     testnet: Testnet, run: BalancerRun, backend: HttpBackend, session_age_s: float
 ) -> dict[str, Any]:
-    session = await stream_session(testnet.router(STREAM_CLIENT).sam, options=peer_options(testnet))
+    session = await published_session(
+        testnet,
+        lambda: stream_session(testnet.router(STREAM_CLIENT).sam, options=peer_options(testnet)),
+    )
     try:
         began = time.monotonic()
-        warm = await http_via_sam(session, run.b32, INDEX_PATH, timeout_s=180)
-        if warm.body != INDEX_PAGE:
-            return {"failure": f"warm-up: HTTP {warm.status}"}
-        await asyncio.sleep(max(0.0, began + session_age_s - time.monotonic()))
+        # A page every 20 s: an i2pd client renews a session that heard nothing for 90 s, so
+        # only a client that keeps talking has an old one.
+        while True:
+            warm = await http_via_sam(session, run.b32, INDEX_PATH, timeout_s=180)
+            if warm.body != INDEX_PAGE:
+                return {"failure": f"warm-up: HTTP {warm.status}"}
+            left = began + session_age_s - time.monotonic()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(left, WARM_INTERVAL_S))
         result: dict[str, Any] = {"session_age_s": round(time.monotonic() - began, 1)}
         async with asyncio.timeout(DOWNLOAD_TIMEOUT_S):
             result |= await _download(testnet, run, backend, session)
@@ -274,9 +286,15 @@ async def kills_in_a_row(testnet: Testnet, run: BalancerRun, kills: int) -> list
         TUNNEL_PORT,
         peer_options(testnet),
     )
-    streams = await stream_session(testnet.router(STREAM_CLIENT).sam, options=peer_options(testnet))
-    datagrams = await datagram_session(
-        testnet.router(DATAGRAM_CLIENT).sam, options=peer_options(testnet)
+    streams = await published_session(
+        testnet,
+        lambda: stream_session(testnet.router(STREAM_CLIENT).sam, options=peer_options(testnet)),
+    )
+    datagrams = await published_session(
+        testnet,
+        lambda: datagram_session(
+            testnet.router(DATAGRAM_CLIENT).sam, options=peer_options(testnet)
+        ),
     )
     logs = {name: ClientLog(name) for name in ("SAM stream", "SAM datagram", "client tunnel")}
     stop = asyncio.Event()

@@ -22,9 +22,9 @@ from e2e.measured import report
 from i2p_multihome_dev.backends import DRIP_PATH, HttpBackend, drip_content
 from i2p_multihome_dev.balancer_process import BalancerRun, destination_manifest, run_balancer
 from i2p_multihome_dev.clients import request_bytes
-from i2p_multihome_dev.observe import floodfill_views, serving
+from i2p_multihome_dev.observe import published_session
 from i2p_multihome_dev.polling import NotYet, wait_until
-from i2p_multihome_dev.sam import StreamSession, stream_session
+from i2p_multihome_dev.sam import stream_session
 from i2p_multihome_dev.testnet import Testnet
 
 pytestmark = pytest.mark.testnet
@@ -37,29 +37,6 @@ KILL_AFTER_BYTES = 20 * 1024
 # The client refuses the survivor's session until its own is 2 minutes old, the stream's
 # RTO then resends; the whole must fit the streams' 5-minute idle limit.
 SURVIVE_TIMEOUT_S = 420.0
-CLIENT_ATTEMPTS = 3
-
-
-async def published_client(testnet: Testnet) -> StreamSession:
-    """A SAM client whose LeaseSet a floodfill serves: the survivor reaches the client only
-    through it. i2pd 2.45.1 tries to publish a new destination once and, if its tunnels are
-    not built yet ("Can't publish LeaseSet. Destination is not ready"), not again until they
-    change, up to 10 minutes later: such a session is replaced by a new one."""
-    peers = ",".join(testnet.identity_hash(r) for r in PEERS)
-    for _ in range(CLIENT_ATTEMPTS):
-        session = await stream_session(testnet.router(CLIENT).sam, options={"explicitPeers": peers})
-
-        def published(b32: str = session.b32) -> bool | NotYet:
-            views = floodfill_views(testnet, b32).values()
-            return any(serving(ls, time.time()) for ls in views if ls is not None) or NotYet(b32)
-
-        try:
-            await asyncio.to_thread(wait_until, "the client's LeaseSet", 90, published, interval=3)
-        except AssertionError:
-            await session.close()
-            continue
-        return session
-    raise AssertionError(f"no client LeaseSet reached a floodfill in {CLIENT_ATTEMPTS} tries")
 
 
 @pytest.fixture
@@ -86,7 +63,11 @@ async def test_a_download_survives_the_death_of_its_router(
     testnet: Testnet, two_routers: BalancerRun
 ) -> None:
     run = two_routers
-    session = await published_client(testnet)
+    peers = ",".join(testnet.identity_hash(r) for r in PEERS)
+    session = await published_session(
+        testnet,
+        lambda: stream_session(testnet.router(CLIENT).sam, options={"explicitPeers": peers}),
+    )
     async with session:
         started = time.monotonic()
         reader, writer = await session.connect(run.b32)

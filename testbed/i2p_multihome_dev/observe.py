@@ -20,11 +20,13 @@ several hosting routers' tunnels through the same gateway: then all of them are 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeGuard
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeGuard, TypeVar
 
+from i2p_multihome_dev.polling import NotYet, wait_until
 from i2p_multihome_dev.processes import started_at
 from i2p_multihome_dev.testnet import (
     ConsoleLease,
@@ -38,6 +40,16 @@ from i2p_multihome_dev.testnet import (
     fetch_transit_tunnels,
 )
 from i2p_multihome_dev.testnet.i2pd import i2pd_pid
+
+
+class _Session(Protocol):
+    @property
+    def b32(self) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+SessionT = TypeVar("SessionT", bound=_Session)
 
 LeaseKey = tuple[str, int]  # (gateway identity hash in I2P base64, tunnel id at the gateway)
 
@@ -350,3 +362,39 @@ class FloodfillWatch:
 
 def _show(key: LeaseKey) -> str:
     return f"(gateway {key[0][:_ABBREVIATION]}…, tunnel {key[1]})"
+
+
+def client_published(testnet: Testnet, b32: str) -> bool | NotYet:
+    """Whether a floodfill serves the LeaseSet of client destination `b32`."""
+    views = floodfill_views(testnet, b32).values()
+    return any(serving(ls, time.time()) for ls in views if ls is not None) or NotYet(
+        f"no floodfill serves {b32}"
+    )
+
+
+async def published_session(
+    testnet: Testnet,
+    open_session: Callable[[], Awaitable[SessionT]],
+    attempts: int = 3,
+    wait_s: float = 90.0,
+) -> SessionT:
+    """A SAM session whose LeaseSet a floodfill serves, for tests in which a router other
+    than the client's first must reach it. i2pd 2.45.1 tries to publish a new destination
+    once and, when its tunnels are not built yet ("Can't publish LeaseSet. Destination is
+    not ready"), not again until they change, up to 10 minutes later: such a session is
+    closed and another opened."""
+    for _ in range(attempts):
+        session = await open_session()
+        try:
+            await asyncio.to_thread(
+                wait_until,
+                "the client's LeaseSet on a floodfill",
+                wait_s,
+                lambda b32=session.b32: client_published(testnet, b32),
+                interval=3.0,
+            )
+        except AssertionError:
+            await session.close()
+            continue
+        return session
+    raise AssertionError(f"no client LeaseSet reached a floodfill in {attempts} tries")
