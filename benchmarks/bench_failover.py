@@ -101,18 +101,25 @@ def router_carrying_streams(run: BalancerRun) -> str | NotYet:
     )
 
 
-def peer_options(testnet: Testnet) -> dict[str, str]:
-    """Tunnel options that keep a client's tunnels off the hosting routers."""
-    return {"explicitPeers": ",".join(testnet.identity_hash(r) for r in PEERS)}
+def peer_options(testnet: Testnet, client_router: str) -> dict[str, str]:
+    """Tunnel options that keep a client's tunnels off the hosting routers (and off its own
+    router: i2pd cannot build a tunnel through itself)."""
+    peers = [testnet.identity_hash(r) for r in PEERS if r != client_router]
+    return {"explicitPeers": ",".join(peers)}
 
 
 async def download_across_a_kill(
     testnet: Testnet, run: BalancerRun, backend: HttpBackend, session_age_s: float
 ) -> dict[str, Any]:
-    session = await published_session(
-        testnet,
-        lambda: stream_session(testnet.router(STREAM_CLIENT).sam, options=peer_options(testnet)),
-    )
+    try:
+        session = await published_session(
+            testnet,
+            lambda: stream_session(
+                testnet.router(STREAM_CLIENT).sam, options=peer_options(testnet, STREAM_CLIENT)
+            ),
+        )
+    except Exception as exc:  # the client could not be set up: a result to report
+        return {"failure": f"client: {exc!r}"}
     try:
         began = time.monotonic()
         # A page every 20 s: an i2pd client renews a session that heard nothing for 90 s, so
@@ -284,16 +291,18 @@ async def kills_in_a_row(testnet: Testnet, run: BalancerRun, kills: int) -> list
         "to-failover",
         run.b32,
         TUNNEL_PORT,
-        peer_options(testnet),
+        peer_options(testnet, TUNNEL_CLIENT),
     )
     streams = await published_session(
         testnet,
-        lambda: stream_session(testnet.router(STREAM_CLIENT).sam, options=peer_options(testnet)),
+        lambda: stream_session(
+            testnet.router(STREAM_CLIENT).sam, options=peer_options(testnet, STREAM_CLIENT)
+        ),
     )
     datagrams = await published_session(
         testnet,
         lambda: datagram_session(
-            testnet.router(DATAGRAM_CLIENT).sam, options=peer_options(testnet)
+            testnet.router(DATAGRAM_CLIENT).sam, options=peer_options(testnet, DATAGRAM_CLIENT)
         ),
     )
     logs = {name: ClientLog(name) for name in ("SAM stream", "SAM datagram", "client tunnel")}
