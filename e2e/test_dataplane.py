@@ -11,7 +11,7 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -53,6 +53,7 @@ DIGEST_PORT = 82  # a backend that answers only after the client's EOF
 PER_CLIENT_LIMIT = StreamConfig().max_streams_per_remote
 STREAMS_OPENED = 40
 FETCHES = 20
+DRIFT_TIMEOUT_S = 120.0
 CONCURRENT = 50
 DATAGRAMS = 100
 MIN_ECHOED = 95
@@ -169,8 +170,15 @@ async def test_sam_and_a_client_tunnel_fetch_a_mebibyte_twenty_times_each(
         # Each session's first stream opens its end-to-end session (any router can take it);
         # the sessions are reused within seconds, so later streams share that path.
         timings = []
+        retried: list[str] = []
         for i in range(FETCHES):
-            response = await http_via_sam(sessions[i % len(sessions)], served.b32, FILE_PATH)
+            session = sessions[i % len(sessions)]
+            response = await again_after_a_drift(
+                f"SAM fetch {i}", retried,
+                lambda session=session: http_via_sam(
+                    session, served.b32, FILE_PATH, timeout_s=DRIFT_TIMEOUT_S
+                ),
+            )  # fmt: skip
             check_file(response, served)
             timings.append((response.first_byte_s, response.total_s))
         # Streams that stay open while the status is read: where each client landed. Each
@@ -178,8 +186,13 @@ async def test_sam_and_a_client_tunnel_fetch_a_mebibyte_twenty_times_each(
         # path 30 s, and the mebibytes above may have taken minutes (issue 10: a fresh pick
         # of a lease may land on a router without the client's session).
         holders = []
-        for session in sessions:
-            await http_via_sam(session, served.b32, INDEX_PATH)
+        for i, session in enumerate(sessions):
+            await again_after_a_drift(
+                f"page before holder {i}", retried,
+                lambda session=session: http_via_sam(
+                    session, served.b32, INDEX_PATH, timeout_s=DRIFT_TIMEOUT_S
+                ),
+            )  # fmt: skip
             holders.append(await session.connect(served.b32))
         await asyncio.to_thread(
             wait_until,
@@ -196,8 +209,11 @@ async def test_sam_and_a_client_tunnel_fetch_a_mebibyte_twenty_times_each(
             writer.close()
 
         tunnel_timings = []
-        for _ in range(FETCHES):
-            response = await http_via_tunnel((host, port), FILE_PATH)
+        for i in range(FETCHES):
+            response = await again_after_a_drift(
+                f"tunnel fetch {i}", retried,
+                lambda: http_via_tunnel((host, port), FILE_PATH, timeout_s=DRIFT_TIMEOUT_S),
+            )  # fmt: skip
             check_file(response, served)
             tunnel_timings.append((response.first_byte_s, response.total_s))
     finally:
@@ -210,9 +226,23 @@ async def test_sam_and_a_client_tunnel_fetch_a_mebibyte_twenty_times_each(
         sam_median_ttfb_s=sorted(t[0] for t in timings)[FETCHES // 2],
         sam_median_total_s=sorted(t[1] for t in timings)[FETCHES // 2],
         tunnel_median_total_s=sorted(t[1] for t in tunnel_timings)[FETCHES // 2],
-        open_streams_by_router=spread, most_streams_seen=seen_streams,
+        open_streams_by_router=spread, most_streams_seen=seen_streams, retried=retried,
     )  # fmt: skip
     assert len(spread) > 1, f"every client's stream landed on one router: {spread}"
+
+
+async def again_after_a_drift(
+    what: str, retried: list[str], fetch: Callable[[], Awaitable[HttpResponse]]
+) -> HttpResponse:
+    """One fetch, tried once more if it timed out. Issue 10, known and measured: when a
+    client picks a lease afresh (its path is 30 s old, or its lease nears its end), it may
+    pick one of a router without its end-to-end session, and waits for SYN resends (27, 54,
+    90 s) until a pick lands right. A second timeout, or anything else, fails the test."""
+    try:
+        return await fetch()
+    except TimeoutError:
+        retried.append(what)
+        return await fetch()
 
 
 async def test_an_upload_a_refusing_backend_and_fifty_streams_at_once_leave_nothing(
