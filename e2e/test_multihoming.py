@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from i2p_multihome_dev.balancer_process import destination_manifest, run_balancer
 from i2p_multihome_dev.observe import serving
-from i2p_multihome_dev.polling import wait_until
+from i2p_multihome_dev.polling import NotYet, wait_until
 from i2p_multihome_dev.testnet import Testnet
 
 pytestmark = pytest.mark.testnet
@@ -112,7 +113,14 @@ def test_dead_router_leaves_and_rejoins(
             explain=run.explain_floodfills,
         )
         gone_after = time.monotonic() - killed_at
-        status = run.status()
+
+        def status_shows_the_loss() -> dict[str, Any] | NotYet:
+            # The status file is written by the reporter after the LeaseSet went out.
+            found = run.status()
+            state = {r["name"]: r for r in found.get("routers", [])}.get(victim, {}).get("state")
+            return found if state not in (None, "Established") else NotYet(f"{victim}: {state}")
+
+        status = wait_until("the status to show the loss", 15, status_shows_the_loss, interval=0.5)
         routers = {r["name"]: r for r in status["routers"]}
         assert routers[victim]["state"] != "Established"
         assert routers[victim]["lastError"]
