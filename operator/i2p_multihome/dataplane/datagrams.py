@@ -201,7 +201,6 @@ class DatagramService:
 
     async def _reply(self, flow: _Flow, data: bytes) -> None:
         now = flow.last_used = self._clock.monotonic()
-        self._routes.release_due(now)
         if self._routes.held(flow.client.hash, now):
             self._stats.drops[DROP_HELD_FOR_MOVE] += 1
             return
