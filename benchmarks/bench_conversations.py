@@ -9,7 +9,10 @@ HTTP backend (`i2p_multihome_dev.backends.HttpBackend`) serves three destination
 - `multihomed-3`: another balancer on r3, r4, r5;
 - `single-homed`: an i2pd server tunnel on r6 (i2pd's own streaming);
 
-each with 2 inbound tunnels of length 1 per router. For every destination, two SAM clients
+each with 2 inbound tunnels of length 1 per router. With `--affinity` both multihomed
+destinations set `leaseSet.clientAffinity`: their routers get `publish: false` and serve the
+clients, and one more router each (r9, r10) only publishes (13 routers in all). For every
+destination, two SAM clients
 of their own (so no end-to-end session is shared):
 
 - the *request* client on r7 GETs the 110-byte page every `--interval` seconds (45) for
@@ -28,7 +31,7 @@ Prints a table, writes JSON to benchmarks/results/conversations-DATE.json, exits
 multihomed request or download failed. Everything it started is removed.
 
 Run (root): python benchmarks/bench_conversations.py [--minutes 30] [--interval 45]
-            [--download-minutes 21] [--dir DIR]
+            [--download-minutes 21] [--affinity] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ from results import write_results
 ROUTERS = 11
 FLOODFILLS = 3
 MULTIHOMED = {"multihomed-2": ["r1", "r2"], "multihomed-3": ["r3", "r4", "r5"]}
+# With --affinity: the publish-only router of each multihomed destination.
+PUBLISHERS = {"multihomed-2": "r9", "multihomed-3": "r10"}
 SINGLE = "single-homed"
 SINGLE_HOST = "r6"
 REQUEST_CLIENT = "r7"
@@ -278,8 +283,24 @@ def print_table(rows: dict[str, Any]) -> None:
             print(f"  {name}: download: {row['download_failure']}")
 
 
+def with_affinity(document: dict[str, Any], publisher: dict[str, Any]) -> dict[str, Any]:
+    """`document` under clientAffinity: its routers serve, `publisher` only publishes."""
+    spec = document["spec"]
+    serving = [{**router, "publish": False} for router in spec["routers"]]
+    return {
+        **document,
+        "spec": {
+            **spec,
+            "routers": [*serving, {**publisher, "publish": True}],
+            "leaseSet": {"clientAffinity": True},
+        },
+    }
+
+
 @contextmanager
-def destinations(testnet: Testnet, work: Path, backend: HttpBackend) -> Iterator[list[Target]]:
+def destinations(
+    testnet: Testnet, work: Path, backend: HttpBackend, affinity: bool
+) -> Iterator[list[Target]]:
     host, port = backend.address
     ports = [{"name": "web", "port": 0, "backend": {"host": host, "port": port}}]
     options = {
@@ -295,6 +316,10 @@ def destinations(testnet: Testnet, work: Path, backend: HttpBackend) -> Iterator
             document = destination_manifest(
                 name, testnet, hosts, inbound=INBOUND, length=LENGTH, ports=ports
             )
+            if affinity:
+                host, port = testnet.router(PUBLISHERS[name]).i2cp
+                publisher = {"name": PUBLISHERS[name], "i2cp": {"host": host, "port": port}}
+                document = with_affinity(document, publisher)
             run = stack.enter_context(run_balancer(work / name, testnet, document))
             targets.append(Target(name, run.b32, hosts, run))
         for target in targets:
@@ -317,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--download-minutes", type=float, default=21.0, help="the paced download's length (21)"
     )
+    parser.add_argument(
+        "--affinity",
+        action="store_true",
+        help="multihomed destinations with leaseSet.clientAffinity and a publish-only router",
+    )
     parser.add_argument("--dir", type=Path, help="work directory (default: a new temp dir)")
     args = parser.parse_args(argv)
     try:
@@ -331,10 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     testnet = Testnet(work / "testnet")
     started = datetime.datetime.now(datetime.UTC)
     try:
-        testnet.up(routers=ROUTERS, floodfills=FLOODFILLS, timeout=300)
+        routers = ROUTERS + (len(PUBLISHERS) if args.affinity else 0)
+        testnet.up(routers=routers, floodfills=FLOODFILLS, timeout=300)
         with (
             HttpBackend(testnet.bridge_address) as backend,
-            destinations(testnet, work, backend) as targets,
+            destinations(testnet, work, backend, args.affinity) as targets,
         ):
             counter = LogCounter(testnet, [h for t in targets for h in t.hosts])
             asyncio.run(measure(testnet, targets, count, args.interval, download_s))
@@ -350,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": started.date().isoformat(),
         "started": started.isoformat(timespec="seconds"),
         "parameters": {
-            "routers": ROUTERS,
+            "routers": routers,
+            "client_affinity": args.affinity,
+            "publishers": PUBLISHERS if args.affinity else {},
             "floodfills": FLOODFILLS,
             "request_client": REQUEST_CLIENT,
             "download_client": DOWNLOAD_CLIENT,

@@ -125,7 +125,11 @@ def test_example_is_accepted_and_defaulted_like_the_model(mhd: Cluster) -> None:
     assert router["i2cp"]["tls"] is False
     assert stored["spec"]["routers"][2]["publish"] is False
     assert stored["spec"]["tunnels"]["inbound"] == {"quantity": 3, "length": 2, "lengthVariance": 0}
-    assert stored["spec"]["leaseSet"] == {"maxLeases": 16, "strategy": "FairFreshest"}
+    assert stored["spec"]["leaseSet"] == {
+        "maxLeases": 16,
+        "strategy": "FairFreshest",
+        "clientAffinity": False,
+    }
     assert stored["spec"]["peerPolicy"] == {}
 
 
@@ -148,7 +152,7 @@ def test_minimal_spec_gets_every_default(mhd: Cluster) -> None:
             "inbound": {"quantity": 3, "length": 3, "lengthVariance": 0},
             "outbound": {"quantity": 3, "length": 3, "lengthVariance": 0},
         },
-        "leaseSet": {"maxLeases": 16, "strategy": "FairFreshest"},
+        "leaseSet": {"maxLeases": 16, "strategy": "FairFreshest", "clientAffinity": False},
         "peerPolicy": {},
     }
     model = MultihomedDestinationManifest.model_validate(manifest(name, spec)).spec
@@ -238,6 +242,17 @@ INVALID = [
             ]
         ),
         (f'spec.routers: Invalid value: "array": {crd.PUBLISHING_ROUTER_MESSAGE}',),
+    ),
+    Invalid(
+        "client-affinity-without-a-serving-router",
+        _spec(
+            leaseSet={"clientAffinity": True},
+            routers=[
+                {"name": "i2pd-0", "i2cp": {"host": "a"}},
+                {"name": "i2pd-1", "i2cp": {"host": "b"}},
+            ],
+        ),
+        (f'spec: Invalid value: "object": {crd.CLIENT_AFFINITY_MESSAGE}',),
     ),
     Invalid(
         "router-name-not-dns-label",

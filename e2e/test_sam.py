@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from e2e.fixtures_testnet import rerun_after_router_crash
 from e2e.measured import report
 from i2p_multihome_dev.backends import (
     FILE_PATH,
@@ -91,6 +92,7 @@ def backend(testnet: Testnet) -> Iterator[HttpBackend]:
         yield http
 
 
+@rerun_after_router_crash
 async def test_sam_stream_carries_a_mebibyte_each_way(testnet: Testnet) -> None:
     """STREAM ACCEPT on one router, STREAM CONNECT from another, 1 MiB each way at once."""
     server, client = await asyncio.gather(
@@ -144,6 +146,7 @@ async def test_sam_stream_carries_a_mebibyte_each_way(testnet: Testnet) -> None:
         await asyncio.gather(server.close(), client.close())
 
 
+@rerun_after_router_crash
 async def test_sam_forward_serves_http_to_a_sam_client(
     testnet: Testnet, backend: HttpBackend
 ) -> None:
@@ -178,6 +181,7 @@ async def test_sam_forward_serves_http_to_a_sam_client(
         await asyncio.gather(server.close(), client.close())
 
 
+@rerun_after_router_crash
 async def test_server_tunnel_serves_http_to_sam_and_client_tunnel(
     tunnels: Testnet, backend: HttpBackend
 ) -> None:
@@ -233,6 +237,7 @@ async def test_server_tunnel_serves_http_to_sam_and_client_tunnel(
     )
 
 
+@rerun_after_router_crash
 async def test_sam_datagrams_reach_an_echo_and_come_back(testnet: Testnet) -> None:
     """Repliable datagrams from one router's SAM session to another's, echoed back."""
     sessions = await asyncio.gather(
@@ -268,6 +273,7 @@ async def test_sam_datagrams_reach_an_echo_and_come_back(testnet: Testnet) -> No
         await asyncio.gather(server.close(), client.close())
 
 
+@rerun_after_router_crash
 async def test_udp_server_tunnel_echoes_sam_datagrams(tunnels: Testnet) -> None:
     """An i2pd udpserver tunnel (added by restarting its router) in front of a UDP echo,
     reached by repliable datagrams from a SAM session on another router."""
@@ -300,6 +306,7 @@ async def test_udp_server_tunnel_echoes_sam_datagrams(tunnels: Testnet) -> None:
         assert result.echoed >= MIN_DELIVERED * UDP_TUNNEL_DATAGRAMS
 
 
+@rerun_after_router_crash
 async def test_sam_refusals_carry_the_routers_result(testnet: Testnet) -> None:
     """Errors carry the router's RESULT: a lookup of an unknown b32, a stream to nowhere;
     and the router survives both (with its address book off, i2pd 2.45.1 dies on them)."""
@@ -307,7 +314,7 @@ async def test_sam_refusals_carry_the_routers_result(testnet: Testnet) -> None:
     nowhere = "a" * 52 + ".b32.i2p"
     with pytest.raises(SamError) as lookup:
         await naming_lookup(sam, nowhere, timeout_s=60)
-    assert lookup.value.result == "INVALID_KEY"
+    assert lookup.value.result == "INVALID_KEY", str(lookup.value)
     session = await stream_session(sam, signature_type=None)
     try:
         # i2pd's default TRANSIENT destination: DSA_SHA1 (signature type 0).

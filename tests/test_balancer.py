@@ -57,6 +57,7 @@ from i2p_multihome.model.v1alpha1 import (
 from i2p_multihome.wire import messages
 from i2p_multihome.wire.encoding import b64encode
 from i2p_multihome.wire.keys import DestinationKeys
+from i2p_multihome.wire.structures import LEASESET2_FLAG_UNPUBLISHED
 from virtualclock import ManualClock
 
 LEASES_PER_ROUTER = 3
@@ -96,13 +97,14 @@ def make_spec(
     quantity: int = LEASES_PER_ROUTER,
     max_leases: int = 16,
     no_publish: Iterable[str] = (),
+    client_affinity: bool = False,
 ) -> MultihomedDestinationSpec:
     silent = set(no_publish)
     direction = TunnelDirection(quantity=quantity, length=1)
     return MultihomedDestinationSpec(
         routers=[router_spec(r, r.name not in silent) for r in routers],
         tunnels=TunnelsSpec(inbound=direction, outbound=direction),
-        lease_set=LeaseSetSpec(max_leases=max_leases),
+        lease_set=LeaseSetSpec(max_leases=max_leases, client_affinity=client_affinity),
     )
 
 
@@ -493,6 +495,7 @@ async def test_dead_router_dropped_at_once_then_rejoins(setup: Setup) -> None:
     [failover] = setup.events_of(FailoverPublished)
     assert failover.lost == ("r3",) and failover.failover_s == 0.0
     assert failover.routers == ("r1", "r2") and failover.handed_to == ("r1", "r2")
+    assert failover.move_to == ("r1", "r2")
 
     await setup.clock.advance(1.0)  # a few reconnect attempts against a closed port
     await asyncio.sleep(0.05)
@@ -509,6 +512,47 @@ async def test_dead_router_dropped_at_once_then_rejoins(setup: Setup) -> None:
     assert recovered.router == "r3" and recovered.downtime_s > 1.0
     assert [e.router for e in setup.events_of(SessionEstablished)] == ["r1", "r2", "r3"]
     assert_all_requests_answered_fast([r1, r2, r3])
+
+
+async def test_client_affinity_serving_routers_hold_their_own_leases_only(setup: Setup) -> None:
+    """Under clientAffinity the publisher holds the merged LeaseSet of the serving routers'
+    leases; each serving router holds one of its own leases, flagged unpublished and newer,
+    and re-signed after every merged one. A lost serving router's clients move to the
+    serving survivors, never to the publish-only router."""
+    p, h1, h2 = [await setup.add_router(n) for n in ("p", "h1", "h2")]
+    spec = make_spec(setup.routers.values(), no_publish=("h1", "h2"), client_affinity=True)
+    await setup.start(spec, min_publish_interval_s=1.5)
+
+    def settled(serving: Sequence[FakeRouter]) -> bool:
+        merged = p.last_lease_set
+        if merged is None or set(setup.owners(merged)) != {r.name for r in serving}:
+            return False
+        for router in serving:
+            own = router.last_lease_set
+            if own is None or set(setup.owners(own)) != {router.name}:
+                return False
+            if own.lease_set.published <= merged.lease_set.published:
+                return False
+        return True
+
+    await setup.advance_until(lambda: settled([h1, h2]), "affinity LeaseSets on h1 and h2")
+    merged = p.last_lease_set
+    assert merged is not None and merged.lease_set.flags == 0
+    for router in (h1, h2):
+        own = router.last_lease_set
+        assert own is not None
+        assert own.lease_set.flags == LEASESET2_FLAG_UNPUBLISHED
+        assert len(own.lease_set.leases) == LEASES_PER_ROUTER
+        assert own.lease_set.verify()
+    assert all(request.answered.done() for r in (p, h1, h2) for request in r.requests)
+
+    await h1.die()
+    await setup.advance_until(lambda: settled([h2]), "the LeaseSets without h1")
+    [failover] = setup.events_of(FailoverPublished)
+    assert failover.lost == ("h1",)
+    assert failover.routers == ("h2",) and failover.handed_to == ("p",)
+    assert failover.move_to == ("h2",)
+    assert_all_requests_answered_fast([p, h2])
 
 
 async def test_refused_router_is_retried_with_capped_backoff(setup: Setup) -> None:

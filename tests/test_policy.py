@@ -27,6 +27,8 @@ from i2p_multihome.balancer.policy import (
     PublishPlan,
     PublishTiming,
     SelectedLease,
+    affinity_hosts,
+    affinity_published_s,
     backoff_delay_s,
     excluded_gateways,
     lease_set_expires_s,
@@ -41,6 +43,7 @@ from i2p_multihome.balancer.policy import (
 )
 from i2p_multihome.model.v1alpha1 import (
     I2CPEndpoint,
+    LeaseSetSpec,
     MultihomedDestinationSpec,
     PeerPolicy,
     RouterImplementation,
@@ -421,6 +424,106 @@ def test_a_waiting_router_gets_short_lived_leases_rather_than_nothing() -> None:
     assert result.publish_reason is PublishReason.FIRST_SHORT_LIVED
     too_short = SelectedLease("a", lease("t", 1, 20))
     assert plan([link("a", too_short, waiting=True)], None, None, now=100.0).leases is None
+
+
+# --- client affinity ------------------------------------------------------------------------
+
+# p publishes only; h and k serve clients, each handing them a LeaseSet of its own leases.
+AFFINITY = MultihomedDestinationSpec(
+    routers=[
+        RouterSpec(name="p", i2cp=I2CPEndpoint(host="router-p")),
+        RouterSpec(name="h", i2cp=I2CPEndpoint(host="router-h"), publish=False),
+        RouterSpec(name="k", i2cp=I2CPEndpoint(host="router-k"), publish=False),
+    ],
+    lease_set=LeaseSetSpec(client_affinity=True),
+)
+P1 = SelectedLease("p", lease("p1", 1, 300))
+H1 = SelectedLease("h", lease("h1", 1, 300))
+H2 = SelectedLease("h", lease("h2", 2, 200))
+K1 = SelectedLease("k", lease("k1", 1, 300))
+
+
+def test_affinity_hosts_are_the_non_publishing_routers_and_only_with_affinity() -> None:
+    assert affinity_hosts(AFFINITY) == {"h", "k"}
+    plain = AFFINITY.model_copy(update={"lease_set": LeaseSetSpec()})
+    assert affinity_hosts(plain) == frozenset()
+
+
+def test_under_affinity_the_merged_leaseset_holds_only_the_serving_routers_leases() -> None:
+    links = [link("p", P1), link("h", H1, H2), link("k", K1)]
+    result = plan(links, None, None, now=100.0, spec=AFFINITY)
+    assert set(result.leases or ()) == {H1, H2, K1}
+    assert result.targets == {"p"}  # only the publisher holds the merged LeaseSet
+    assert result.affinity == {"h": (H1, H2), "k": (K1,)}
+
+
+def test_without_affinity_nothing_changes_for_non_publishing_routers() -> None:
+    plain = AFFINITY.model_copy(update={"lease_set": LeaseSetSpec()})
+    result = plan([link("p", P1), link("h", H1), link("k", K1)], None, None, 100.0, spec=plain)
+    assert set(result.leases or ()) == {P1, H1, K1}
+    assert result.targets == {"p", "h", "k"}
+    assert result.affinity == {}
+
+
+def test_the_publishers_leases_stand_in_while_no_serving_router_has_any() -> None:
+    result = plan([link("p", P1), link("h"), link("k", waiting=True)], None, None, 100.0,
+                  spec=AFFINITY)  # fmt: skip
+    assert result.leases == (P1,)
+    # A serving router without usable leases of its own holds the merged LeaseSet.
+    assert result.targets == {"p", "h", "k"}
+    assert result.affinity == {}
+
+
+def test_a_waiting_serving_router_is_answered_with_its_own_leaseset_between_publishes() -> None:
+    links = [link("p", P1), link("h", H1, H2, waiting=True), link("k", K1), link("x")]
+    published = [H1, H2, K1]
+    unchanged = plan(links, published, 99.0, now=100.0, spec=AFFINITY)
+    assert unchanged.leases is None
+    assert unchanged.affinity == {"h": (H1, H2)}
+    assert unchanged.resend_current_to == frozenset()
+    waiting_publisher = [link("p", P1, waiting=True), link("h", H1, H2), link("k", K1)]
+    unchanged = plan(waiting_publisher, published, 99.0, now=100.0, spec=AFFINITY)
+    assert (unchanged.resend_current_to, unchanged.affinity) == ({"p"}, {})
+
+
+def test_an_affinity_leaseset_keeps_leases_the_merged_one_would_drop_for_its_margin() -> None:
+    """No publish slot delays an affinity LeaseSet: only the hard floor applies."""
+    aging = SelectedLease("h", lease("h3", 3, SELECTION_MARGIN_S - 5))
+    result = plan([link("p", P1), link("h", H1, aging), link("k", K1)], None, None, 100.0,
+                  spec=AFFINITY)  # fmt: skip
+    assert aging not in (result.leases or ())
+    assert result.affinity["h"] == (H1, aging)
+
+
+def test_losing_a_serving_router_publishes_at_once_and_reanswers_the_others() -> None:
+    lost = link("h", state=RouterState.DISCONNECTED, lost_at=97.0)
+    result = plan([link("p", P1), lost, link("k", K1)], [H1, H2, K1], 95.0, 100.0, spec=AFFINITY)
+    assert result.publish_reason is PublishReason.ROUTER_LOST
+    assert result.leases == (K1,)
+    assert result.targets == {"p"}
+    assert result.affinity == {"k": (K1,)}
+
+
+def test_affinity_published_follows_both_the_merged_and_its_own_previous() -> None:
+    assert affinity_published_s(None, None, 1000) == 1000
+    assert affinity_published_s(1000, None, 1000) == 1001
+    assert affinity_published_s(1000, 1001, 1000) == 1002
+    assert affinity_published_s(900, 950, 1000) == 1000
+
+
+@settings(max_examples=200)
+@given(
+    merged=st.one_of(st.none(), st.integers(0, 2**31)),
+    previous=st.one_of(st.none(), st.integers(0, 2**31)),
+    now=st.integers(0, 2**31),
+)
+def test_affinity_published_is_newer_than_what_the_client_may_hold(
+    merged: int | None, previous: int | None, now: int
+) -> None:
+    published = affinity_published_s(merged, previous, now)
+    assert merged is None or published > merged
+    assert previous is None or published > previous
+    assert published >= now
 
 
 def test_backoff_doubles_to_the_cap_with_jitter() -> None:

@@ -128,13 +128,13 @@ class HostedDestination:
         if isinstance(event, FailoverPublished):
             # The survivors hold a LeaseSet without the lost routers now: a new session
             # from one of them carries it to the client.
-            moved = self.dataplane.move_clients(event.lost, event.handed_to)
+            moved = self.dataplane.move_clients(event.lost, event.move_to)
             if moved:
                 log.info(
                     "clients moved off lost routers",
                     extra=fields(
                         **self._log_fields, lost=",".join(event.lost),
-                        to=",".join(sorted(event.handed_to)), clients=moved,
+                        to=",".join(event.move_to), clients=moved,
                     ),
                 )  # fmt: skip
         self._on_event(event)

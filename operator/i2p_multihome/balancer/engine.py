@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from i2p_multihome.balancer import policy
@@ -49,7 +49,12 @@ from i2p_multihome.model.v1alpha1 import MultihomedDestinationSpec, RouterSpec
 from i2p_multihome.wire import messages
 from i2p_multihome.wire.encoding import b64encode
 from i2p_multihome.wire.keys import DestinationKeys
-from i2p_multihome.wire.structures import Destination, Lease, LeaseSet2
+from i2p_multihome.wire.structures import (
+    LEASESET2_FLAG_UNPUBLISHED,
+    Destination,
+    Lease,
+    LeaseSet2,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +136,7 @@ class Balancer:
         self._current: LeaseSet2 | None = None
         self._published: tuple[policy.SelectedLease, ...] = ()
         self._last_publish_at: float | None = None
+        self._affinity_published: dict[str, int] = {}  # router -> its last affinity LeaseSet's
         self.publishes = 0
         self._wake = asyncio.Event()
         self._wake_at: float | None = None
@@ -436,8 +442,11 @@ class Balancer:
             if plan.leases is not None:
                 if not await self._publish(plan, plan.leases):
                     wake_at = plan.retry_at
-            elif self._current is not None:
-                await self._hand_over(self._current, plan.resend_current_to)
+                    await self._hand_affinity(plan.affinity)
+            else:
+                if self._current is not None:
+                    await self._hand_over(self._current, plan.resend_current_to)
+                await self._hand_affinity(plan.affinity)
             if wake_at is not None:
                 self._schedule(wake_at)
 
@@ -474,11 +483,17 @@ class Balancer:
         self._published = selected
         self._last_publish_at = self._clock.monotonic()
         self.publishes += 1
+        # The serving routers' own LeaseSets follow the merged one, which they must be newer
+        # than, and before any client is moved to them.
+        serving = await self._hand_affinity(plan.affinity)
         routers = tuple(sorted({s.router for s in selected}))
         handed_to = tuple(sorted(reached))
         if plan.lost and plan.failover_s is not None:
+            move_to = tuple(sorted(serving)) if plan.affinity else handed_to
             self._tell(
-                FailoverPublished(plan.lost, plan.failover_s, len(selected), routers, handed_to)
+                FailoverPublished(
+                    plan.lost, plan.failover_s, len(selected), routers, handed_to, move_to
+                )
             )
         elif plan.publish_reason is not None:
             self._tell(LeaseSetPublished(plan.publish_reason, len(selected), routers, handed_to))
@@ -494,8 +509,49 @@ class Balancer:
 
     async def _hand_over(self, lease_set: LeaseSet2, names: frozenset[str]) -> set[str]:
         """Send `lease_set` to the named routers' sessions; the names of those that took it."""
-        links = [self._links[name] for name in sorted(names) if name in self._links]
-        results = await asyncio.gather(*(_send(link.session, lease_set) for link in links))
+        return await self._hand_each({name: lease_set for name in names})
+
+    async def _hand_affinity(
+        self, affinity: Mapping[str, tuple[policy.SelectedLease, ...]]
+    ) -> set[str]:
+        """Sign and hand each serving router a LeaseSet of its own leases (client affinity):
+        flagged unpublished, published after the merged one. The names that took theirs."""
+        if not affinity:
+            return set()
+        merged = self._current.published if self._current is not None else None
+        now_s = int(self._clock.wall())
+        lease_sets = {}
+        for name, selected in affinity.items():
+            published_s = policy.affinity_published_s(
+                merged, self._affinity_published.get(name), now_s
+            )
+            lease_sets[name] = LeaseSet2.build(
+                self._keys.destination,
+                published_s,
+                policy.lease_set_expires_s(selected, published_s),
+                self._keys.encryption_keys,
+                tuple(s.to_lease2() for s in selected),
+                self._keys.sign,
+                flags=LEASESET2_FLAG_UNPUBLISHED,
+            )
+        reached = await self._hand_each(lease_sets)
+        for name in sorted(reached):
+            self._affinity_published[name] = lease_sets[name].published
+            log.debug(
+                "affinity LeaseSet handed over",
+                extra=fields(
+                    **self._log_fields, router=name, leases=len(lease_sets[name].leases),
+                    published=lease_sets[name].published,
+                ),
+            )  # fmt: skip
+        return reached
+
+    async def _hand_each(self, lease_sets: Mapping[str, LeaseSet2]) -> set[str]:
+        """Send each router's session its LeaseSet; the names of those that took it."""
+        links = [self._links[name] for name in sorted(lease_sets) if name in self._links]
+        results = await asyncio.gather(
+            *(_send(link.session, lease_sets[link.spec.name]) for link in links)
+        )
         reached = set()
         for link, sent in zip(links, results, strict=True):
             if sent:

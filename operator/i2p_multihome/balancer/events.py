@@ -93,6 +93,9 @@ class FailoverPublished:
     leases: int
     routers: tuple[str, ...]
     handed_to: tuple[str, ...]
+    # The survivors that hold a LeaseSet sending clients back to themselves: where the
+    # lost routers' clients move (the serving routers under client affinity).
+    move_to: tuple[str, ...] = ()
 
     @property
     def message(self) -> str:

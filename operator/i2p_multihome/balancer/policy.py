@@ -5,7 +5,7 @@ and no clocks: callers pass the time in."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from i2p_multihome.balancer.events import PublishReason
 from i2p_multihome.balancer.link import LinkState
@@ -128,6 +128,9 @@ class PublishPlan:
     failover_s: float | None = None  # from the earliest of those losses to now
     wake_at: float | None = None
     retry_at: float | None = None
+    # Client affinity: routers to hand a LeaseSet of their own leases (signed after the
+    # merged one, flagged unpublished) now, with those leases.
+    affinity: Mapping[str, tuple[SelectedLease, ...]] = field(default_factory=dict)
 
 
 def plan_publish(given: PublishInput) -> PublishPlan:
@@ -143,15 +146,35 @@ def plan_publish(given: PublishInput) -> PublishPlan:
     the floodfills with no usable lease until the slot comes round again.
 
     Every router waiting for an answer to its lease request gets one now: i2pd ends a
-    session whose request is unanswered for 10 s."""
+    session whose request is unanswered for 10 s.
+
+    Under `leaseSet.clientAffinity` the routers with publish: false (the serving routers)
+    get, instead of the merged LeaseSet, a LeaseSet of their own usable leases, at every publish
+    and whenever they wait for an answer; the merged LeaseSet goes to the others."""
     now, timing = given.now, given.timing
     established = {link.router: link for link in given.links if link.established}
-    waiting = frozenset(name for name, link in established.items() if link.awaiting_answer)
+    all_waiting = frozenset(name for name, link in established.items() if link.awaiting_answer)
     reports = {name: link.leases for name, link in established.items()}
     max_leases = given.spec.lease_set.max_leases
     excluded = excluded_gateways(given.spec)
-    desired = select_leases(reports, given.now_ms, max_leases, excluded)
-    targets = frozenset(established)
+    hosts = frozenset(established) & affinity_hosts(given.spec)
+    affinity = {
+        name: leases
+        for name in sorted(hosts)
+        if (leases := select_leases({name: reports[name]}, given.now_ms, max_leases, excluded,
+                                    MIN_REMAINING_S))
+    }  # fmt: skip
+    # Under affinity the merged LeaseSet holds only the serving routers' leases, so that no
+    # client reaches a router that bundles the merged LeaseSet; the publishing routers'
+    # leases stand in while no serving router has a usable one.
+    merged_reports = {name: reports[name] for name in hosts}
+    desired = select_leases(merged_reports, given.now_ms, max_leases, excluded)
+    if not desired:
+        merged_reports = reports
+        desired = select_leases(reports, given.now_ms, max_leases, excluded)
+    targets = frozenset(established) - frozenset(affinity)
+    waiting = all_waiting - frozenset(affinity)
+    answered_by_affinity = {name: affinity[name] for name in all_waiting & frozenset(affinity)}
     retry_at = now + PUBLISH_RETRY_S
 
     def publish(
@@ -169,6 +192,15 @@ def plan_publish(given: PublishInput) -> PublishPlan:
             failover_s=failover_s,
             wake_at=now + timing.refresh_interval_s,
             retry_at=retry_at,
+            affinity=affinity,
+        )
+
+    def hold(reason: str, wake_at: float | None = None) -> PublishPlan:
+        return PublishPlan(
+            reason=reason,
+            resend_current_to=waiting,
+            wake_at=wake_at,
+            affinity=answered_by_affinity,
         )
 
     if given.published is None or given.last_publish_at is None:
@@ -176,12 +208,14 @@ def plan_publish(given: PublishInput) -> PublishPlan:
             return publish(desired, PublishReason.FIRST)
         # Leases between the hard floor and the selection margin still beat leaving a
         # waiting router unanswered.
-        short_lived = select_leases(reports, given.now_ms, max_leases, excluded, MIN_REMAINING_S)
-        if short_lived and waiting:
+        short_lived = select_leases(
+            merged_reports, given.now_ms, max_leases, excluded, MIN_REMAINING_S
+        )
+        if short_lived and all_waiting:
             return publish(short_lived, PublishReason.FIRST_SHORT_LIVED)
         return PublishPlan(reason="no usable leases")
     if not desired:
-        return PublishPlan(reason="no usable leases", resend_current_to=waiting)
+        return hold("no usable leases")
 
     gone = sorted({s.router for s in given.published} - set(established))
     if gone:
@@ -203,15 +237,11 @@ def plan_publish(given: PublishInput) -> PublishPlan:
     ):
         if now >= refresh_at:
             return publish(desired, PublishReason.REFRESH)
-        return PublishPlan(reason="unchanged", resend_current_to=waiting, wake_at=refresh_at)
+        return hold("unchanged", refresh_at)
     ready_at = given.last_publish_at + timing.min_interval_s
     if now >= ready_at:
         return publish(desired, PublishReason.LEASES_CHANGED)
-    return PublishPlan(
-        reason="leases changed (coalesced)",
-        resend_current_to=waiting,
-        wake_at=min(ready_at, max(refresh_at, now + 1.0)),
-    )
+    return hold("leases changed (coalesced)", min(ready_at, max(refresh_at, now + 1.0)))
 
 
 def _lease_keys(leases: Sequence[SelectedLease]) -> frozenset[tuple[bytes, int, int]]:
@@ -237,6 +267,21 @@ def _only_aged_out(
 def next_published_s(previous: int | None, now_s: int) -> int:
     """`published` must strictly increase: floodfills keep only a newer LeaseSet."""
     return now_s if previous is None or now_s > previous else previous + 1
+
+
+def affinity_published_s(merged: int | None, previous: int | None, now_s: int) -> int:
+    """An affinity LeaseSet's `published`: after its own previous one and after the merged
+    LeaseSet's, since a client keeps whichever LeaseSet it holds until a newer one comes."""
+    published = next_published_s(previous, now_s)
+    return published if merged is None else max(published, merged + 1)
+
+
+def affinity_hosts(spec: MultihomedDestinationSpec) -> frozenset[str]:
+    """The routers that serve clients under `leaseSet.clientAffinity`: those that do not
+    publish. None without it."""
+    if not spec.lease_set.client_affinity:
+        return frozenset()
+    return frozenset(r.name for r in spec.routers if not r.publish)
 
 
 def lease_set_expires_s(leases: Sequence[SelectedLease], published_s: int) -> int:

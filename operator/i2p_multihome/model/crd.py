@@ -22,6 +22,7 @@ from i2p_multihome.model.v1alpha1 import (
     BACKEND_PORT_MESSAGE,
     BACKEND_SERVICE_PORT_MESSAGE,
     BACKEND_TARGET_MESSAGE,
+    CLIENT_AFFINITY_MESSAGE,
     GROUP,
     KIND,
     PLURAL,
@@ -54,6 +55,12 @@ PUBLISHING_ROUTER_RULE = "self.exists(r, !has(r.publish) || r.publish)"
 PUBLISHING_ROUTER_MESSAGE = (
     "at least one router in spec.routers must have publish: true (the default); "
     "set publish: true on a router that should publish the LeaseSet"
+)
+
+# spec.leaseSet.clientAffinity serves clients from the routers with publish: false.
+CLIENT_AFFINITY_RULE = (
+    "!has(self.leaseSet) || !has(self.leaseSet.clientAffinity) || "
+    "!self.leaseSet.clientAffinity || self.routers.exists(r, has(r.publish) && !r.publish)"
 )
 
 # spec.ports: a list-map keyed by name; each (port, protocol) once, since a client's packet
@@ -252,6 +259,9 @@ def spec_schema() -> Schema:
     ]
     _node(spec, "keys")["x-kubernetes-validations"] = [
         {"rule": IMMUTABLE_KEYS_RULE, "message": IMMUTABLE_KEYS_MESSAGE},
+    ]
+    spec["x-kubernetes-validations"] = [
+        {"rule": CLIENT_AFFINITY_RULE, "message": CLIENT_AFFINITY_MESSAGE},
     ]
     return spec
 

@@ -86,11 +86,20 @@ class LeaseSetSpec(Model):
         default=SelectionStrategy.FAIR_FRESHEST,
         description="FairFreshest: round-robin across routers, each router's freshest lease first.",
     )
+    client_affinity: bool = Field(
+        default=False,
+        description="Keep each client on one router: every router with publish: false hands "
+        "the clients it talks to a LeaseSet of its own leases only (flagged unpublished), and "
+        "routers with publish: true only publish (their leases join the LeaseSet when no "
+        "other router has any). Needs a router with publish: false. A client then learns "
+        "which leases one router holds: see docs/conversations.md before turning it on.",
+    )
 
 
 # I2CP option values are I2P Strings (at most 255 bytes): explicitPeers, comma-separated
 # 44-character hashes, holds at most 5.
 MAX_EXPLICIT_PEERS = 5
+MAX_EXCLUDED_PEERS = 1024
 
 
 class PeerPolicy(Model):
@@ -102,6 +111,7 @@ class PeerPolicy(Model):
     )
     excluded_peers: list[Annotated[str, Field(min_length=44, max_length=44)]] = Field(
         default_factory=list,
+        max_length=MAX_EXCLUDED_PEERS,
         description="Base64 router hashes never published as a lease's inbound gateway.",
     )
 
@@ -170,6 +180,12 @@ class PortSpec(Model):
 
 MAX_PORTS = 32
 
+CLIENT_AFFINITY_MESSAGE = (
+    "spec.leaseSet.clientAffinity needs a router with publish: false (it serves the clients; "
+    "routers with publish: true only publish); set publish: false on a router or turn "
+    "clientAffinity off"
+)
+
 
 UNIQUE_PORT_NAMES_MESSAGE = "port names in spec.ports must be unique"
 UNIQUE_PORTS_MESSAGE = (
@@ -206,6 +222,8 @@ class MultihomedDestinationSpec(Model):
             raise ValueError(f"spec.routers: duplicate router names {duplicates}")
         if not any(r.publish for r in self.routers):
             raise ValueError("spec.routers: at least one router must have publish: true")
+        if self.lease_set.client_affinity and all(r.publish for r in self.routers):
+            raise ValueError(CLIENT_AFFINITY_MESSAGE)
         return self
 
 

@@ -22,6 +22,8 @@ CRYPTO_TYPE_X25519 = 4
 STORE_TYPE_LEASESET2 = 3
 MAX_LEASES = 16
 LEASESET2_FLAG_OFFLINE_KEYS = 0x0001
+# Floodfills refuse to store a LeaseSet2 with this flag; a client that is handed one keeps it.
+LEASESET2_FLAG_UNPUBLISHED = 0x0002
 
 CERT_TYPE_NULL = 0
 CERT_TYPE_KEY = 5
@@ -265,12 +267,15 @@ class LeaseSet2:
         leases: tuple[Lease2, ...],
         sign: Callable[[bytes], bytes],
         options: Mapping[str, str] | None = None,
+        flags: int = 0,
     ) -> LeaseSet2:
+        if flags & LEASESET2_FLAG_OFFLINE_KEYS:
+            raise WireError("LeaseSet2.build signs with the destination's key: no offline keys")
         unsigned = cls(
-            destination, published, expires, 0, dict(options or {}), encryption_keys, leases
+            destination, published, expires, flags, dict(options or {}), encryption_keys, leases
         )
         return cls(
-            destination, published, expires, 0, unsigned.options, encryption_keys, leases,
+            destination, published, expires, flags, unsigned.options, encryption_keys, leases,
             signature=sign(unsigned.signed_bytes()),
         )  # fmt: skip
 
