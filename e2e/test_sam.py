@@ -31,7 +31,7 @@ from i2p_multihome_dev.clients import (
     http_via_sam,
     http_via_tunnel,
 )
-from i2p_multihome_dev.observe import floodfill_views, serving
+from i2p_multihome_dev.observe import floodfill_views, published_session, serving
 from i2p_multihome_dev.polling import NotYet, wait_until
 from i2p_multihome_dev.sam import (
     DatagramSession,
@@ -285,7 +285,10 @@ async def test_udp_server_tunnel_echoes_sam_datagrams(tunnels: Testnet) -> None:
         )
         added_s = time.monotonic() - started
         await wait_served(testnet, b32)
-        client = await datagram_session(testnet.router(CLIENT).sam)
+        # The echo answers from another router, which may have to look the client up.
+        client = await published_session(
+            testnet, lambda: datagram_session(testnet.router(CLIENT).sam)
+        )
         try:
             target = await client.lookup(b32)
             result = await datagram_round(

@@ -45,7 +45,15 @@ def test_every_example_is_a_valid_manifest(path: Path) -> None:
 def test_examples_cover_java_tls_credentials_and_key_import() -> None:
     assert {p.name for p in EXAMPLES} >= {
         "multihomed-destination.yaml", "java-routers.yaml", "i2pd-key-import.yaml",
+        "client-affinity.yaml",
     }  # fmt: skip
+
+
+def test_affinity_example_has_serving_routers_and_a_publisher() -> None:
+    manifest, _ = example("client-affinity.yaml")
+    assert manifest.spec.lease_set.client_affinity
+    publishing = [r.publish for r in manifest.spec.routers]
+    assert True in publishing and False in publishing
 
 
 def test_java_example_uses_tls_and_the_credentials_secret_it_ships() -> None:
