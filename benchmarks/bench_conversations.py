@@ -49,7 +49,14 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from common import multihomed_served, percentile, single_served, testnet_version, wait_served
+from common import (
+    multihomed_served,
+    percentile,
+    single_served,
+    testnet_version,
+    wait_served,
+    with_affinity,
+)
 from i2p_multihome_dev.backends import DRIP_PATH, INDEX_PAGE, INDEX_PATH, HttpBackend, drip_content
 from i2p_multihome_dev.balancer_process import BalancerRun, destination_manifest, run_balancer
 from i2p_multihome_dev.clients import HttpResponse, http_via_sam
@@ -283,20 +290,6 @@ def print_table(rows: dict[str, Any]) -> None:
             print(f"  {name}: download: {row['download_failure']}")
 
 
-def with_affinity(document: dict[str, Any], publisher: dict[str, Any]) -> dict[str, Any]:
-    """`document` under clientAffinity: its routers serve, `publisher` only publishes."""
-    spec = document["spec"]
-    serving = [{**router, "publish": False} for router in spec["routers"]]
-    return {
-        **document,
-        "spec": {
-            **spec,
-            "routers": [*serving, {**publisher, "publish": True}],
-            "leaseSet": {"clientAffinity": True},
-        },
-    }
-
-
 @contextmanager
 def destinations(
     testnet: Testnet, work: Path, backend: HttpBackend, affinity: bool
@@ -317,9 +310,7 @@ def destinations(
                 name, testnet, hosts, inbound=INBOUND, length=LENGTH, ports=ports
             )
             if affinity:
-                host, port = testnet.router(PUBLISHERS[name]).i2cp
-                publisher = {"name": PUBLISHERS[name], "i2cp": {"host": host, "port": port}}
-                document = with_affinity(document, publisher)
+                document = with_affinity(document, testnet, PUBLISHERS[name])
             run = stack.enter_context(run_balancer(work / name, testnet, document))
             targets.append(Target(name, run.b32, hosts, run))
         for target in targets:

@@ -29,8 +29,11 @@ through the router killed, and what is measured would be the clients' own tunnel
 Prints tables, writes JSON to benchmarks/results/failover-DATE.json, exits 1 when a download
 failed or a client did not recover. Everything it started is removed.
 
+With `--affinity` the destination sets `leaseSet.clientAffinity`: r1-r3 serve
+(`publish: false`) and r7 only publishes (10 routers); it is never killed.
+
 Run (root): python benchmarks/bench_failover.py [--part both|download|kills] [--kills 10]
-            [--dir DIR]
+            [--affinity] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from common import multihomed_served, testnet_version, wait_served
+from common import multihomed_served, testnet_version, wait_served, with_affinity
 from i2p_multihome_dev.backends import (
     FILE_PATH,
     INDEX_PAGE,
@@ -79,6 +82,7 @@ from results import write_results
 ROUTERS = 9
 FLOODFILLS = 3
 HOSTS = ["r1", "r2", "r3"]
+PUBLISHER = "r7"  # with --affinity
 PEERS = ["r4", "r5", "r6", "ff1", "ff2"]  # explicitPeers holds at most 5
 STREAM_CLIENT = "r4"
 DATAGRAM_CLIENT = "r5"
@@ -424,8 +428,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--kill-minutes", type=float, help="start no kill after this many minutes of them"
     )
+    parser.add_argument(
+        "--affinity",
+        action="store_true",
+        help=f"leaseSet.clientAffinity, with {PUBLISHER} publishing only",
+    )
     parser.add_argument("--dir", type=Path, help="work directory (default: a new temp dir)")
     args = parser.parse_args(argv)
+    routers = ROUTERS + 1 if args.affinity else ROUTERS
     try:
         check_host()
     except TestnetError as exc:
@@ -440,14 +450,15 @@ def main(argv: list[str] | None = None) -> int:
         "date": started.date().isoformat(),
         "started": started.isoformat(timespec="seconds"),
         "parameters": {
-            "routers": ROUTERS, "floodfills": FLOODFILLS, "hosts": HOSTS,
+            "routers": routers, "floodfills": FLOODFILLS, "hosts": HOSTS,
+            "client_affinity": args.affinity, "publisher": PUBLISHER if args.affinity else None,
             "inbound_per_router": INBOUND, "length": LENGTH, "file_bytes": FILE_BYTES,
             "kill_at_fraction": KILL_AT_FRACTION, "kills": args.kills,
             "i2pd": testnet_version(),
         },
     }  # fmt: skip
     try:
-        testnet.up(routers=ROUTERS, floodfills=FLOODFILLS, timeout=300)
+        testnet.up(routers=routers, floodfills=FLOODFILLS, timeout=300)
         with (
             HttpBackend(testnet.bridge_address, size=FILE_BYTES) as http,
             UdpEchoBackend(testnet.bridge_address, reply_delay=0.15) as udp,
@@ -467,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
                 ports=ports,
                 peerPolicy={"explicitPeers": [testnet.identity_hash(r) for r in PEERS]},
             )
+            if args.affinity:
+                document = with_affinity(document, testnet, PUBLISHER)
             with run_balancer(work / "balancer", testnet, document) as run:
                 wait_served("the destination to be served", lambda: multihomed_served(run, HOSTS))
                 if args.part in ("both", "download"):

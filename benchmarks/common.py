@@ -1,11 +1,12 @@
 """What the data-plane benchmarks share: waiting until a destination is served, percentiles,
-and the i2pd version they ran against."""
+client affinity in a manifest, and the i2pd version they ran against."""
 
 from __future__ import annotations
 
 import subprocess
 import time
 from collections.abc import Callable, Collection
+from typing import Any
 
 from i2p_multihome_dev.balancer_process import BalancerRun
 from i2p_multihome_dev.observe import floodfill_views, serving
@@ -44,3 +45,16 @@ def single_served(testnet: Testnet, b32: str) -> bool | NotYet:
 def testnet_version() -> str:
     done = subprocess.run(["i2pd", "--version"], capture_output=True, text=True, check=False)
     return done.stdout.splitlines()[0] if done.stdout else "unknown"
+
+
+def with_affinity(document: dict[str, Any], testnet: Testnet, publisher: str) -> dict[str, Any]:
+    """`document` under leaseSet.clientAffinity: its routers serve (publish: false) and the
+    testnet router `publisher` joins them to publish only."""
+    spec = document["spec"]
+    host, port = testnet.router(publisher).i2cp
+    serving = [{**router, "publish": False} for router in spec["routers"]]
+    publishing = {"name": publisher, "i2cp": {"host": host, "port": port}, "publish": True}
+    return {
+        **document,
+        "spec": {**spec, "routers": [*serving, publishing], "leaseSet": {"clientAffinity": True}},
+    }
