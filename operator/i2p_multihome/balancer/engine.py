@@ -464,14 +464,7 @@ class Balancer:
         published_s = policy.next_published_s(
             self._current.published if self._current else None, int(self._clock.wall())
         )
-        lease_set = LeaseSet2.build(
-            self._keys.destination,
-            published_s,
-            policy.lease_set_expires_s(selected, published_s),
-            self._keys.encryption_keys,
-            tuple(s.to_lease2() for s in selected),
-            self._keys.sign,
-        )
+        lease_set = self._sign(selected, published_s)
         reached = await self._hand_over(lease_set, plan.targets)
         if not reached:
             log.warning(
@@ -507,6 +500,19 @@ class Balancer:
         self._on_change()
         return True
 
+    def _sign(
+        self, selected: tuple[policy.SelectedLease, ...], published_s: int, flags: int = 0
+    ) -> LeaseSet2:
+        return LeaseSet2.build(
+            self._keys.destination,
+            published_s,
+            policy.lease_set_expires_s(selected, published_s),
+            self._keys.encryption_keys,
+            tuple(s.to_lease2() for s in selected),
+            self._keys.sign,
+            flags=flags,
+        )
+
     async def _hand_over(self, lease_set: LeaseSet2, names: frozenset[str]) -> set[str]:
         """Send `lease_set` to the named routers' sessions; the names of those that took it."""
         return await self._hand_each({name: lease_set for name in names})
@@ -525,15 +531,7 @@ class Balancer:
             published_s = policy.affinity_published_s(
                 merged, self._affinity_published.get(name), now_s
             )
-            lease_sets[name] = LeaseSet2.build(
-                self._keys.destination,
-                published_s,
-                policy.lease_set_expires_s(selected, published_s),
-                self._keys.encryption_keys,
-                tuple(s.to_lease2() for s in selected),
-                self._keys.sign,
-                flags=LEASESET2_FLAG_UNPUBLISHED,
-            )
+            lease_sets[name] = self._sign(selected, published_s, LEASESET2_FLAG_UNPUBLISHED)
         reached = await self._hand_each(lease_sets)
         for name in sorted(reached):
             self._affinity_published[name] = lease_sets[name].published
