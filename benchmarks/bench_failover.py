@@ -22,6 +22,10 @@ and a UDP echo on datagram port 0. Two parts (`--part`, default both):
   the end of the first request started after it that succeeded (datagrams: the first echo of
   one sent after it), and the requests that failed meanwhile.
 
+- restarts (`--part restarts`, not in `both`): the same clients and table, but each "kill"
+  is a restart of the balancer (SIGTERM, as a rollout does, then the same manifest and
+  keys): every router session, and every client's end-to-end session with it, ends.
+
 Tunnels are kept off the hosting routers (`explicitPeers`: r4-r6, ff1 and ff2, for
 the destination and every client): on a 9-router testnet most tunnels would otherwise pass
 through the router killed, and what is measured would be the clients' own tunnel rebuilds.
@@ -32,7 +36,7 @@ failed or a client did not recover. Everything it started is removed.
 With `--affinity` the destination sets `leaseSet.clientAffinity`: r1-r3 serve
 (`publish: false`) and r7 only publishes (10 routers); it is never killed.
 
-Run (root): python benchmarks/bench_failover.py [--part both|download|kills] [--kills 10]
+Run (root): python benchmarks/bench_failover.py [--part both|download|kills|restarts] [--kills 10]
             [--affinity] [--dir DIR]
 """
 
@@ -308,9 +312,22 @@ def back_in_lease_set(run: BalancerRun, router: str) -> bool | NotYet:
     return multihomed_served(run, HOSTS)
 
 
+def all_back(run: BalancerRun) -> bool | NotYet:
+    states = {r["name"]: r.get("state") for r in run.status().get("routers", [])}
+    if any(states.get(h) != "Established" for h in HOSTS):
+        return NotYet(states)
+    return multihomed_served(run, HOSTS)
+
+
 async def kills_in_a_row(
-    testnet: Testnet, run: BalancerRun, kills: int, stop_after_s: float | None
+    testnet: Testnet,
+    run: BalancerRun,
+    kills: int,
+    stop_after_s: float | None,
+    balancer: bool = False,
 ) -> list[dict[str, Any]]:
+    """Kill a hosting router `kills` times in a row (or, with `balancer`, restart the
+    balancer: SIGTERM, as a rollout does, then the same manifest and keys again)."""
     tunnel = await asyncio.to_thread(
         testnet.add_client_tunnel,
         TUNNEL_CLIENT,
@@ -354,9 +371,12 @@ async def kills_in_a_row(
             if stop_at is not None and time.monotonic() > stop_at:
                 print(f"time is up after {number} kills", flush=True)
                 break
-            victim = HOSTS[number % len(HOSTS)]
-            await asyncio.to_thread(testnet.stop_router, victim)
+            victim = "balancer" if balancer else HOSTS[number % len(HOSTS)]
             killed_at = time.monotonic()
+            if balancer:
+                await asyncio.to_thread(run.restart)
+            else:
+                await asyncio.to_thread(testnet.stop_router, victim)
             print(f"kill {number + 1}: {victim}", flush=True)
             await wait_recovered(logs.values(), killed_at)
             row: dict[str, Any] = {"kill": number + 1, "victim": victim}
@@ -369,11 +389,12 @@ async def kills_in_a_row(
                     ),
                 }
             rows.append(row)
-            await asyncio.to_thread(testnet.start_router, victim)
+            if not balancer:
+                await asyncio.to_thread(testnet.start_router, victim)
             await asyncio.to_thread(
                 wait_served,
                 f"{victim} back in the LeaseSet",
-                lambda v=victim: back_in_lease_set(run, v),
+                lambda v=victim: all_back(run) if balancer else back_in_lease_set(run, v),
             )
             row["victim_back_after_s"] = round(time.monotonic() - killed_at, 1)
             print(f"  {row}", flush=True)
@@ -423,8 +444,10 @@ def print_tables(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--part", choices=["both", "download", "kills"], default="both")
-    parser.add_argument("--kills", type=int, default=10, help="kills in a row (10)")
+    parser.add_argument("--part", choices=["both", "download", "kills", "restarts"], default="both")
+    parser.add_argument(
+        "--kills", type=int, default=10, help="kills (or balancer restarts) in a row (10)"
+    )
     parser.add_argument(
         "--kill-minutes", type=float, help="start no kill after this many minutes of them"
     )
@@ -451,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         "started": started.isoformat(timespec="seconds"),
         "parameters": {
             "routers": routers, "floodfills": FLOODFILLS, "hosts": HOSTS,
-            "client_affinity": args.affinity, "publisher": PUBLISHER if args.affinity else None,
+            "part": args.part, "client_affinity": args.affinity,
+            "publisher": PUBLISHER if args.affinity else None,
             "inbound_per_router": INBOUND, "length": LENGTH, "file_bytes": FILE_BYTES,
             "kill_at_fraction": KILL_AT_FRACTION, "kills": args.kills,
             "i2pd": testnet_version(),
@@ -494,13 +518,14 @@ def main(argv: list[str] | None = None) -> int:
                             wait_served(
                                 f"{victim} back", lambda v=victim: back_in_lease_set(run, v)
                             )
-                if args.part in ("both", "kills"):
+                if args.part in ("both", "kills", "restarts"):
                     result["kills"] = asyncio.run(
                         kills_in_a_row(
                             testnet,
                             run,
                             args.kills,
                             None if args.kill_minutes is None else args.kill_minutes * 60,
+                            balancer=args.part == "restarts",
                         )
                     )
                 run.assert_running()

@@ -96,6 +96,12 @@ class BalancerRun:
             "the balancer's destination in its status file", 30, written, interval=0.5
         )
 
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the balancer with `sig` (SIGTERM: a rollout; SIGKILL: a crash) and start it
+        again on the same manifest and keys."""
+        _stop_balancer(self.process, sig)
+        self.process = _start_balancer(self.directory)
+
     def assert_running(self) -> None:
         if self.process.poll() is not None:
             log = (self.directory / "balancer.log").read_text(errors="replace")[-_LOG_TAIL:]
@@ -134,31 +140,39 @@ class BalancerRun:
         return any(d.b32 == label for d in fetch_local_destinations(console))
 
 
+def _start_balancer(directory: Path) -> subprocess.Popen[bytes]:
+    """`i2p-multihome balance` on the manifest in `directory`, appending to its log."""
+    with (directory / "balancer.log").open("ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "i2p_multihome.cli", "balance",
+                "-f", str(directory / "manifest.yaml"),
+                "--keys", str(directory / "keys.json"),
+                "--status-file", str(directory / "status.json"),
+            ],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+
+
+def _stop_balancer(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @contextmanager
 def run_balancer(
     directory: Path, testnet: Testnet, document: dict[str, Any]
 ) -> Iterator[BalancerRun]:
     """`i2p-multihome balance` on `document` for the `with` block; SIGTERM after it."""
     directory.mkdir(parents=True, exist_ok=True)
-    manifest_path = directory / "manifest.yaml"
-    manifest_path.write_text(yaml.safe_dump(document))
-    with (directory / "balancer.log").open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "i2p_multihome.cli", "balance",
-                "-f", str(manifest_path),
-                "--keys", str(directory / "keys.json"),
-                "--status-file", str(directory / "status.json"),
-            ],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
+    (directory / "manifest.yaml").write_text(yaml.safe_dump(document))
+    run = BalancerRun(directory, _start_balancer(directory), testnet)
     try:
-        yield BalancerRun(directory, process, testnet)
+        yield run
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        _stop_balancer(run.process)
