@@ -546,6 +546,31 @@ async def test_client_affinity_serving_routers_hold_their_own_leases_only(setup:
         assert own.lease_set.verify()
     assert all(request.answered.done() for r in (p, h1, h2) for request in r.requests)
 
+    # A new client through h1: h1's own LeaseSet is signed afresh, at most every 10 s.
+    balancer = setup.balancer
+    assert balancer is not None
+    handed = len(h1.lease_sets)
+    await setup.clock.advance(policy.AFFINITY_RENEW_INTERVAL_S)
+    balancer.renew_affinity("h1")
+    await setup.advance_until(lambda: len(h1.lease_sets) > handed, "h1's renewed LeaseSet")
+    renewed = h1.lease_sets[-1].lease_set
+    assert renewed.flags == LEASESET2_FLAG_UNPUBLISHED
+    assert renewed.published > h1.lease_sets[handed - 1].lease_set.published
+    handed = len(h1.lease_sets)
+    balancer.renew_affinity("h1")  # too soon: waits for its turn
+    balancer.renew_affinity("p")  # publishes only: nothing of its own to renew
+    await setup.clock.advance(0.5)
+    await asyncio.sleep(0.05)
+    assert len(h1.lease_sets) == handed
+    waited = await setup.advance_until(
+        lambda: len(h1.lease_sets) > handed, "h1's deferred renewal", step_s=0.5, limit_s=15
+    )
+    assert (
+        policy.AFFINITY_RENEW_INTERVAL_S - 1.5
+        <= waited + 0.5
+        <= policy.AFFINITY_RENEW_INTERVAL_S + 1
+    )
+
     await h1.die()
     await setup.advance_until(lambda: settled([h2]), "the LeaseSets without h1")
     [failover] = setup.events_of(FailoverPublished)

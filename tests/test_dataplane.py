@@ -34,6 +34,7 @@ from i2p_multihome.streaming import (
 from i2p_multihome.wire import messages
 from i2p_multihome.wire.datagrams import RepliableDatagram
 from i2p_multihome.wire.keys import DestinationKeys
+from i2p_multihome.wire.structures import LEASESET2_FLAG_UNPUBLISHED
 
 MIB = 1024 * 1024
 BODY = os.urandom(MIB)
@@ -164,7 +165,10 @@ class UdpEcho(asyncio.DatagramProtocol):
 
 
 @pytest.fixture
-async def world() -> AsyncIterator[dict[str, Any]]:
+async def world(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Any]]:
+    """Two fake routers hosting one destination; with the indirect parameter True, under
+    client affinity: r1 publishes only, r2 serves."""
+    affinity = bool(getattr(request, "param", False))
     tcp = await asyncio.start_server(http_like_backend, "127.0.0.1", 0)
     tcp_port = tcp.sockets[0].getsockname()[1]
     udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
@@ -177,8 +181,10 @@ async def world() -> AsyncIterator[dict[str, Any]]:
     keys = DestinationKeys.generate()
     spec = MultihomedDestinationSpec.model_validate(
         {
-            "routers": [{"name": n, "i2cp": {"host": "127.0.0.1", "port": r.port}}
+            "routers": [{"name": n, "i2cp": {"host": "127.0.0.1", "port": r.port},
+                         "publish": not affinity or n == "r1"}
                         for n, r in routers.items()],
+            "leaseSet": {"clientAffinity": affinity},
             "ports": [
                 {"name": "http", "port": 80, "backend": {"host": "127.0.0.1", "port": tcp_port}},
                 {"name": "down", "port": 81, "backend": {"host": "127.0.0.1", "port": 9}},
@@ -189,7 +195,11 @@ async def world() -> AsyncIterator[dict[str, Any]]:
     )  # fmt: skip
     sink = StatusList()
     hosted = HostedDestination(
-        "dest", spec, keys, sink, timing=Timing(ramp_first_s=3600, heartbeat_s=30)
+        "dest",
+        spec,
+        keys,
+        sink,
+        timing=Timing(ramp_first_s=3600, heartbeat_s=30, affinity_renew_s=0.2),
     )
     hosted.start()
     client = RemoteClient(keys, routers)
@@ -328,6 +338,42 @@ async def test_clients_of_a_lost_router_move_to_a_survivor_which_answers_them(
     await eventually(lambda: len(client.datagrams) == 2, 5.0, "the echo through r2")
     assert client.datagrams[1][0] == "r2"
     assert not datagrams.held(client.keys.destination.hash)
+
+
+@pytest.mark.parametrize("world", [True], indirect=True, ids=["affinity"])
+async def test_a_new_client_renews_its_serving_routers_own_leaseset(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under client affinity a router's reply bundles its own LeaseSet only once that
+    changes (i2pd), so a client's first stream or flow through a serving router has the
+    balancer sign that router's LeaseSet afresh."""
+    client: RemoteClient = world["client"]
+    hosted: HostedDestination = world["hosted"]
+    r2: FakeRouter = world["routers"]["r2"]
+    renewals: list[str] = []
+    renew = hosted.balancer.renew_affinity
+    monkeypatch.setattr(
+        hosted.balancer, "renew_affinity", lambda router: (renewals.append(router), renew(router))
+    )
+    await eventually(
+        lambda: (
+            r2.last_lease_set is not None
+            and r2.last_lease_set.lease_set.flags == LEASESET2_FLAG_UNPUBLISHED
+        ),
+        5.0,
+        "r2's own LeaseSet",
+    )
+    handed = len(r2.lease_sets)
+    _, ending = await client.request("r2", b"HEAD /")
+    assert ending == "closed"
+    assert renewals == ["r2"]
+    await eventually(lambda: len(r2.lease_sets) > handed, 5.0, "r2's LeaseSet renewed")
+    assert r2.lease_sets[-1].lease_set.flags == LEASESET2_FLAG_UNPUBLISHED
+    datagram = RepliableDatagram.build(client.keys, b"ping").encode()
+    payload = messages.Payload(datagram, messages.PROTOCOL_DATAGRAM, 7000, 53)
+    await r2.deliver(payload.encode())
+    await eventually(lambda: len(client.datagrams) == 1, 5.0, "the echo")
+    assert renewals == ["r2", "r2"]  # a new flow; the rate limit holds the renewal back
 
 
 async def test_garbage_from_clients_is_counted_and_dropped(world: dict[str, Any]) -> None:

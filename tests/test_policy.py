@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from i2p_multihome.balancer.events import PublishReason
 from i2p_multihome.balancer.link import LinkState
 from i2p_multihome.balancer.policy import (
+    AFFINITY_RENEW_INTERVAL_S,
     BACKOFF_INITIAL_S,
     CLIENT_API_VERSION,
     MIN_PUBLISH_INTERVAL_S,
@@ -29,6 +30,7 @@ from i2p_multihome.balancer.policy import (
     SelectedLease,
     affinity_hosts,
     affinity_published_s,
+    affinity_renew_at,
     backoff_delay_s,
     excluded_gateways,
     lease_set_expires_s,
@@ -484,6 +486,23 @@ def test_a_waiting_serving_router_is_answered_with_its_own_leaseset_between_publ
     waiting_publisher = [link("p", P1, waiting=True), link("h", H1, H2), link("k", K1)]
     unchanged = plan(waiting_publisher, published, 99.0, now=100.0, spec=AFFINITY)
     assert (unchanged.resend_current_to, unchanged.affinity) == ({"p"}, {})
+
+
+def test_a_serving_router_a_new_client_came_through_gets_its_own_leaseset_afresh() -> None:
+    links = (link("p", P1), link("h", H1, H2), link("k", K1))
+    given = PublishInput(links, (H1, H2, K1), 99.0, AFFINITY, 100.0, NOW_MS,
+                         affinity_renew=frozenset({"h", "p"}))  # fmt: skip
+    result = plan_publish(given)
+    assert result.leases is None
+    assert result.affinity == {"h": (H1, H2)}  # a publishing router has none to renew
+
+
+def test_affinity_renewal_is_rate_limited_not_dropped() -> None:
+    assert affinity_renew_at(None, 5.0) == 5.0
+    assert affinity_renew_at(100.0, 101.0) == 100.0 + AFFINITY_RENEW_INTERVAL_S
+    assert affinity_renew_at(100.0, 100.0 + AFFINITY_RENEW_INTERVAL_S + 1) == (
+        100.0 + AFFINITY_RENEW_INTERVAL_S + 1
+    )
 
 
 def test_an_affinity_leaseset_keeps_leases_the_merged_one_would_drop_for_its_margin() -> None:

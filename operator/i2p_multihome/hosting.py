@@ -56,6 +56,7 @@ class HostedDestination:
             clock,
             log_fields=self._log_fields,
             on_change=self._changed,
+            on_client=self._client_arrived,
         )
         self._on_event = on_event
         self.balancer = Balancer(
@@ -138,6 +139,9 @@ class HostedDestination:
                     ),
                 )  # fmt: skip
         self._on_event(event)
+
+    def _client_arrived(self, router: str) -> None:
+        self.balancer.renew_affinity(router)
 
     def _changed(self) -> None:
         self.reporter.changed()

@@ -89,6 +89,7 @@ class Timing:
     refresh_interval_s: float = policy.REFRESH_INTERVAL_S
     ramp_first_s: float = policy.RAMP_FIRST_S
     ramp_spread_s: float = policy.RAMP_SPREAD_S
+    affinity_renew_s: float = policy.AFFINITY_RENEW_INTERVAL_S
 
     @property
     def publish(self) -> policy.PublishTiming:
@@ -137,6 +138,8 @@ class Balancer:
         self._published: tuple[policy.SelectedLease, ...] = ()
         self._last_publish_at: float | None = None
         self._affinity_published: dict[str, int] = {}  # router -> its last affinity LeaseSet's
+        self._affinity_handed_at: dict[str, float] = {}  # router -> monotonic
+        self._affinity_renew: set[str] = set()  # serving routers a new client came through
         self.publishes = 0
         self._wake = asyncio.Event()
         self._wake_at: float | None = None
@@ -410,6 +413,20 @@ class Balancer:
         if session.session_id is not None and message.session_id == session.session_id:
             self._on_payload_received(session.name, message)
 
+    def renew_affinity(self, router: str) -> None:
+        """A client opened a stream or flow through `router`: under client affinity, sign
+        that router's own LeaseSet afresh (rate-limited), so its next message to the new
+        client carries it (docs/conversations.md)."""
+        if router not in policy.affinity_hosts(self.spec) or router in self._affinity_renew:
+            return
+        self._affinity_renew.add(router)
+        self._schedule(self._affinity_renew_at(router, self._clock.monotonic()))
+
+    def _affinity_renew_at(self, router: str, now: float) -> float:
+        return policy.affinity_renew_at(
+            self._affinity_handed_at.get(router), now, self._timing.affinity_renew_s
+        )
+
     async def send_payload(self, router: str, to: Destination, payload: bytes) -> bool:
         """Send an I2CP payload (an encoded `messages.Payload`) to `to` through `router`'s
         session; False when that router has no established session now."""
@@ -427,6 +444,10 @@ class Balancer:
         """Decide (policy) and carry out: publish, answer waiting routers, plan the next
         look."""
         async with self._plan_lock:
+            now = self._clock.monotonic()
+            renew = frozenset(
+                r for r in self._affinity_renew if self._affinity_renew_at(r, now) <= now
+            )
             plan = policy.plan_publish(
                 policy.PublishInput(
                     links=tuple(link.state for link in self._links.values()),
@@ -436,8 +457,10 @@ class Balancer:
                     now=self._clock.monotonic(),
                     now_ms=int(self._clock.wall() * 1000),
                     timing=self._timing.publish,
+                    affinity_renew=renew,
                 )
             )
+            self._affinity_renew -= renew
             wake_at = plan.wake_at
             if plan.leases is not None:
                 if not await self._publish(plan, plan.leases):
@@ -449,6 +472,8 @@ class Balancer:
                 await self._hand_affinity(plan.affinity)
             if wake_at is not None:
                 self._schedule(wake_at)
+            for router in self._affinity_renew:  # not due yet
+                self._schedule(self._affinity_renew_at(router, now))
 
     def _schedule(self, at: float) -> None:
         """Have `run()` plan again at monotonic time `at` (the earliest request wins)."""
@@ -535,6 +560,7 @@ class Balancer:
         reached = await self._hand_each(lease_sets)
         for name in sorted(reached):
             self._affinity_published[name] = lease_sets[name].published
+            self._affinity_handed_at[name] = self._clock.monotonic()
             log.debug(
                 "affinity LeaseSet handed over",
                 extra=fields(

@@ -30,6 +30,12 @@ SELECTION_MARGIN_S = MIN_REMAINING_S + MIN_PUBLISH_INTERVAL_S
 # does (i2pd republishes only on change): a floodfill that missed a store or a flood catches
 # up within this time instead of at the next tunnel rotation, up to 10 minutes later.
 REFRESH_INTERVAL_S = 90
+# Client affinity: a serving router's own LeaseSet is signed afresh when a client opens a
+# stream or flow through it, at most this often (later clients wait for the next turn).
+# i2pd bundles a LeaseSet to a client whose session began at the router only once the
+# router's LeaseSet changes (an incoming session starts "up to date"), so a new client holds
+# the merged LeaseSet until then; its shared path keeps it on one lease for its first 30 s.
+AFFINITY_RENEW_INTERVAL_S = 10.0
 # When no router took a new LeaseSet (every send failed), plan again this soon.
 PUBLISH_RETRY_S = 1.0
 
@@ -111,6 +117,8 @@ class PublishInput:
     now: float  # monotonic
     now_ms: int  # wall clock, for lease ends
     timing: PublishTiming = PublishTiming()
+    # Client affinity: serving routers whose own LeaseSet is due to be signed afresh.
+    affinity_renew: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -174,7 +182,8 @@ def plan_publish(given: PublishInput) -> PublishPlan:
         desired = select_leases(reports, given.now_ms, max_leases, excluded)
     targets = frozenset(established) - frozenset(affinity)
     waiting = all_waiting - frozenset(affinity)
-    answered_by_affinity = {name: affinity[name] for name in all_waiting & frozenset(affinity)}
+    renewed = (all_waiting | given.affinity_renew) & frozenset(affinity)
+    answered_by_affinity = {name: affinity[name] for name in sorted(renewed)}
     retry_at = now + PUBLISH_RETRY_S
 
     def publish(
@@ -274,6 +283,16 @@ def affinity_published_s(merged: int | None, previous: int | None, now_s: int) -
     LeaseSet's, since a client keeps whichever LeaseSet it holds until a newer one comes."""
     published = next_published_s(previous, now_s)
     return published if merged is None else max(published, merged + 1)
+
+
+def affinity_renew_at(
+    last_renewed_at: float | None, now: float, interval_s: float = AFFINITY_RENEW_INTERVAL_S
+) -> float:
+    """When a serving router's own LeaseSet may be signed afresh for a client that came
+    after it was last signed: at once, or `interval_s` after that."""
+    if last_renewed_at is None:
+        return now
+    return max(now, last_renewed_at + interval_s)
 
 
 def affinity_hosts(spec: MultihomedDestinationSpec) -> frozenset[str]:

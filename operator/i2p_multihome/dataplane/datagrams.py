@@ -81,8 +81,10 @@ class DatagramService:
         clock: Clock,
         stats: DataPlaneStats,
         log_fields: Mapping[str, object] | None = None,
+        on_client: Callable[[str], None] = lambda router: None,
     ) -> None:
         self._local = local
+        self._on_client = on_client  # a client's first datagram to a port came through it
         self.ports = ports
         self._resolve = resolve
         self._send = send
@@ -123,6 +125,7 @@ class DatagramService:
                 return
             flow = _Flow(key, datagram.source, payload.from_port, port, router, now)
             self._flows[key] = flow
+            self._on_client(router)
             asyncio.get_running_loop().create_task(self._open(flow, datagram.payload))
         else:
             flow.via, flow.last_used, flow.client_port = router, now, payload.from_port

@@ -38,7 +38,10 @@ class DataPlane:
         stream_config: StreamConfig | None = None,
         log_fields: Mapping[str, object] | None = None,
         on_change: Callable[[], None] = lambda: None,
+        on_client: Callable[[str], None] = lambda router: None,
     ) -> None:
+        """`on_client(router)`: a client opened a stream or a datagram flow through
+        `router` (client affinity renews that router's own LeaseSet, see the balancer)."""
         self.stats = DataPlaneStats()
         self._log_fields = dict(log_fields or {})
         self._namespace = namespace
@@ -53,9 +56,10 @@ class DataPlane:
             stream_config,
             log_fields,
             on_change,
+            on_client,
         )
         self.datagrams = DatagramService(
-            keys, ports, self._resolve, send, clock, self.stats, log_fields
+            keys, ports, self._resolve, send, clock, self.stats, log_fields, on_client
         )
 
     def receive(self, router: str, message: messages.MessagePayload) -> None:

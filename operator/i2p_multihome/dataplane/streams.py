@@ -78,9 +78,11 @@ class StreamService:
         config: StreamConfig | None = None,
         log_fields: Mapping[str, object] | None = None,
         on_change: Callable[[], None] = lambda: None,
+        on_client: Callable[[str], None] = lambda router: None,
     ) -> None:
         self.endpoint = Endpoint(local, config)
         self._on_change = on_change  # a stream opened or ended: status should tell
+        self._on_client = on_client  # a client opened a stream through this router
         self.ports = ports
         self._resolve = resolve
         self._send = send
@@ -183,6 +185,7 @@ class StreamService:
         self._streams[event.stream_id] = stream
         self._on_change()
         self._stats.streams_accepted[port.name] += 1
+        self._on_client(event.via)
         stream.task = asyncio.create_task(
             self._serve(stream), name=f"stream-{event.stream_id}-{port.name}"
         )
