@@ -33,9 +33,12 @@ REFRESH_INTERVAL_S = 90
 # Client affinity: a serving router's own LeaseSet is signed afresh when a client opens a
 # stream or flow through it, at most this often (later clients wait for the next turn).
 # i2pd bundles a LeaseSet to a client whose session began at the router only once the
-# router's LeaseSet changes (an incoming session starts "up to date"), so a new client holds
-# the merged LeaseSet until then; its shared path keeps it on one lease for its first 30 s.
-AFFINITY_RENEW_INTERVAL_S = 10.0
+# router's LeaseSet changes (an incoming session starts "up to date"), and only with a
+# message it sends that client afterwards: the renewal must reach the router while the
+# client's first exchange still runs, or the client keeps the merged LeaseSet. Each renewal
+# costs every client of that router one bundled LeaseSet (about 500 bytes) with its next
+# message.
+AFFINITY_RENEW_INTERVAL_S = 1.0
 # When no router took a new LeaseSet (every send failed), plan again this soon.
 PUBLISH_RETRY_S = 1.0
 
