@@ -571,10 +571,7 @@ class Connection:
         # Ack at once when a gap remains or was just filled (RFC 5681 4.2: the sender is
         # recovering), when asked to, and for the peer's CLOSE.
         gap = filled or bool(self._rx_held)
-        # A bare SYN: i2pd 2.45.1 (SAM, client tunnels) sends its request only once our SYN
-        # arrives, so any wait here is added to the client's time to first byte.
-        bare_syn = packet.is_syn and not packet.payload and not self.is_client
-        wants_now = packet.delay_requested_ms == 0 or self._peer_closed or gap or bare_syn
+        wants_now = packet.delay_requested_ms == 0 or self._peer_closed or gap
         self._request_ack(now, immediate=wants_now)
         self._check_finished()
         return None
