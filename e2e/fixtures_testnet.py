@@ -104,6 +104,10 @@ def rerun_after_router_crash(test: Callable[P, Awaitable[T]]) -> Callable[P, Awa
             report("router-crash", routers=",".join(dead), error=repr(str(exc)[:160]))
             for name in dead:
                 net.start_router(name)
+            if "tunnels" in kwargs:  # what the first attempt added, as its fixture would
+                for router in net.routers:
+                    for tunnel in net.tunnels(router.name):
+                        net.remove_tunnel(router.name, tunnel)
             await asyncio.to_thread(net.wait_ready, timeout=RESTART_TIMEOUT)
         return await test(*args, **kwargs)
 
