@@ -579,6 +579,19 @@ async def test_client_affinity_serving_routers_hold_their_own_leases_only(setup:
     assert failover.move_to == ("h2",)
     assert_all_requests_answered_fast([p, h2])
 
+    # Affinity off: h2 holds the merged LeaseSet again, newer than its own last one (which
+    # was newer than every merged one so far), or its clients would keep the old.
+    own = h2.last_lease_set
+    assert own is not None
+    plain = make_spec(setup.routers.values(), no_publish=("h1", "h2"))
+    await balancer.apply_spec(plain)
+    await setup.advance_until(
+        lambda: h2.last_lease_set is not None and h2.last_lease_set.lease_set.flags == 0,
+        "the merged LeaseSet on h2",
+    )
+    merged = h2.last_lease_set
+    assert merged is not None and merged.lease_set.published > own.lease_set.published
+
 
 async def test_refused_router_is_retried_with_capped_backoff(setup: Setup) -> None:
     r1 = await setup.add_router("r1")

@@ -505,6 +505,16 @@ def test_affinity_renewal_is_rate_limited_not_dropped() -> None:
     )
 
 
+def test_without_a_publisher_a_failed_publish_answers_only_the_waiting_serving_routers() -> None:
+    """No router can take the merged LeaseSet: the retry every second must not re-sign
+    every serving router's own LeaseSet each time (each costs its clients a bundle)."""
+    links = [link("p", state=RouterState.CONNECTING), link("h", H1, waiting=True), link("k", K1)]
+    result = plan(links, None, None, now=100.0, spec=AFFINITY)
+    assert result.targets == frozenset()
+    assert set(result.affinity) == {"h", "k"}  # were the publish to succeed
+    assert result.affinity_answers == {"h": (H1,)}
+
+
 def test_an_affinity_leaseset_keeps_leases_the_merged_one_would_drop_for_its_margin() -> None:
     """No publish slot delays an affinity LeaseSet: only the hard floor applies."""
     aging = SelectedLease("h", lease("h3", 3, SELECTION_MARGIN_S - 5))

@@ -465,7 +465,7 @@ class Balancer:
             if plan.leases is not None:
                 if not await self._publish(plan, plan.leases):
                     wake_at = plan.retry_at
-                    await self._hand_affinity(plan.affinity)
+                    await self._hand_affinity(plan.affinity_answers)
             else:
                 if self._current is not None:
                     await self._hand_over(self._current, plan.resend_current_to)
@@ -477,7 +477,9 @@ class Balancer:
 
     def _schedule(self, at: float) -> None:
         """Have `run()` plan again at monotonic time `at` (the earliest request wins)."""
-        if self._wake_at is None or at < self._wake_at or self._wake_at <= self._clock.monotonic():
+        # A due wake-up that `run()` has not taken yet must not give way to a later one: a
+        # router that asked for leases while a plan was running waits on it (i2pd gives 10 s).
+        if self._wake_at is None or at < self._wake_at:
             self._wake_at = at
         self._wake.set()
 
@@ -486,9 +488,11 @@ class Balancer:
     ) -> bool:
         """Sign one LeaseSet2 and hand the identical bytes to the plan's targets. Recorded
         as published only when at least one router took it."""
-        published_s = policy.next_published_s(
-            self._current.published if self._current else None, int(self._clock.wall())
-        )
+        # After every LeaseSet any router holds: a serving router handed the merged one
+        # (out of leases of its own, or affinity turned off) must see it as newer.
+        held = [self._current.published] if self._current else []
+        held += self._affinity_published.values()
+        published_s = policy.next_published_s(max(held, default=None), int(self._clock.wall()))
         lease_set = self._sign(selected, published_s)
         reached = await self._hand_over(lease_set, plan.targets)
         if not reached:

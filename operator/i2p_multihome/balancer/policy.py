@@ -142,6 +142,9 @@ class PublishPlan:
     # Client affinity: routers to hand a LeaseSet of their own leases (signed after the
     # merged one, flagged unpublished) now, with those leases.
     affinity: Mapping[str, tuple[SelectedLease, ...]] = field(default_factory=dict)
+    # ... and, should no router take the new merged LeaseSet, only those that wait for an
+    # answer or were asked to renew (not every serving router at every retry).
+    affinity_answers: Mapping[str, tuple[SelectedLease, ...]] = field(default_factory=dict)
 
 
 def plan_publish(given: PublishInput) -> PublishPlan:
@@ -205,6 +208,7 @@ def plan_publish(given: PublishInput) -> PublishPlan:
             wake_at=now + timing.refresh_interval_s,
             retry_at=retry_at,
             affinity=affinity,
+            affinity_answers=answered_by_affinity,
         )
 
     def hold(reason: str, wake_at: float | None = None) -> PublishPlan:
