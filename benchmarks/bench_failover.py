@@ -305,17 +305,13 @@ async def poll(check: Callable[[], bool | NotYet], timeout_s: float) -> None:
         await asyncio.sleep(1)  # the clients' loops run meanwhile
 
 
-def back_in_lease_set(run: BalancerRun, router: str) -> bool | NotYet:
+def back_in_lease_set(run: BalancerRun, routers: Iterable[str]) -> bool | NotYet:
+    """The named routers are established again and the floodfills serve every host."""
     states = {r["name"]: r.get("state") for r in run.status().get("routers", [])}
-    if states.get(router) != "Established":
-        return NotYet(f"{router} is {states.get(router)}")
-    return multihomed_served(run, HOSTS)
-
-
-def all_back(run: BalancerRun) -> bool | NotYet:
-    states = {r["name"]: r.get("state") for r in run.status().get("routers", [])}
-    if any(states.get(h) != "Established" for h in HOSTS):
-        return NotYet(states)
+    down = {router: states.get(router) for router in routers}
+    down = {router: state for router, state in down.items() if state != "Established"}
+    if down:
+        return NotYet(f"not established: {down}")
     return multihomed_served(run, HOSTS)
 
 
@@ -394,7 +390,7 @@ async def kills_in_a_row(
             await asyncio.to_thread(
                 wait_served,
                 f"{victim} back in the LeaseSet",
-                lambda v=victim: all_back(run) if balancer else back_in_lease_set(run, v),
+                lambda v=victim: back_in_lease_set(run, HOSTS if balancer else [v]),
             )
             row["victim_back_after_s"] = round(time.monotonic() - killed_at, 1)
             print(f"  {row}", flush=True)
@@ -516,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
                         if victim:
                             testnet.start_router(victim)
                             wait_served(
-                                f"{victim} back", lambda v=victim: back_in_lease_set(run, v)
+                                f"{victim} back", lambda v=victim: back_in_lease_set(run, [v])
                             )
                 if args.part in ("both", "kills", "restarts"):
                     result["kills"] = asyncio.run(

@@ -78,6 +78,13 @@ def restore_routers(testnet: Testnet) -> Iterator[None]:
     testnet.wait_ready(timeout=RESTART_TIMEOUT)
 
 
+def remove_every_tunnel(testnet: Testnet) -> None:
+    """Remove every client and server tunnel added to the testnet's routers."""
+    for router in testnet.routers:
+        for name in testnet.tunnels(router.name):
+            testnet.remove_tunnel(router.name, name)
+
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -105,9 +112,7 @@ def rerun_after_router_crash(test: Callable[P, Awaitable[T]]) -> Callable[P, Awa
             for name in dead:
                 net.start_router(name)
             if "tunnels" in kwargs:  # what the first attempt added, as its fixture would
-                for router in net.routers:
-                    for tunnel in net.tunnels(router.name):
-                        net.remove_tunnel(router.name, tunnel)
+                remove_every_tunnel(net)
             await asyncio.to_thread(net.wait_ready, timeout=RESTART_TIMEOUT)
         return await test(*args, **kwargs)
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from e2e.fixtures_testnet import rerun_after_router_crash
+from e2e.fixtures_testnet import remove_every_tunnel, rerun_after_router_crash
 from e2e.measured import report
 from i2p_multihome_dev.backends import (
     FILE_PATH,
@@ -80,9 +80,7 @@ async def wait_served(testnet: Testnet, b32: str) -> float:
 def tunnels(testnet: Testnet) -> Iterator[Testnet]:
     """The testnet, with every tunnel the test added removed afterwards."""
     yield testnet
-    for router in testnet.routers:
-        for name in testnet.tunnels(router.name):
-            testnet.remove_tunnel(router.name, name)
+    remove_every_tunnel(testnet)
     assert not any(testnet.tunnels(r.name) for r in testnet.routers)
 
 

@@ -454,7 +454,7 @@ class Balancer:
                     published=self._published if self._current is not None else None,
                     last_publish_at=self._last_publish_at,
                     spec=self.spec,
-                    now=self._clock.monotonic(),
+                    now=now,
                     now_ms=int(self._clock.wall() * 1000),
                     timing=self._timing.publish,
                     affinity_renew=renew,
