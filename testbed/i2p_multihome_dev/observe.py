@@ -382,9 +382,16 @@ async def published_session(
     than the client's first must reach it. i2pd 2.45.1 tries to publish a new destination
     once and, when its tunnels are not built yet ("Can't publish LeaseSet. Destination is
     not ready"), not again until they change, up to 10 minutes later: such a session is
-    closed and another opened."""
+    closed and another opened. A session whose SAM bridge does not answer SESSION CREATE
+    (it answers once the destination's tunnels are built, which on a testnet whose routers
+    were just restarted can take longer than the bridge's wait) counts as a failed try."""
+    failures: list[str] = []
     for _ in range(attempts):
-        session = await open_session()
+        try:
+            session = await open_session()
+        except TimeoutError as exc:
+            failures.append(str(exc))
+            continue
         try:
             await asyncio.to_thread(
                 wait_until,
@@ -394,7 +401,8 @@ async def published_session(
                 interval=3.0,
             )
         except AssertionError:
+            failures.append(f"no floodfill served {session.b32} within {wait_s:.0f}s")
             await session.close()
             continue
         return session
-    raise AssertionError(f"no client LeaseSet reached a floodfill in {attempts} tries")
+    raise AssertionError(f"no published client session in {attempts} tries: {failures}")
