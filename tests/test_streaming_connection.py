@@ -4,6 +4,7 @@ acks and NACKs, ack timing, window, RTO, retransmission limits, choke, close and
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
@@ -111,8 +112,12 @@ def test_client_syn_carries_from_signature_max_size_replay_hash_and_no_ack() -> 
 
 
 def test_server_answers_with_a_signed_syn_after_the_ack_delay_or_at_once_with_data() -> None:
+    # Not at once: the client's RTO comes from the RTT it measures on our SYN and i2pd has
+    # no floor for it; the ack delay in that first sample keeps its resends, which pick
+    # another lease and so another router, from firing on a tunnel's jitter.
     client = Connection.connect(CONFIG, ALICE, BOB.destination, C_ID, 0.0)
     [syn] = client.packets_to_send(0.0)
+    assert syn.payload == b""
     server = Connection.accept(CONFIG, BOB, wire(syn, ALICE), S_ID, 10.0)
     assert server.state is StreamState.SYN_RECEIVED and server.half_open
     assert server.packets_to_send(10.0) == []  # waiting for data to ride along
@@ -186,16 +191,17 @@ def test_a_retransmitted_syn_gets_our_syn_again_at_once() -> None:
 # --- data, acks, NACKs ----------------------------------------------------------------------
 
 
-def test_in_order_data_is_acked_after_200_ms_and_a_gap_is_nacked_at_once() -> None:
+def test_in_order_data_is_acked_after_a_tenth_of_the_rtt_and_a_gap_is_nacked_at_once() -> None:
     client, server = handshake()
+    assert server.srtt == pytest.approx(0.6)
     client.send(bytes(1812 * 4))
     p1, p2, p3, p4 = client.packets_to_send(1.0)
     assert [p.sequence for p in (p1, p2, p3, p4)] == [1, 2, 3, 4]
     deliver([p1], ALICE, server, 2.0)
     assert server.packets_to_send(2.0) == []
-    assert server.timer_at() == pytest.approx(2.2)
-    server.handle_timer(2.2)
-    [ack] = server.packets_to_send(2.2)
+    assert server.timer_at() == pytest.approx(2.06)
+    server.handle_timer(2.06)
+    [ack] = server.packets_to_send(2.06)
     assert ack.is_plain_ack and ack.ack_through == 1 and ack.nacks == ()
     deliver([p4], ALICE, server, 3.0)  # p2 and p3 are missing
     [nack] = server.packets_to_send(3.0)
@@ -208,6 +214,37 @@ def test_in_order_data_is_acked_after_200_ms_and_a_gap_is_nacked_at_once() -> No
     assert (ack.ack_through, ack.nacks) == (4, ())
     assert server.read() == bytes(1812 * 4)
     assert [type(e) for e in events(server)] == [DataReadable]
+
+
+@pytest.mark.parametrize(
+    ("rtt", "delay"),
+    [(None, 0.2), (5.0, 0.2), (0.05, 0.005), (0.001, 0.002)],
+    ids=["no-sample-yet", "capped", "tenth", "floor"],
+)
+def test_the_ack_delay_is_a_tenth_of_the_rtt_between_2_and_200_ms(
+    rtt: float | None, delay: float
+) -> None:
+    # An i2pd client resends a packet after 1.5 RTT and moves to another random lease at
+    # the second resend: an ack held longer sends it to a router without its session.
+    client = Connection.connect(CONFIG, ALICE, BOB.destination, C_ID, 0.0)
+    [syn] = client.packets_to_send(0.0)
+    server = Connection.accept(CONFIG, BOB, wire(syn, ALICE), S_ID, 0.0)
+    server.handle_timer(CONFIG.ack_delay)
+    [answer] = server.packets_to_send(CONFIG.ack_delay)
+    deliver([answer], BOB, client, CONFIG.ack_delay)
+    client.send(b"GET /")
+    [request] = client.packets_to_send(CONFIG.ack_delay)
+    assert request.ack_through == 0
+    now = CONFIG.ack_delay + (rtt if rtt is not None else 0.0)
+    if rtt is None:
+        request = replace(request, ack_through=0, flags=request.flags | sp.NO_ACK)
+    deliver([request], ALICE, server, now)
+    assert (server.srtt is None) == (rtt is None)
+    assert server.packets_to_send(now) == []
+    assert server.timer_at() == pytest.approx(now + delay)
+    server.handle_timer(now + delay)
+    [ack] = server.packets_to_send(now + delay)
+    assert ack.is_plain_ack and ack.ack_through == 1
 
 
 def test_duplicates_are_acked_at_once_and_delivered_once() -> None:

@@ -38,9 +38,17 @@ class StreamConfig:
     fast_retransmit_nacks: int = 2
 
     # --- timing (seconds) -----------------------------------------------------------------
-    # How long an ack of in-order data may wait for data to ride on: i2pd's 200 ms (Java
-    # waits up to 750 ms). Gaps, duplicates, CLOSE and a peer's "delay 0" are acked at once.
+    # How long an ack of in-order data may wait for data to ride on: a tenth of the smoothed
+    # RTT, at least `min_ack_delay` and at most `ack_delay` (i2pd's rule, 200 ms cap; Java
+    # waits up to 750 ms). The RTT bound keeps a client's session on its router: an i2pd
+    # client's RTO is 1.5 times its mean RTT over the stream, with no floor, and a packet it
+    # resends twice goes to another random lease (Streaming.cpp, HandleResendTimer), which
+    # in a merged LeaseSet is mostly a router that cannot decrypt it. A bare SYN is still
+    # answered after `ack_delay` (unless data rides along): that wait in the client's first
+    # RTT sample is what keeps its RTO above a tunnel's jitter on short streams.
+    # Gaps, duplicates, CLOSE and a peer's "delay 0" are acked at once.
     ack_delay: float = 0.2
+    min_ack_delay: float = 0.002
     # RTO before the first RTT sample (spec INITIAL_TIMEOUT, Java initialRTO, i2pd).
     initial_rto: float = 9.0
     # RTO bounds: Java's MIN_RESEND_DELAY and MAX_RESEND_DELAY (the spec's maximum).
@@ -99,8 +107,9 @@ class StreamConfig:
             raise ValueError("need 0 < min_rto <= initial_rto <= max_rto")
         if self.max_resends < 0 or self.fast_retransmit_nacks < 1:
             raise ValueError("max_resends >= 0 and fast_retransmit_nacks >= 1")
-        for name in ("ack_delay", "handshake_timeout", "keepalive_interval", "idle_timeout",
-                     "time_wait", "early_packet_lifetime", "ping_timeout"):  # fmt: skip
+        for name in ("ack_delay", "min_ack_delay", "handshake_timeout", "keepalive_interval",
+                     "idle_timeout", "time_wait", "early_packet_lifetime",
+                     "ping_timeout"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.keepalive_interval >= self.idle_timeout:

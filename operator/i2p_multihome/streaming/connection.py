@@ -606,9 +606,14 @@ class Connection:
             else:
                 self._syn_due = True  # a server's first answer is its SYN
             return
-        deadline = now + self.config.ack_delay
+        deadline = now + self._ack_delay()
         if self._ack_at is None or deadline < self._ack_at:
             self._ack_at = deadline
+
+    def _ack_delay(self) -> float:
+        if self._srtt is None:
+            return self.config.ack_delay
+        return min(self.config.ack_delay, max(self.config.min_ack_delay, self._srtt / 10))
 
     def _check_signature(self, packet: StreamPacket) -> str | None:
         try:
