@@ -1,7 +1,12 @@
 """The multihomed destination serves a real service, reached by real i2pd clients: SAM
-sessions and an i2pd client tunnel on routers that do not host it, an HTTP backend and a UDP
-echo behind it, the real `i2p-multihome balance` on 4 routers in between. Nothing fake is in
-the path. Each test prints what it measured as `MEASURED` lines (`pytest -s`).
+sessions and an i2pd client tunnel on routers that do not host it, HTTP backends behind it,
+the real `i2p-multihome balance` on 4 routers in between. Nothing fake is in the path. Each
+test prints what it measured as `MEASURED` lines (`pytest -s`).
+
+Datagrams are judged in `e2e/test_affinity.py`: without client affinity an i2pd datagram
+client re-picks a random lease every 100 messages (Garlic.h) and its session then reaches a
+router that cannot decrypt it (68 and 34 of 100 echoed in two runs on 4 routers, 99 of 100
+single-homed; docs/conversations.md).
 """
 
 from __future__ import annotations
@@ -29,25 +34,22 @@ from i2p_multihome_dev.backends import (
     UPLOAD_PATH,
     DigestBackend,
     HttpBackend,
-    UdpEchoBackend,
 )
 from i2p_multihome_dev.balancer_process import BalancerRun, destination_manifest, run_balancer
 from i2p_multihome_dev.clients import (
-    DatagramEcho,
     HttpResponse,
-    datagram_round,
     http_via_sam,
     http_via_tunnel,
 )
 from i2p_multihome_dev.polling import NotYet, wait_until
-from i2p_multihome_dev.sam import StreamSession, datagram_session, stream_session
+from i2p_multihome_dev.sam import StreamSession, stream_session
 from i2p_multihome_dev.streamclient import StreamClient
 from i2p_multihome_dev.testnet import Testnet
 
 pytestmark = pytest.mark.testnet
 
 HOSTS = ["r1", "r2", "r3", "r4"]
-SAM_ROUTER, TUNNEL_ROUTER, BASELINE_ROUTER = "r5", "r6", "r5"
+SAM_ROUTER, TUNNEL_ROUTER = "r5", "r6"
 REFUSING_PORT = 81  # served by a backend address where nothing listens
 DIGEST_PORT = 82  # a backend that answers only after the client's EOF
 PER_CLIENT_LIMIT = StreamConfig().max_streams_per_remote
@@ -55,8 +57,6 @@ STREAMS_OPENED = 40
 FETCHES = 20
 DRIFT_TIMEOUT_S = 120.0
 CONCURRENT = 50
-DATAGRAMS = 100
-MIN_ECHOED = 95
 # Clients that stay on the streams they opened: one lease pick each, so several of them
 # land on more than one of the 4 routers (all on one router: (1/4)^5 for 6 of them).
 HOLDERS = 6
@@ -73,7 +73,6 @@ class Served:
     run: BalancerRun
     b32: str
     http: HttpBackend
-    udp: UdpEchoBackend
     digest: DigestBackend
     testnet: Testnet
 
@@ -90,13 +89,9 @@ class Served:
 def served(testnet: Testnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One destination on 4 routers serving an HTTP backend (port 0: what SAM and client
     tunnels address by default), a refusing backend (port 81), a backend that answers after
-    EOF (port 82) and a UDP echo (datagrams to port 0), until the module's tests are done."""
+    EOF (port 82), until the module's tests are done."""
     bridge = testnet.bridge_address
-    with (
-        HttpBackend(bridge) as http,
-        UdpEchoBackend(bridge) as udp,
-        DigestBackend(bridge) as digest,
-    ):
+    with HttpBackend(bridge) as http, DigestBackend(bridge) as digest:
         ports = [
             {"name": "web", "port": 0,
              "backend": {"host": http.address[0], "port": http.address[1]}},
@@ -104,8 +99,6 @@ def served(testnet: Testnet, tmp_path_factory: pytest.TempPathFactory) -> Iterat
              "backend": {"host": bridge, "port": closed_port(bridge)}},
             {"name": "digest", "port": DIGEST_PORT,
              "backend": {"host": digest.address[0], "port": digest.address[1]}},
-            {"name": "echo", "port": 0, "protocol": "Datagram",
-             "backend": {"host": udp.address[0], "port": udp.address[1]}},
         ]  # fmt: skip
         document = destination_manifest("web", testnet, HOSTS, inbound=3, length=1, ports=ports)
         directory = tmp_path_factory.mktemp("dataplane")
@@ -121,7 +114,7 @@ def served(testnet: Testnet, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 interval=2.0,
             )
             report("floodfills", held=run.explain_floodfills())
-            yield Served(run, b32, http, udp, digest, testnet)
+            yield Served(run, b32, http, digest, testnet)
 
 
 @pytest.fixture
@@ -332,42 +325,6 @@ async def test_an_upload_a_refusing_backend_and_fifty_streams_at_once_leave_noth
         "streams", upload_mib=1, refused_reset_s=refused_after, concurrent=CONCURRENT,
         concurrent_total_s=took, retried=retried,
     )  # fmt: skip
-
-
-@pytest.mark.xfail(
-    reason="issue 10: measured twice, 68/100 echoed (99/100 single-homed): 32 consecutive "
-    "datagrams reached a hosting router that cannot decrypt the client's existing session "
-    "('Can't handle ECIES-X25519-AEAD-Ratchet message'); an i2pd datagram session picks a "
-    "new random lease when its shared routing path is used up (Garlic.h, 100 uses)",
-    strict=False,
-)
-async def test_sam_datagrams_are_echoed_by_the_udp_backend_like_a_single_homed_echo(
-    served: Served,
-) -> None:
-    testnet = served.testnet
-    client, baseline_echo_session, baseline_client = await asyncio.gather(
-        datagram_session(testnet.router(SAM_ROUTER).sam),
-        datagram_session(testnet.router(BASELINE_ROUTER).sam),
-        datagram_session(testnet.router(TUNNEL_ROUTER).sam),
-    )
-    echo = DatagramEcho(baseline_echo_session)
-    try:
-        target = await client.lookup(served.b32)
-        multihomed = await datagram_round(client, target, count=DATAGRAMS)
-        single = await datagram_round(baseline_client, baseline_echo_session.destination,
-                                      count=DATAGRAMS)  # fmt: skip
-    finally:
-        await echo.close()
-        for session in (client, baseline_echo_session, baseline_client):
-            await session.close()
-    report(
-        "datagrams", multihomed=f"{multihomed.echoed}/{DATAGRAMS}",
-        single_homed=f"{single.echoed}/{DATAGRAMS}",
-        multihomed_median_rtt_s=sorted(multihomed.round_trips_s)[len(multihomed.round_trips_s) // 2]
-        if multihomed.round_trips_s else None,
-    )  # fmt: skip
-    assert multihomed.echoed >= MIN_ECHOED, multihomed
-    assert multihomed.strangers == 0
 
 
 async def test_one_client_over_its_stream_limit_is_refused_at_once(served: Served) -> None:
