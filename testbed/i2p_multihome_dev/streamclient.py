@@ -34,11 +34,16 @@ from i2p_multihome.wire.codec import WireError
 from i2p_multihome.wire.keys import DestinationKeys
 from i2p_multihome.wire.structures import Destination
 from i2p_multihome_dev.balancer_process import destination_manifest
+from i2p_multihome_dev.observe import client_published
+from i2p_multihome_dev.polling import wait_until
 from i2p_multihome_dev.testnet import Testnet
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 120.0
+# The router publishes the client's LeaseSet only once its tunnels are built ("Can't publish
+# LeaseSet. Destination is not ready"), then again with the balancer's next version (90 s).
+PUBLISHED_TIMEOUT_S = 200.0
 
 
 @dataclass
@@ -64,6 +69,7 @@ class StreamClient:
         document = destination_manifest(name, testnet, [router], inbound=2, length=1)
         spec = MultihomedDestinationManifest.model_validate(document).spec
         self.router = router
+        self.testnet = testnet
         self.keys = DestinationKeys.generate()
         self.endpoint = Endpoint(self.keys)
         self._balancer = Balancer(name, spec, self.keys, on_payload=self._received)
@@ -76,13 +82,26 @@ class StreamClient:
             asyncio.create_task(self._balancer.run(), name="client-balancer"),
             asyncio.create_task(self._pump(), name="client-pump"),
         ]
-        # The client's own LeaseSet, so that the server's router can answer it.
+        # The client's own LeaseSet on a floodfill, so that whichever router the server's
+        # answer leaves can find it (and the client's tunnels carried the store).
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not self._balancer.snapshot().published:
             if time.monotonic() > deadline:
                 await self.__aexit__(None, None, None)
                 raise TimeoutError(f"the stream client on {self.router} published no LeaseSet")
             await asyncio.sleep(0.5)
+        b32 = self.keys.destination.b32
+        try:
+            await asyncio.to_thread(
+                wait_until,
+                f"the stream client's LeaseSet ({self.router}) on a floodfill",
+                PUBLISHED_TIMEOUT_S,
+                lambda: client_published(self.testnet, b32),
+                interval=2.0,
+            )
+        except AssertionError:
+            await self.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(
