@@ -67,6 +67,24 @@ def testnet(testnet_host: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
         net.down()
 
 
+@pytest.fixture(autouse=True)
+def routers_alive(request: pytest.FixtureRequest) -> None:
+    """Before a testnet test, restart any router that died since the last one: i2pd
+    2.45.1's SAM thread now and then segfaults after a test's SAM sessions have closed (see
+    `rerun_after_router_crash`), and what the next test judges is not that crash. Each
+    restart is reported as a MEASURED line."""
+    if "testnet" not in request.fixturenames:
+        return
+    testnet = request.getfixturevalue("testnet")
+    dead = [r.name for r in testnet.routers if not testnet.is_running(r.name)]
+    if not dead:
+        return
+    report("router-crash", routers=",".join(dead), before=request.node.name)
+    for name in dead:
+        testnet.start_router(name)
+    testnet.wait_ready(timeout=RESTART_TIMEOUT)
+
+
 @pytest.fixture
 def restore_routers(testnet: Testnet) -> Iterator[None]:
     """After the test, restart every router it stopped, then wait until every router,
