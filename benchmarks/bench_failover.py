@@ -308,8 +308,7 @@ async def poll(check: Callable[[], bool | NotYet], timeout_s: float) -> None:
 def back_in_lease_set(run: BalancerRun, routers: Iterable[str]) -> bool | NotYet:
     """The named routers are established again and the floodfills serve every host."""
     states = {r["name"]: r.get("state") for r in run.status().get("routers", [])}
-    down = {router: states.get(router) for router in routers}
-    down = {router: state for router, state in down.items() if state != "Established"}
+    down = {r: states.get(r) for r in routers if states.get(r) != "Established"}
     if down:
         return NotYet(f"not established: {down}")
     return multihomed_served(run, HOSTS)

@@ -76,13 +76,10 @@ def routers_alive(request: pytest.FixtureRequest) -> None:
     if "testnet" not in request.fixturenames:
         return
     testnet = request.getfixturevalue("testnet")
-    dead = [r.name for r in testnet.routers if not testnet.is_running(r.name)]
-    if not dead:
-        return
-    report("router-crash", routers=",".join(dead), before=request.node.name)
-    for name in dead:
-        testnet.start_router(name)
-    testnet.wait_ready(timeout=RESTART_TIMEOUT)
+    dead = restart_dead_routers(testnet)
+    if dead:
+        report("router-crash", routers=",".join(dead), before=request.node.name)
+        testnet.wait_ready(timeout=RESTART_TIMEOUT)
 
 
 @pytest.fixture
@@ -90,10 +87,16 @@ def restore_routers(testnet: Testnet) -> Iterator[None]:
     """After the test, restart every router it stopped, then wait until every router,
     including any the test restarted itself, has built tunnels again."""
     yield
-    for router in testnet.routers:
-        if not testnet.is_running(router.name):
-            testnet.start_router(router.name)
+    restart_dead_routers(testnet)
     testnet.wait_ready(timeout=RESTART_TIMEOUT)
+
+
+def restart_dead_routers(testnet: Testnet) -> list[str]:
+    """Start every router whose process is gone; return their names."""
+    dead = [r.name for r in testnet.routers if not testnet.is_running(r.name)]
+    for name in dead:
+        testnet.start_router(name)
+    return dead
 
 
 def remove_every_tunnel(testnet: Testnet) -> None:
@@ -123,12 +126,10 @@ def rerun_after_router_crash(test: Callable[P, Awaitable[T]]) -> Callable[P, Awa
         try:
             return await test(*args, **kwargs)
         except (SamError, TimeoutError, ConnectionError) as exc:
-            dead = [r.name for r in net.routers if not net.is_running(r.name)]
+            dead = restart_dead_routers(net)
             if not dead:
                 raise
             report("router-crash", routers=",".join(dead), error=repr(str(exc)[:160]))
-            for name in dead:
-                net.start_router(name)
             if "tunnels" in kwargs:  # what the first attempt added, as its fixture would
                 remove_every_tunnel(net)
             await asyncio.to_thread(net.wait_ready, timeout=RESTART_TIMEOUT)

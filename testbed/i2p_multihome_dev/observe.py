@@ -372,6 +372,19 @@ def client_published(testnet: Testnet, b32: str) -> bool | NotYet:
     )
 
 
+async def wait_client_published(
+    testnet: Testnet, b32: str, timeout_s: float, interval: float = 2.0
+) -> None:
+    """Wait until a floodfill serves client `b32`'s LeaseSet; AssertionError if none does."""
+    await asyncio.to_thread(
+        wait_until,
+        f"the client's LeaseSet ({b32}) on a floodfill",
+        timeout_s,
+        lambda: client_published(testnet, b32),
+        interval=interval,
+    )
+
+
 async def published_session(
     testnet: Testnet,
     open_session: Callable[[], Awaitable[SessionT]],
@@ -393,13 +406,7 @@ async def published_session(
             failures.append(str(exc))
             continue
         try:
-            await asyncio.to_thread(
-                wait_until,
-                "the client's LeaseSet on a floodfill",
-                wait_s,
-                lambda b32=session.b32: client_published(testnet, b32),
-                interval=3.0,
-            )
+            await wait_client_published(testnet, session.b32, wait_s, interval=3.0)
         except AssertionError:
             failures.append(f"no floodfill served {session.b32} within {wait_s:.0f}s")
             await session.close()

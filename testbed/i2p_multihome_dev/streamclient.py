@@ -34,8 +34,7 @@ from i2p_multihome.wire.codec import WireError
 from i2p_multihome.wire.keys import DestinationKeys
 from i2p_multihome.wire.structures import Destination
 from i2p_multihome_dev.balancer_process import destination_manifest
-from i2p_multihome_dev.observe import client_published
-from i2p_multihome_dev.polling import wait_until
+from i2p_multihome_dev.observe import wait_client_published
 from i2p_multihome_dev.testnet import Testnet
 
 log = logging.getLogger(__name__)
@@ -90,14 +89,9 @@ class StreamClient:
                 await self.__aexit__(None, None, None)
                 raise TimeoutError(f"the stream client on {self.router} published no LeaseSet")
             await asyncio.sleep(0.5)
-        b32 = self.keys.destination.b32
         try:
-            await asyncio.to_thread(
-                wait_until,
-                f"the stream client's LeaseSet ({self.router}) on a floodfill",
-                PUBLISHED_TIMEOUT_S,
-                lambda: client_published(self.testnet, b32),
-                interval=2.0,
+            await wait_client_published(
+                self.testnet, self.keys.destination.b32, PUBLISHED_TIMEOUT_S
             )
         except AssertionError:
             await self.__aexit__(None, None, None)
