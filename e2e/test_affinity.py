@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from e2e.fixtures_testnet import rerun_after_router_crash
 from e2e.measured import report
 from i2p_multihome_dev.backends import INDEX_PAGE, INDEX_PATH, HttpBackend, UdpEchoBackend
 from i2p_multihome_dev.balancer_process import BalancerRun, destination_manifest, run_balancer
@@ -78,6 +79,7 @@ def lines_since(testnet: Testnet, since: dict[str, int], needle: bytes) -> dict[
     return counts
 
 
+@rerun_after_router_crash
 async def test_new_streams_reach_the_router_that_holds_the_clients_session(
     testnet: Testnet, affinity_run: BalancerRun
 ) -> None:
@@ -112,6 +114,7 @@ async def test_new_streams_reach_the_router_that_holds_the_clients_session(
     assert cant_handle == dict.fromkeys(SERVING, 0), cant_handle
 
 
+@rerun_after_router_crash
 async def test_datagrams_stay_with_the_router_that_holds_the_clients_session(
     testnet: Testnet, affinity_run: BalancerRun
 ) -> None:
