@@ -70,15 +70,27 @@ def testnet(testnet_host: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture(autouse=True)
 def routers_alive(request: pytest.FixtureRequest) -> None:
     """Before a testnet test, restart any router that died since the last one: i2pd
-    2.45.1's SAM thread now and then segfaults after a test's SAM sessions have closed (see
-    `rerun_after_router_crash`), and what the next test judges is not that crash. Each
-    restart is reported as a MEASURED line."""
-    if "testnet" not in request.fixturenames:
-        return
-    testnet = request.getfixturevalue("testnet")
+    2.45.1's SAM thread now and then segfaults seconds after a test's SAM sessions have
+    closed (see `rerun_after_router_crash`), and what the next test judges is not that
+    crash. Each restart is reported as a MEASURED line."""
+    if "testnet" in request.fixturenames:
+        revive_routers(request.getfixturevalue("testnet"), before=request.node.name)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """Again once the test's fixtures are set up, just before its body runs: such a crash
+    can also come during a long setup (a balancer waiting for the floodfills), and no
+    fixture stops a router."""
+    testnet = getattr(item, "funcargs", {}).get("testnet")
+    if isinstance(testnet, Testnet):
+        revive_routers(testnet, before=f"{item.name} (after its setup)")
+
+
+def revive_routers(testnet: Testnet, before: str) -> None:
     dead = restart_dead_routers(testnet)
     if dead:
-        report("router-crash", routers=",".join(dead), before=request.node.name)
+        report("router-crash", routers=",".join(dead), before=before)
         testnet.wait_ready(timeout=RESTART_TIMEOUT)
 
 
