@@ -4,7 +4,6 @@ instead of sleeping."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Protocol
 
@@ -49,8 +48,8 @@ async def wait_event(event: asyncio.Event, clock: Clock, timeout_s: float | None
     try:
         await asyncio.wait((waiter, sleeper), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (waiter, sleeper):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Not awaited: a cancellation of ours arriving while we awaited them would be
+        # taken for theirs and lost, and the loop that waits here would never stop.
+        waiter.cancel()
+        sleeper.cancel()
     return event.is_set()

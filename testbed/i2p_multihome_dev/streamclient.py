@@ -11,7 +11,6 @@ can only be exercised from here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from i2p_multihome.balancer.engine import Balancer
+from i2p_multihome.clock import SYSTEM_CLOCK, wait_event
 from i2p_multihome.model.v1alpha1 import MultihomedDestinationManifest
 from i2p_multihome.streaming import (
     DataReadable,
@@ -134,8 +134,7 @@ class StreamClient:
             if timer is not None and timer <= now:
                 self.endpoint.handle_timer(now)
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), None if timer is None else timer - now)
+            await wait_event(self._wake, SYSTEM_CLOCK, None if timer is None else timer - now)
             self._wake.clear()
 
     async def request(
