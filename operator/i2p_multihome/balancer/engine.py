@@ -417,7 +417,7 @@ class Balancer:
         """A client opened a stream or flow through `router`: under client affinity, sign
         that router's own LeaseSet afresh (rate-limited), so its next message to the new
         client carries it (docs/conversations.md)."""
-        if router not in self.spec.affinity_routers or router in self._affinity_renew:
+        if router not in policy.affinity_hosts(self.spec) or router in self._affinity_renew:
             return
         self._affinity_renew.add(router)
         self._schedule(self._affinity_renew_at(router, self._clock.monotonic()))

@@ -171,7 +171,7 @@ def plan_publish(given: PublishInput) -> PublishPlan:
     reports = {name: link.leases for name, link in established.items()}
     max_leases = given.spec.lease_set.max_leases
     excluded = excluded_gateways(given.spec)
-    hosts = frozenset(established) & given.spec.affinity_routers
+    hosts = frozenset(established) & affinity_hosts(given.spec)
     affinity = {
         name: leases
         for name in sorted(hosts)
@@ -300,6 +300,14 @@ def affinity_renew_at(
     if last_renewed_at is None:
         return now
     return max(now, last_renewed_at + interval_s)
+
+
+def affinity_hosts(spec: MultihomedDestinationSpec) -> frozenset[str]:
+    """The routers that serve clients under `leaseSet.clientAffinity`: those that do not
+    publish. None without it."""
+    if not spec.lease_set.client_affinity:
+        return frozenset()
+    return frozenset(r.name for r in spec.routers if not r.publish)
 
 
 def lease_set_expires_s(leases: Sequence[SelectedLease], published_s: int) -> int:
