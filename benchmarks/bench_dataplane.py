@@ -15,15 +15,10 @@ file (throughput: bytes over the time from the connection's start to the last by
 first fetch of each destination (LeaseSet lookup, new end-to-end session) is a warm-up and
 not counted. The balancer's CPU time over the measured fetches comes from /proc.
 
-With `--affinity` the multihomed destination sets `leaseSet.clientAffinity`: r1..r4 serve
-(`publish: false`) and r6 only publishes. The client then holds its router's own LeaseSet
-after the warm-up, and its SYNs are answered at once (`dataplane/affinity.py`).
-
 Prints a table, writes JSON to benchmarks/results/dataplane-DATE.json, exits 1 when a fetch
 failed. Everything it started is removed.
 
-Run (root): python benchmarks/bench_dataplane.py [--pages 30] [--files 20] [--affinity]
-            [--dir DIR]
+Run (root): python benchmarks/bench_dataplane.py [--pages 30] [--files 20] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -39,14 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import (
-    multihomed_served,
-    percentile,
-    single_served,
-    testnet_version,
-    wait_served,
-    with_affinity,
-)
+from common import multihomed_served, percentile, single_served, testnet_version, wait_served
 from i2p_multihome_dev.backends import FILE_PATH, INDEX_PAGE, INDEX_PATH, HttpBackend
 from i2p_multihome_dev.balancer_process import BalancerRun, destination_manifest, run_balancer
 from i2p_multihome_dev.clients import HttpResponse, http_via_sam
@@ -60,7 +48,6 @@ FLOODFILLS = 3
 HOSTS = ["r1", "r2", "r3", "r4"]
 SINGLE_HOST = "r1"
 CLIENT = "r5"
-PUBLISHER = "r6"  # with --affinity
 INBOUND = 3
 LENGTH = 1
 FETCH_TIMEOUT_S = 120.0
@@ -186,11 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--pages", type=int, default=30, help="page GETs per destination (30)")
     parser.add_argument("--files", type=int, default=20, help="1 MiB GETs per destination (20)")
-    parser.add_argument(
-        "--affinity",
-        action="store_true",
-        help=f"leaseSet.clientAffinity on the multihomed destination, {PUBLISHER} publishing",
-    )
     parser.add_argument("--dir", type=Path, help="work directory (default: a new temp dir)")
     args = parser.parse_args(argv)
     try:
@@ -210,8 +192,6 @@ def main(argv: list[str] | None = None) -> int:
             document = destination_manifest(
                 "bench", testnet, HOSTS, inbound=INBOUND, length=LENGTH, ports=ports
             )
-            if args.affinity:
-                document = with_affinity(document, testnet, PUBLISHER)
             options = {
                 "inbound.quantity": str(INBOUND),
                 "inbound.length": str(LENGTH),
@@ -243,8 +223,6 @@ def main(argv: list[str] | None = None) -> int:
             "hosts": HOSTS,
             "single_host": SINGLE_HOST,
             "client": CLIENT,
-            "client_affinity": args.affinity,
-            "publisher": PUBLISHER if args.affinity else None,
             "inbound": INBOUND,
             "length": LENGTH,
             "pages": args.pages,
