@@ -17,6 +17,7 @@ import pytest
 
 from fakerouter import FakeRouter, eventually, make_leases
 from i2p_multihome.balancer.engine import Timing
+from i2p_multihome.clock import SYSTEM_CLOCK, wait_event
 from i2p_multihome.hosting import HostedDestination
 from i2p_multihome.model.v1alpha1 import (
     MultihomedDestinationSpec,
@@ -100,8 +101,7 @@ class RemoteClient:
             if timer is not None and timer <= now():
                 self.endpoint.handle_timer(now())
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), None if timer is None else timer - now())
+            await wait_event(self._wake, SYSTEM_CLOCK, None if timer is None else timer - now())
             self._wake.clear()
 
     def kick(self) -> None:
