@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from e2e.fixtures_testnet import remove_tunnel
 from e2e.measured import report
 from e2e.operator_run import tcp_peers
 from i2p_multihome.streaming import StreamConfig
@@ -213,7 +214,7 @@ async def test_sam_and_a_client_tunnel_fetch_a_mebibyte_twenty_times_each(
         watcher.cancel()
         for session in sessions:
             await session.close()
-        await asyncio.to_thread(testnet.remove_tunnel, TUNNEL_ROUTER, "to-web")
+        await asyncio.to_thread(remove_tunnel, testnet, TUNNEL_ROUTER, "to-web")
     report(
         "fetches", sam=f"{FETCHES}/{FETCHES}", tunnel=f"{FETCHES}/{FETCHES}",
         sam_median_ttfb_s=sorted(t[0] for t in timings)[FETCHES // 2],
@@ -261,7 +262,7 @@ async def test_an_upload_a_refusing_backend_and_fifty_streams_at_once_leave_noth
         refused_after = time.monotonic() - started
         writer.close()
     finally:
-        await asyncio.to_thread(testnet.remove_tunnel, TUNNEL_ROUTER, "to-refused")
+        await asyncio.to_thread(remove_tunnel, testnet, TUNNEL_ROUTER, "to-refused")
     assert answer == b""
     assert refused_after < 15.0
     # The stream reached the destination and was reset by it (not refused by the client's
