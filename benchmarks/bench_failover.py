@@ -78,6 +78,7 @@ from i2p_multihome_dev.sam import (
     SamError,
     StreamSession,
     datagram_session,
+    explicit_peers_options,
     stream_session,
 )
 from i2p_multihome_dev.testnet import Testnet, TestnetError, check_host
@@ -124,13 +125,8 @@ def router_carrying_streams(run: BalancerRun) -> str | NotYet:
 
 def peer_options(testnet: Testnet, client_router: str) -> dict[str, str]:
     """Tunnel options that keep a client's tunnels off the hosting routers (and off its own
-    router: i2pd cannot build a tunnel through itself). i2pd 2.45.1 builds every tunnel of
-    a session with explicitPeers through its first `length` peers, one fixed path: with
-    SAM's default 3 hops one bad peer left a session without tunnels (SESSION CREATE
-    unanswered 3 times in 90 s); one hop, like the destination's, depends on one peer."""
-    peers = [testnet.identity_hash(r) for r in PEERS if r != client_router]
-    return {"explicitPeers": ",".join(peers), "inbound.length": "1", "outbound.length": "1",
-            "inbound.quantity": "2", "outbound.quantity": "2"}  # fmt: skip
+    router: i2pd cannot build a tunnel through itself), one hop each."""
+    return explicit_peers_options(testnet.identity_hash(r) for r in PEERS if r != client_router)
 
 
 async def download_across_a_kill(

@@ -24,7 +24,7 @@ from i2p_multihome_dev.balancer_process import BalancerRun, destination_manifest
 from i2p_multihome_dev.clients import request_bytes
 from i2p_multihome_dev.observe import published_session
 from i2p_multihome_dev.polling import NotYet, wait_until
-from i2p_multihome_dev.sam import stream_session
+from i2p_multihome_dev.sam import explicit_peers_options, stream_session
 from i2p_multihome_dev.testnet import Testnet
 
 pytestmark = pytest.mark.testnet
@@ -63,13 +63,8 @@ async def test_a_download_survives_the_death_of_its_router(
     testnet: Testnet, two_routers: BalancerRun
 ) -> None:
     run = two_routers
-    # Not through its own router: i2pd cannot build a tunnel through itself. i2pd 2.45.1
-    # builds every tunnel of a session with explicitPeers through its first `length` peers,
-    # one fixed path: one hop, like the destination's, leaves it one peer to depend on (with
-    # SAM's default 3 hops the session got no tunnels in 3 tries of 90 s once in a full run).
-    peers = ",".join(testnet.identity_hash(r) for r in PEERS if r != CLIENT)
-    options = {"explicitPeers": peers, "inbound.length": "1", "outbound.length": "1",
-               "inbound.quantity": "2", "outbound.quantity": "2"}  # fmt: skip
+    # Not through its own router: i2pd cannot build a tunnel through itself.
+    options = explicit_peers_options(testnet.identity_hash(r) for r in PEERS if r != CLIENT)
     session = await published_session(
         testnet, lambda: stream_session(testnet.router(CLIENT).sam, options=options)
     )

@@ -58,7 +58,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -85,6 +85,17 @@ _TOKEN = re.compile(r'([^\s=]+)(?:=("(?:[^"\\]|\\.)*"|\S*))?')
 
 Style = Literal["STREAM", "DATAGRAM"]
 Address = tuple[str, int]
+
+
+def explicit_peers_options(peer_hashes: Iterable[str]) -> dict[str, str]:
+    """Session (or client tunnel) options whose tunnels go only through `peer_hashes`.
+
+    i2pd 2.45.1 builds every tunnel of a session with explicitPeers through the first
+    `length` peers of the list, one fixed path (TunnelPool `SelectExplicitPeers`): with
+    SAM's default 3 hops one bad peer left a session without tunnels (SESSION CREATE
+    unanswered 3 times in 90 s). One hop, like the hosted destinations', depends on one."""
+    return {"explicitPeers": ",".join(peer_hashes), "inbound.length": "1",
+            "outbound.length": "1", "inbound.quantity": "2", "outbound.quantity": "2"}  # fmt: skip
 
 
 class SamError(Exception):
