@@ -48,6 +48,7 @@ import contextlib
 import dataclasses
 import datetime
 import hashlib
+import itertools
 import sys
 import tempfile
 import time
@@ -123,10 +124,16 @@ def router_carrying_streams(run: BalancerRun) -> str | NotYet:
     )
 
 
+_session_tries = itertools.count()
+
+
 def peer_options(testnet: Testnet, client_router: str) -> dict[str, str]:
     """Tunnel options that keep a client's tunnels off the hosting routers (and off its own
-    router: i2pd cannot build a tunnel through itself), one hop each."""
-    return explicit_peers_options(testnet.identity_hash(r) for r in PEERS if r != client_router)
+    router: i2pd cannot build a tunnel through itself), one hop each, led by another peer
+    on each call so that a retried session does not depend on the same one."""
+    return explicit_peers_options(
+        (testnet.identity_hash(r) for r in PEERS if r != client_router), next(_session_tries)
+    )
 
 
 async def download_across_a_kill(

@@ -12,6 +12,7 @@ tunnels through it (on a 9-router testnet most tunnels would pass through it).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,9 +65,13 @@ async def test_a_download_survives_the_death_of_its_router(
 ) -> None:
     run = two_routers
     # Not through its own router: i2pd cannot build a tunnel through itself.
-    options = explicit_peers_options(testnet.identity_hash(r) for r in PEERS if r != CLIENT)
+    peers = [testnet.identity_hash(r) for r in PEERS if r != CLIENT]
+    tries = itertools.count()
     session = await published_session(
-        testnet, lambda: stream_session(testnet.router(CLIENT).sam, options=options)
+        testnet,
+        lambda: stream_session(
+            testnet.router(CLIENT).sam, options=explicit_peers_options(peers, next(tries))
+        ),
     )
     async with session:
         started = time.monotonic()

@@ -36,6 +36,7 @@ from i2p_multihome_dev.sam import (
     MAX_DATAGRAM,
     SamError,
     datagram_frame,
+    explicit_peers_options,
     format_command,
     parse_destination,
     parse_forwarded_datagram,
@@ -124,6 +125,14 @@ def test_malformed_forwarded_datagrams_are_value_errors(data: bytes) -> None:
     except ValueError:
         return
     assert data.startswith(sender.b64.encode())
+
+
+def test_each_retry_of_an_explicit_peers_session_is_led_by_another_peer() -> None:
+    # i2pd 2.45.1 puts a one-hop explicitPeers tunnel through the list's first peer only.
+    leads = [explicit_peers_options(["a", "b", "c"], t)["explicitPeers"] for t in range(4)]
+    assert leads == ["a,b,c", "b,c,a", "c,a,b", "a,b,c"]
+    assert explicit_peers_options([], 3)["explicitPeers"] == ""
+    assert explicit_peers_options(["a"])["inbound.length"] == "1"
 
 
 def test_deterministic_file_is_the_same_every_run() -> None:

@@ -87,14 +87,21 @@ Style = Literal["STREAM", "DATAGRAM"]
 Address = tuple[str, int]
 
 
-def explicit_peers_options(peer_hashes: Iterable[str]) -> dict[str, str]:
-    """Session (or client tunnel) options whose tunnels go only through `peer_hashes`.
+def explicit_peers_options(peer_hashes: Iterable[str], first: int = 0) -> dict[str, str]:
+    """Session (or client tunnel) options whose tunnels go only through `peer_hashes`,
+    starting the list at its `first` (modulo its length) peer.
 
     i2pd 2.45.1 builds every tunnel of a session with explicitPeers through the first
     `length` peers of the list, one fixed path (TunnelPool `SelectExplicitPeers`): with
     SAM's default 3 hops one bad peer left a session without tunnels (SESSION CREATE
-    unanswered 3 times in 90 s). One hop, like the hosted destinations', depends on one."""
-    return {"explicitPeers": ",".join(peer_hashes), "inbound.length": "1",
+    unanswered 3 times in 90 s). One hop, like the hosted destinations', depends on one,
+    so a caller that retries a session passes another `first` each time: the same lead
+    peer left a CI run's client without tunnels in all 3 tries."""
+    peers = list(peer_hashes)
+    if peers:
+        first %= len(peers)
+        peers = peers[first:] + peers[:first]
+    return {"explicitPeers": ",".join(peers), "inbound.length": "1",
             "outbound.length": "1", "inbound.quantity": "2", "outbound.quantity": "2"}  # fmt: skip
 
 
