@@ -7,8 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from i2p_multihome.streaming.routes import SESSION_REPLACEABLE_AFTER_S, ClientRoutes
+from i2p_multihome.wire.keys import DestinationKeys
 
 A, B, C = b"a" * 32, b"b" * 32, b"c" * 32
+DEST_A = DestinationKeys.generate().destination
 
 
 def test_the_latest_router_a_client_was_heard_through_answers_it() -> None:
@@ -98,23 +100,49 @@ def test_a_client_keeps_its_session_age_between_streams_until_the_session_expire
     assert routes.held_until(B) == 700.0 + SESSION_REPLACEABLE_AFTER_S
 
 
-def test_forgotten_clients_of_a_lost_router_start_afresh_and_memory_is_bounded() -> None:
+def test_remembered_clients_of_a_lost_router_move_too_unless_their_session_expired() -> None:
+    routes = ClientRoutes()
+    routes.heard(A, "r1", 0.0, address=DEST_A)
+    routes.forget(A)  # no stream or flow now, but its session with r1 lives on
+    routes.heard(B, "r1", 0.0)
+    routes.forget(B)
+    routes.heard(B, "r1", 100.0)
+    routes.forget(B)
+    assert sorted(routes.move({"r1"}, lambda client: "r2", 650.0)) == [B]  # A: 650 s silent
+    assert routes.held_until(A) is None and routes.route_of(A) is None
+    assert routes.held_until(B) == 650.0 and routes.route_of(B) == "r2"
+    assert len(routes) == 0  # still remembered, not active
+    assert routes.release_due(650.0) == [B]  # due: the caller pings it through r2
+    routes.heard(B, "r2", 660.0)  # its answer came through the survivor
+    routes.move({"r2"}, lambda client: "r3", 670.0)
+    assert routes.held_until(B) == 650.0 + SESSION_REPLACEABLE_AFTER_S  # r2's began at 650
+
+
+def test_a_remembered_client_keeps_its_hold_and_address() -> None:
+    routes = ClientRoutes()
+    routes.heard(A, "r1", 100.0, address=DEST_A)
+    routes.move({"r1"}, lambda client: "r2", 110.0)
+    routes.forget(A)  # its flow idled out while it was held
+    assert routes.held_until(A) == 100.0 + SESSION_REPLACEABLE_AFTER_S
+    assert routes.next_release() == 100.0 + SESSION_REPLACEABLE_AFTER_S
+    assert routes.release_due(300.0) == [A]
+    assert routes.address(A) is DEST_A and routes.route_of(A) == "r2"
+    routes.heard(A, "r2", 310.0)  # heard again without an address: the known one is kept
+    assert routes.address(A) is DEST_A
+
+
+def test_memory_of_past_clients_is_bounded_and_drops_their_holds() -> None:
     routes = ClientRoutes(remembered=2)
-    routes.heard(A, "r1", 0.0)
-    routes.forget(A)
-    routes.move({"r1"}, lambda client: "r2", 500.0)
-    routes.heard(A, "r2", 510.0)  # a new session, through the survivor
-    routes.move({"r2"}, lambda client: "r3", 520.0)
-    assert routes.held_until(A) == 510.0 + SESSION_REPLACEABLE_AFTER_S
     for client in (A, B, C):
         routes.heard(client, "r3", 600.0)
+    routes.move({"r3"}, lambda client: "r4", 601.0)
+    for client in (A, B, C):
         routes.forget(client)
-    assert len(routes) == 0
-    routes.heard(A, "r3", 700.0)  # the oldest was dropped from memory: counted from now
-    routes.heard(C, "r3", 700.0)
-    routes.move({"r3"}, lambda client: "r4", 701.0)
-    assert routes.held_until(A) == 700.0 + SESSION_REPLACEABLE_AFTER_S
+    assert routes.route_of(A) is None and routes.held_until(A) is None  # the oldest dropped
     assert routes.held_until(C) == 600.0 + SESSION_REPLACEABLE_AFTER_S
+    routes.heard(A, "r4", 700.0)  # no memory of it: counted from now
+    routes.move({"r4"}, lambda client: "r5", 701.0)
+    assert routes.held_until(A) == 700.0 + SESSION_REPLACEABLE_AFTER_S
 
 
 def test_a_client_silent_for_90_s_with_an_old_session_is_taken_to_have_started_anew() -> None:

@@ -18,10 +18,14 @@ import pytest
 from fakerouter import FakeRouter, eventually, make_leases
 from i2p_multihome.balancer.engine import Timing
 from i2p_multihome.clock import SYSTEM_CLOCK, wait_event
+from i2p_multihome.dataplane.datagrams import DatagramService
+from i2p_multihome.dataplane.ports import PortMap
+from i2p_multihome.dataplane.stats import DataPlaneStats
 from i2p_multihome.hosting import HostedDestination
 from i2p_multihome.model.v1alpha1 import (
     MultihomedDestinationSpec,
     MultihomedDestinationStatus,
+    PortSpec,
 )
 from i2p_multihome.streaming import (
     DataReadable,
@@ -36,6 +40,7 @@ from i2p_multihome.wire import messages
 from i2p_multihome.wire.datagrams import RepliableDatagram
 from i2p_multihome.wire.keys import DestinationKeys
 from i2p_multihome.wire.structures import LEASESET2_FLAG_UNPUBLISHED
+from virtualclock import ManualClock, settle
 
 MIB = 1024 * 1024
 BODY = os.urandom(MIB)
@@ -394,3 +399,45 @@ async def test_garbage_from_clients_is_counted_and_dropped(world: dict[str, Any]
     # ... and the destination still serves.
     _, ending = await client.request("r1", b"HEAD /")
     assert ending == "closed"
+
+
+async def test_a_datagram_client_of_a_lost_router_is_pinged_through_its_new_one_when_due() -> None:
+    # A client that only sends gets no reply to carry a new session: it would go on sending
+    # to the lost router's leases. Its flow idles out (120 s) as its hold ends (125 s): it is
+    # remembered, hold and all.
+    clock = ManualClock()
+    udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        UdpEcho, local_addr=("127.0.0.1", 0)
+    )
+    udp_port = udp.get_extra_info("sockname")[1]
+    ports = PortMap.of([
+        PortSpec.model_validate({"name": "echo", "port": 53, "protocol": "Datagram",
+                                 "backend": {"host": "127.0.0.1", "port": udp_port}}),
+    ])  # fmt: skip
+    nudged: list[tuple[object, str]] = []
+
+    async def send(via: str, destination: object, payload: bytes) -> bool:
+        return True
+
+    service = DatagramService(
+        DestinationKeys.generate(), ports, lambda b: (b.host, b.port), send, clock,
+        DataPlaneStats(), nudge=lambda client, router: nudged.append((client, router)),
+    )  # fmt: skip
+    task = asyncio.create_task(service.run())
+    client = DestinationKeys.generate()
+    service.receive("r1", messages.Payload(
+        RepliableDatagram.build(client, b"one").encode(), messages.PROTOCOL_DATAGRAM, 7000, 53,
+    ))  # fmt: skip
+    await settle()
+    await clock.advance(10.0)
+    assert service.move_clients({"r1"}, lambda c: "r2") == 1
+    await clock.advance(114.0)  # 124 s after its first datagram: its session is too young
+    assert nudged == []
+    await clock.advance(2.0)
+    assert nudged == [(client.destination, "r2")] and service.flows == 0
+    await clock.advance(600.0)
+    assert len(nudged) == 1
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    udp.close()

@@ -14,6 +14,7 @@ from i2p_multihome.streaming import (
     StreamConfig,
     StreamReset,
 )
+from i2p_multihome.streaming.endpoint import MAX_QUEUED_NUDGES, NUDGES_PER_FLUSH
 from i2p_multihome.wire import streaming as sp
 from i2p_multihome.wire.keys import DestinationKeys
 from i2p_multihome.wire.messages import PROTOCOL_STREAMING
@@ -610,6 +611,51 @@ def test_moving_clients_of_a_router_that_served_nobody_changes_nothing(net: Netw
     server, _, sid, _ = lost_reply(net)
     assert server.endpoint.move_remotes({"router-x"}, lambda remote: "router-b", net.now) == 0
     assert server.endpoint.stream(sid).via == "client"
+
+
+def test_a_client_whose_streams_ended_is_pinged_through_its_new_router(net: Network) -> None:
+    # Its session with the lost router outlives its streams, and it would go on sending to
+    # that router's leases: the ping is the new router's message that moves it.
+    server, client = net.hosts["server"], net.hosts["client"]
+    client.connect(server, b"one")
+    net.run(lambda: bool(server.streams) and server.streams[only_stream(server)].finished)
+    heard_at = net.now
+    net.run(limit=600)
+    assert server.endpoint.stream_ids == [] and server.endpoint.routes() == {}
+    moved_at = heard_at + 30.0
+    assert server.endpoint.move_remotes({"client"}, lambda remote: "router-b", moved_at) == 1
+    assert server.endpoint.packets_to_send(moved_at) == []  # held: its session is young
+    release = server.endpoint.timer_at()  # 125 s after the client's SYN
+    assert release is not None and moved_at < release <= heard_at + 125.0
+    server.endpoint.handle_timer(release)
+    assert server.endpoint.timer_at() == release  # the ping is due
+    [ping] = server.endpoint.packets_to_send(release)
+    assert (ping.via, ping.destination) == ("router-b", client.destination)
+    assert ping.packet.has(sp.ECHO) and ping.packet.verify(server.destination)
+    assert server.endpoint.nudges_sent == 1 and server.endpoint.timer_at() is None
+    net.now = release
+    client.endpoint.receive(ping.payload.data, 0, 0, "router-b", release)
+    [pong] = client.endpoint.packets_to_send(release)
+    server.endpoint.receive(pong.payload.data, 0, 0, "router-b", release + 1)
+    assert server.endpoint.nudges_answered == 1
+    assert not server.endpoint.drops
+
+
+def test_nudges_leave_paced_and_bounded(net: Network) -> None:
+    server = net.hosts["server"]
+    remotes = [DestinationKeys.generate().destination for _ in range(3)]
+    for remote in remotes * 30:
+        server.endpoint.nudge(remote, "router-b", 0.0)
+    assert server.endpoint.timer_at() == 0.0
+    first = server.endpoint.packets_to_send(0.0)
+    assert len(first) == NUDGES_PER_FLUSH
+    assert server.endpoint.timer_at() == 0.0  # more to go at the next flush
+    rest = server.endpoint.packets_to_send(0.1)
+    rest += server.endpoint.packets_to_send(0.2)
+    assert len(first) + len(rest) == 90 and server.endpoint.timer_at() is None
+    for _ in range(MAX_QUEUED_NUDGES + 5):
+        server.endpoint.nudge(remotes[0], "router-b", 1.0)
+    assert server.endpoint.drops["nudge_queue_full"] == 5
 
 
 # --- pings -----------------------------------------------------------------------------------

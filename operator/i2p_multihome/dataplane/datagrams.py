@@ -82,9 +82,13 @@ class DatagramService:
         stats: DataPlaneStats,
         log_fields: Mapping[str, object] | None = None,
         on_client: Callable[[str], None] = lambda router: None,
+        nudge: Callable[[Destination, str], None] = lambda client, router: None,
     ) -> None:
+        """`nudge(client, router)`: send `client` a message through `router` that needs no
+        answer (a streaming ping), for a client moved to `router` (see move_clients)."""
         self._local = local
         self._on_client = on_client  # a client's first datagram to a port came through it
+        self._nudge = nudge
         self.ports = ports
         self._resolve = resolve
         self._send = send
@@ -136,7 +140,7 @@ class DatagramService:
             else:
                 self._stats.drops[DROP_FLOW_LIMIT] += 1
                 return
-        self._routes.heard(datagram.source.hash, router, now)
+        self._routes.heard(datagram.source.hash, router, now, datagram.source)
         self._stats.datagrams_in[port.name] += 1
         self._stats.bytes_in[(router, port.name)] += len(datagram.payload)
         self._wake.set()
@@ -150,13 +154,16 @@ class DatagramService:
         return self._routes.held(client, self._clock.monotonic())
 
     def move_clients(self, lost: Collection[str], choose: Callable[[bytes], str]) -> int:
-        """The routers in `lost` are gone: answer their clients through `choose(client)`,
-        once their sessions there can have replaced the old ones (see streaming.routes).
+        """The routers in `lost` are gone: answer their clients, those with flows and those
+        remembered, through `choose(client)` once their sessions there can have replaced the
+        old ones (see streaming.routes), and nudge each then: a client that only sends
+        would otherwise go on sending to the lost router's leases and never hear a reply.
         Returns how many clients moved."""
         moved = self._routes.move(lost, choose, self._clock.monotonic())
         for flow in self._flows.values():
             if flow.via in lost:
                 flow.via = self._routes.via(flow.client.hash) or choose(flow.client.hash)
+        self._wake.set()
         return len(moved)
 
     def backend_replied(self, flow: _Flow, data: bytes) -> None:
@@ -174,7 +181,11 @@ class DatagramService:
                 while not self._replies.empty():
                     await self._reply(*self._replies.get_nowait())
                 self._close_idle()
-                await wait_event(self._wake, self._clock, FLOW_IDLE_S / 4)
+                self._release_due()
+                timeout = FLOW_IDLE_S / 4
+                if (release := self._routes.next_release()) is not None:
+                    timeout = min(timeout, max(0.0, release - self._clock.monotonic()))
+                await wait_event(self._wake, self._clock, timeout)
                 self._wake.clear()
         finally:
             for flow in list(self._flows.values()):
@@ -219,6 +230,12 @@ class DatagramService:
             self._stats.bytes_out[(via, flow.port.name)] += len(data)
         else:
             self._stats.drops[DROP_NO_SESSION] += 1
+
+    def _release_due(self) -> None:
+        for client in self._routes.release_due(self._clock.monotonic()):
+            address, via = self._routes.address(client), self._routes.route_of(client)
+            if address is not None and via is not None:
+                self._nudge(address, via)
 
     def _close_idle(self) -> None:
         cutoff = self._clock.monotonic() - FLOW_IDLE_S

@@ -59,8 +59,9 @@ class DataPlane:
             on_client,
         )
         self.datagrams = DatagramService(
-            keys, ports, self._resolve, send, clock, self.stats, log_fields, on_client
-        )
+            keys, ports, self._resolve, send, clock, self.stats, log_fields, on_client,
+            nudge=self.streams.nudge,
+        )  # fmt: skip
 
     def receive(self, router: str, message: messages.MessagePayload) -> None:
         """A MessagePayload a client sent through `router`. Malformed ones are counted and
@@ -87,7 +88,8 @@ class DataPlane:
     def move_clients(self, lost: Collection[str], survivors: Sequence[str]) -> int:
         """The routers in `lost` are gone and `survivors` hold a LeaseSet without them:
         answer every client of a lost router through a survivor (spread by the client's
-        hash), so that router gives it a new end-to-end session and the current LeaseSet.
+        hash), so that router gives it a new end-to-end session and the current LeaseSet:
+        with the streams' pending packets, or a ping for a client that has none.
         Returns how many clients (stream remotes and datagram clients) moved."""
         if not survivors:
             return 0

@@ -115,6 +115,11 @@ class StreamService:
         self._wake.set()
         return moved
 
+    def nudge(self, client: Destination, router: str) -> None:
+        """Ping `client` through `router`: see `Endpoint.nudge`."""
+        self.endpoint.nudge(client, router, self._clock.monotonic())
+        self._wake.set()
+
     @property
     def active_streams(self) -> int:
         return len(self._streams)

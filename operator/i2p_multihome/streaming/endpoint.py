@@ -2,7 +2,7 @@
 
 Inputs: `receive(data, from_port, to_port, via, now)` with the inflated data of an I2CP
 payload of protocol 6, and `via` naming the router it came through; `handle_timer(now)`;
-`connect`, `ping`, and the per-stream `send`/`read`/`close`/`reset`. Outputs:
+`connect`, `ping`, `nudge`, and the per-stream `send`/`read`/`close`/`reset`. Outputs:
 `packets_to_send(now)` as `Outgoing` values (the router to send through, the remote
 Destination, and the `Payload` with protocol 6 and the ports swapped), `next_event()` and
 `timer_at()`.
@@ -67,9 +67,17 @@ DROP_UNEXPECTED_PONG = "unexpected_pong"
 DROP_REPLY_QUEUE_FULL = "reply_queue_full"
 # Our packets to a remote moved off a lost router, before its hold ends (resent after it).
 DROP_HELD_FOR_MOVE = "held_while_client_moves"
+# A moved client to ping, when more than MAX_QUEUED_NUDGES wait (or its address is unknown).
+DROP_NUDGE_QUEUE_FULL = "nudge_queue_full"
+DROP_NUDGE_NO_ADDRESS = "nudge_without_address"
 
 # Refusals and pongs waiting for `packets_to_send`; each answers one received packet.
 MAX_QUEUED_REPLIES = 256
+# Moved clients waiting for their ping, and how many pings leave per `packets_to_send`: a
+# router's loss can release thousands of remembered clients at once, and each ping costs the
+# new router a LeaseSet lookup; the replies queue stays free for pongs and refusals.
+MAX_QUEUED_NUDGES = 4096
+NUDGES_PER_FLUSH = 32
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,11 @@ class Endpoint:
         self._early: dict[int, _Early] = {}
         self._early_count = 0
         self._pings: dict[int, float] = {}  # ping id -> expiry
+        self._nudges: deque[tuple[Destination, str]] = deque()  # (client, through which router)
+        self._nudge_ids: dict[int, None] = {}  # nudges' ping ids, oldest first, bounded
+        self._nudges_due_at: float | None = None
+        self.nudges_sent = 0
+        self.nudges_answered = 0
         self._tokens = float(self.config.new_stream_burst)
         self._tokens_at: float | None = None
         self.drops: Counter[str] = Counter()
@@ -223,13 +236,20 @@ class Endpoint:
             del self._pings[oldest]
         ping_id = self._new_id(taken=self._pings)
         self._pings[ping_id] = now + self.config.ping_timeout
-        packet = StreamPacket.make(
-            ping_id, 0, 0, flags=ECHO | SIGNATURE_INCLUDED, from_destination=self.local.destination,
-            payload=payload,
-        ).signed(self.local.sign, self.local.destination.signature_len)  # fmt: skip
-        self._reply(Outgoing(via, remote, self._payload(packet, local_port, remote_port), None,
-                             packet))  # fmt: skip
+        self._reply(self._ping_packet(ping_id, remote, via, payload, local_port, remote_port))
         return ping_id
+
+    def nudge(self, remote: Destination, via: str, now: float) -> None:
+        """Ping `remote` through `via` (soon, paced), for no answer of ours: the message
+        itself is what counts, a new end-to-end session from `via` carrying its LeaseSet,
+        for a client moved there that has nothing else coming (see routes.py). Its pong,
+        if any, is counted in `nudges_answered`."""
+        if len(self._nudges) >= MAX_QUEUED_NUDGES:
+            self.drops[DROP_NUDGE_QUEUE_FULL] += 1
+            return
+        self._nudges.append((remote, via))
+        if self._nudges_due_at is None:
+            self._nudges_due_at = now
 
     def send(self, stream_id: int, data: bytes) -> int:
         """Queue data on a stream; returns how much was accepted (see `Connection.send`)."""
@@ -288,16 +308,14 @@ class Endpoint:
             if conn.remote.hash in moved and (until := self._routes.held_until(conn.remote.hash)):
                 conn.hold(until)
                 self._touch(conn, dirty=False)
-        for remote in self._routes.release_due(now):
-            self._resend_to(remote, now)
+        self._release_due(now)
         return len(moved)
 
     def handle_timer(self, now: float) -> None:
         """Act on every deadline passed by `now`: each stream at most once per call."""
         self._expire_early(now)
         self._expire_pings(now)
-        for remote in self._routes.release_due(now):
-            self._resend_to(remote, now)
+        self._release_due(now)
         handled: set[int] = set()
         while self._timers and self._timers[0][0] <= now:
             deadline, stream_id = heapq.heappop(self._timers)
@@ -323,7 +341,10 @@ class Endpoint:
         return event
 
     def packets_to_send(self, now: float) -> list[Outgoing]:
-        out = list(self._replies)
+        out = [self._nudge_packet(*self._nudges.popleft()) for _ in range(min(
+            NUDGES_PER_FLUSH, len(self._nudges)))]  # fmt: skip
+        self._nudges_due_at = now if self._nudges else None
+        out += self._replies
         self._replies.clear()
         dirty, self._dirty = self._dirty, set()
         for stream_id in sorted(dirty):
@@ -351,6 +372,8 @@ class Endpoint:
         candidates = [self._timers[0][0]] if self._timers else []
         candidates += [early.expires for early in self._early.values()]
         candidates += list(self._pings.values())
+        if self._nudges_due_at is not None:
+            candidates.append(self._nudges_due_at)  # due: the next `packets_to_send` paces
         if (release := self._routes.next_release()) is not None:
             candidates.append(release)
         return min(candidates, default=None)
@@ -361,7 +384,7 @@ class Endpoint:
         reason = conn.receive(packet, now)
         if reason is None:
             conn.via = via
-            self._heard(conn.remote.hash, via, now)
+            self._heard(conn.remote, via, now)
         else:
             self.drops[reason] += 1
         self._touch(conn)
@@ -413,7 +436,7 @@ class Endpoint:
         )  # fmt: skip
         self._events.append(StreamAccepted(stream_id, source, via, to_port, from_port))
         self._add(conn, now)
-        self._heard(source.hash, via, now)
+        self._heard(source, via, now)
         early = self._early.pop(packet.receive_stream_id, None)
         if early is not None:
             self._early_count -= len(early.packets)
@@ -448,6 +471,10 @@ class Endpoint:
         self, packet: StreamPacket, from_port: int, to_port: int, via: str, now: float
     ) -> None:
         if packet.send_stream_id == 0:
+            if packet.receive_stream_id in self._nudge_ids:
+                del self._nudge_ids[packet.receive_stream_id]
+                self.nudges_answered += 1
+                return
             if self._pings.pop(packet.receive_stream_id, None) is None:
                 self.drops[DROP_UNEXPECTED_PONG] += 1
                 return
@@ -470,7 +497,7 @@ class Endpoint:
             0, packet.send_stream_id, 0, flags=ECHO,
             payload=packet.payload[: self.config.max_ping_payload],
         )  # fmt: skip
-        self._heard(source.hash, via, now)
+        self._heard(source, via, now)
         self._reply(Outgoing(via, source, self._payload(pong, to_port, from_port), None, pong))
 
     def _refuse(
@@ -495,15 +522,54 @@ class Endpoint:
             flags=SYNCHRONIZE | RESET | NO_ACK | SIGNATURE_INCLUDED,
             from_destination=self.local.destination,
         ).signed(self.local.sign, self.local.destination.signature_len)
-        self._heard(source.hash, via, now)
+        self._heard(source, via, now)
         self._reply(Outgoing(via, source, self._payload(reset, to_port, from_port), None, reset))
 
     # --- bookkeeping --------------------------------------------------------------------
 
-    def _heard(self, remote: bytes, via: str, now: float) -> None:
+    def _heard(self, remote: Destination, via: str, now: float) -> None:
         """An accepted or authenticated packet from `remote` came through `via`."""
-        if remote in self._per_remote and self._routes.heard(remote, via, now):
-            self._resend_to(remote, now)  # it reached a working router before its hold ended
+        client = remote.hash
+        # Only remotes with streams are routed (and forgotten when the last one ends).
+        if client in self._per_remote and self._routes.heard(client, via, now, remote):
+            self._resend_to(client, now)  # it reached a working router before its hold ended
+
+    def _release_due(self, now: float) -> None:
+        """Moved remotes whose hold ends: streams that have something to send (data or an
+        ack) send it at once through the new router; a remote without streams is pinged,
+        or nothing at all would tell it where to go."""
+        for remote in self._routes.release_due(now):
+            if remote in self._per_remote:
+                self._resend_to(remote, now)
+                continue
+            address, via = self._routes.address(remote), self._routes.route_of(remote)
+            if address is None or via is None:
+                self.drops[DROP_NUDGE_NO_ADDRESS] += 1
+            else:
+                self.nudge(address, via, now)
+
+    def _nudge_packet(self, remote: Destination, via: str) -> Outgoing:
+        ping_id = self._new_id(taken=self._nudge_ids)
+        self._nudge_ids[ping_id] = None
+        if len(self._nudge_ids) > MAX_QUEUED_NUDGES:
+            del self._nudge_ids[next(iter(self._nudge_ids))]
+        self.nudges_sent += 1
+        return self._ping_packet(ping_id, remote, via, b"", 0, 0)
+
+    def _ping_packet(
+        self,
+        ping_id: int,
+        remote: Destination,
+        via: str,
+        payload: bytes,
+        local_port: int,
+        remote_port: int,
+    ) -> Outgoing:
+        packet = StreamPacket.make(
+            ping_id, 0, 0, flags=ECHO | SIGNATURE_INCLUDED, from_destination=self.local.destination,
+            payload=payload,
+        ).signed(self.local.sign, self.local.destination.signature_len)  # fmt: skip
+        return Outgoing(via, remote, self._payload(packet, local_port, remote_port), None, packet)
 
     def _resend_to(self, remote: bytes, now: float) -> None:
         """Its route changed: every stream of `remote` sends what is pending at once."""
@@ -517,7 +583,7 @@ class Endpoint:
         self._active.add(stream_id)
         self._per_remote[conn.remote.hash] += 1
         if self._routes.via(conn.remote.hash) is None:
-            self._routes.heard(conn.remote.hash, conn.via, now)
+            self._routes.heard(conn.remote.hash, conn.via, now, conn.remote)
         if not conn.is_client:
             self._by_syn[(conn.remote.hash, conn.send_stream_id)] = stream_id
             self._by_peer_id.setdefault(conn.send_stream_id, set()).add(stream_id)

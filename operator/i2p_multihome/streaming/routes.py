@@ -14,7 +14,11 @@ its old session is old enough, then everything pending goes at once.
 
 A client's session outlives its streams (a browser opens a stream per request over one
 session), so what is known of a client is kept, bounded, after its last stream or flow ends:
-its next one starts with the right session age.
+its next one starts with the right session age, and when its router is lost it is moved and
+held too. A held client whose hold ends is *due*: whatever is pending goes to it, and one
+that has nothing pending is sent a ping, because otherwise nothing would reach it: it keeps
+sending to the lost router's leases (the LeaseSet it holds), and only a message from its new
+router gives it that router's session and LeaseSet.
 
 Sans-I/O: routers are names, time is the caller's monotonic clock.
 """
@@ -24,6 +28,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+
+from i2p_multihome.wire.structures import Destination
 
 # The age at which a client replaces its session with one a new router offers (i2pd
 # ECIESX25519_RESTART_TIMEOUT, Java RatchetSKM: 120 s), plus a margin for path delay.
@@ -44,7 +50,7 @@ class _Route:
     via: str
     since: float  # when the client's session at `via` began, at the latest
     last_heard: float
-    held_until: float | None = None
+    address: Destination | None = None  # where a ping reaches it
 
 
 class ClientRoutes:
@@ -60,6 +66,8 @@ class ClientRoutes:
         self._remembered = remembered
         self._active: dict[bytes, _Route] = {}
         self._past: OrderedDict[bytes, _Route] = OrderedDict()  # oldest first
+        # Held clients (active or past) and when their hold ends: few, and only after a loss.
+        self._held: dict[bytes, float] = {}
 
     def __len__(self) -> int:
         return len(self._active)
@@ -71,11 +79,15 @@ class ClientRoutes:
     def routes(self) -> dict[bytes, str]:
         return {client: route.via for client, route in self._active.items()}
 
-    def heard(self, client: bytes, via: str, now: float) -> bool:
-        """A packet from `client` came through `via`: that router holds a working session
-        with it, so answer through it, hold or not. True when this ended a hold."""
+    def heard(
+        self, client: bytes, via: str, now: float, address: Destination | None = None
+    ) -> bool:
+        """A packet from `client` (whose Destination is `address`, when known) came through
+        `via`: that router holds a working session with it, so answer through it, hold or
+        not. True when this ended a hold."""
         route = self._active.get(client) or self._past.pop(client, None)
-        was_held = route is not None and route.held_until is not None
+        was_held = self._held.pop(client, None) is not None
+        known = route.address if route is not None else None
         if route is None or route.via != via or now - route.last_heard > SESSION_EXPIRES_AFTER_S:
             route = _Route(via, now, now)
         elif (
@@ -84,58 +96,66 @@ class ClientRoutes:
         ):
             route.since = now
         route.last_heard = now
-        route.held_until = None
+        route.address = address or known
         self._active[client] = route
         return was_held
 
     def forget(self, client: bytes) -> None:
-        """Its last stream or flow ended: remember it a while (bounded), without a hold."""
+        """Its last stream or flow ended: remember it a while (bounded), hold and all."""
         route = self._active.pop(client, None)
         if route is None:
             return
-        if route.held_until is not None:
-            route.since = max(route.since, route.held_until)
-            route.held_until = None
         self._past[client] = route
         while len(self._past) > self._remembered:
-            self._past.popitem(last=False)
+            dropped, _ = self._past.popitem(last=False)
+            self._held.pop(dropped, None)
 
     def move(
         self, lost: Collection[str], choose: Callable[[bytes], str], now: float
     ) -> list[bytes]:
         """Answer every client of a router in `lost` through `choose(client)` instead, held
-        until its old session is old enough to be replaced. Returns the moved clients."""
-        for client in [c for c, route in self._past.items() if route.via in lost]:
-            del self._past[client]  # its session died with the router
+        until its old session is old enough to be replaced; remembered clients too, unless
+        their session has expired. Returns the moved clients."""
         moved = []
-        for client, route in self._active.items():
-            if route.via not in lost:
-                continue
-            release = max(now, route.since + self._replaceable_after)
-            # The new router's session begins when it first sends.
-            self._active[client] = _Route(choose(client), release, route.last_heard, release)
-            moved.append(client)
+        for table in (self._active, self._past):
+            for client, route in list(table.items()):
+                if route.via not in lost:
+                    continue
+                if table is self._past and now - route.last_heard > SESSION_EXPIRES_AFTER_S:
+                    del table[client]  # nothing to move: its next message starts afresh
+                    self._held.pop(client, None)
+                    continue
+                release = max(now, route.since + self._replaceable_after)
+                # The new router's session begins when it first sends: at the release.
+                table[client] = _Route(choose(client), release, route.last_heard, route.address)
+                self._held[client] = release
+                moved.append(client)
         return moved
 
+    def address(self, client: bytes) -> Destination | None:
+        """The client's Destination, if it was given with `heard`."""
+        route = self._active.get(client) or self._past.get(client)
+        return route.address if route is not None else None
+
+    def route_of(self, client: bytes) -> str | None:
+        """The router answering `client`, whether it has streams or flows now or not."""
+        route = self._active.get(client) or self._past.get(client)
+        return route.via if route is not None else None
+
     def held_until(self, client: bytes) -> float | None:
-        route = self._active.get(client)
-        return route.held_until if route is not None else None
+        return self._held.get(client)
 
     def held(self, client: bytes, now: float) -> bool:
         release = self.held_until(client)
         return release is not None and now < release
 
     def release_due(self, now: float) -> list[bytes]:
-        """Clients whose hold ends by `now`: send them what is pending."""
-        due = []
-        for client, route in self._active.items():
-            if route.held_until is not None and route.held_until <= now:
-                route.held_until = None
-                due.append(client)
+        """Clients whose hold ends by `now`, active or remembered: send them what is
+        pending, or a ping."""
+        due = [client for client, release in self._held.items() if release <= now]
+        for client in due:
+            del self._held[client]
         return due
 
     def next_release(self) -> float | None:
-        return min(
-            (r.held_until for r in self._active.values() if r.held_until is not None),
-            default=None,
-        )
+        return min(self._held.values(), default=None)
