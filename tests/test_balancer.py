@@ -57,7 +57,7 @@ from i2p_multihome.model.v1alpha1 import (
 from i2p_multihome.wire import messages
 from i2p_multihome.wire.encoding import b64encode
 from i2p_multihome.wire.keys import DestinationKeys
-from i2p_multihome.wire.structures import LEASESET2_FLAG_UNPUBLISHED
+from i2p_multihome.wire.structures import LEASESET2_FLAG_UNPUBLISHED, LeaseSet2
 from virtualclock import ManualClock
 
 LEASES_PER_ROUTER = 3
@@ -591,6 +591,38 @@ async def test_client_affinity_serving_routers_hold_their_own_leases_only(setup:
     )
     merged = h2.last_lease_set
     assert merged is not None and merged.lease_set.published > own.lease_set.published
+
+
+async def test_client_affinity_leasesets_end_soon_and_are_refreshed_without_clients(
+    setup: Setup,
+) -> None:
+    """A serving router's own LeaseSet ends within its lifetime and is signed afresh every
+    refresh, clients or not: a client of a router that dies holds its LeaseSet that long
+    at most, then asks a floodfill for the merged one."""
+    await setup.add_router("p")
+    h1 = await setup.add_router("h1")
+    spec = make_spec(setup.routers.values(), no_publish=("h1",), client_affinity=True)
+    await setup.start(spec, refresh_interval_s=3600.0)
+
+    def own() -> LeaseSet2 | None:
+        handed = h1.last_lease_set
+        unpublished = handed is not None and handed.lease_set.flags == LEASESET2_FLAG_UNPUBLISHED
+        return handed.lease_set if handed is not None and unpublished else None
+
+    await setup.advance_until(own, "h1's own LeaseSet")
+    first = own()
+    assert first is not None
+    assert max(lease.end_s for lease in first.leases) <= (
+        first.published + policy.AFFINITY_LEASE_LIFETIME_S
+    )
+    handed = len(h1.lease_sets)
+    waited = await setup.advance_until(
+        lambda: len(h1.lease_sets) > handed, "the refresh", step_s=1.0, limit_s=120
+    )
+    assert policy.AFFINITY_REFRESH_S - 2 <= waited <= policy.AFFINITY_REFRESH_S + 2
+    refreshed = own()
+    assert refreshed is not None and refreshed.published > first.published
+    assert refreshed.verify()
 
 
 async def test_refused_router_is_retried_with_capped_backoff(setup: Setup) -> None:

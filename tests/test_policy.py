@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from i2p_multihome.balancer.events import PublishReason
 from i2p_multihome.balancer.link import LinkState
 from i2p_multihome.balancer.policy import (
+    AFFINITY_LEASE_LIFETIME_S,
+    AFFINITY_REFRESH_S,
     AFFINITY_RENEW_INTERVAL_S,
     BACKOFF_INITIAL_S,
     CLIENT_API_VERSION,
@@ -30,6 +32,7 @@ from i2p_multihome.balancer.policy import (
     SelectedLease,
     affinity_hosts,
     affinity_published_s,
+    affinity_refresh,
     affinity_renew_at,
     backoff_delay_s,
     excluded_gateways,
@@ -439,10 +442,11 @@ AFFINITY = MultihomedDestinationSpec(
     ],
     lease_set=LeaseSetSpec(client_affinity=True),
 )
-P1 = SelectedLease("p", lease("p1", 1, 300))
-H1 = SelectedLease("h", lease("h1", 1, 300))
-H2 = SelectedLease("h", lease("h2", 2, 200))
-K1 = SelectedLease("k", lease("k1", 1, 300))
+# Within an affinity LeaseSet's lease lifetime (180 s), so no cap applies (see below).
+P1 = SelectedLease("p", lease("p1", 1, 170))
+H1 = SelectedLease("h", lease("h1", 1, 170))
+H2 = SelectedLease("h", lease("h2", 2, 150))
+K1 = SelectedLease("k", lease("k1", 1, 170))
 
 
 def test_affinity_hosts_are_the_non_publishing_routers_and_only_with_affinity() -> None:
@@ -495,6 +499,32 @@ def test_a_serving_router_a_new_client_came_through_gets_its_own_leaseset_afresh
     result = plan_publish(given)
     assert result.leases is None
     assert result.affinity == {"h": (H1, H2)}  # a publishing router has none to renew
+
+
+def test_affinity_leasesets_end_soon_though_their_tunnels_live_on() -> None:
+    """A client holds a LeaseSet until its latest lease ends: a serving router's own ends
+    within the lifetime, so a client of a router that died fetches the merged one soon."""
+    long = SelectedLease("h", lease("h9", 9, 590))
+    links = [link("p", P1), link("h", long, H1), link("k", K1)]
+    result = plan(links, None, None, now=100.0, spec=AFFINITY)
+    assert set(result.leases or ()) == {long, H1, K1}  # the merged LeaseSet is not capped
+    cap = NOW_MS + AFFINITY_LEASE_LIFETIME_S * 1000
+    [capped, h1] = result.affinity["h"]
+    assert (capped.lease.gateway, capped.lease.end_ms) == (long.lease.gateway, cap)
+    assert h1 == H1  # ends before the cap: unchanged
+    shorter = plan(links, None, None, 100.0, PublishTiming(affinity_lease_lifetime_s=60),
+                   spec=AFFINITY)  # fmt: skip
+    assert max(s.lease.end_ms for s in shorter.affinity["h"]) == NOW_MS + 60_000
+
+
+def test_affinity_leasesets_are_refreshed_before_their_leases_run_short() -> None:
+    assert AFFINITY_REFRESH_S + 51 < AFFINITY_LEASE_LIFETIME_S  # i2pd's lease threshold
+    assert affinity_refresh({}, 100.0) == (frozenset(), None)
+    handed = {"h": 100.0, "k": 130.0}
+    assert affinity_refresh(handed, 150.0, 60.0) == (frozenset(), 160.0)
+    assert affinity_refresh(handed, 160.0, 60.0) == ({"h"}, 190.0)
+    # Due and not handed (its router down): tried again a refresh later, not in a loop.
+    assert affinity_refresh({"h": 100.0}, 400.0, 60.0) == ({"h"}, 460.0)
 
 
 def test_affinity_renewal_is_rate_limited_not_dropped() -> None:

@@ -90,10 +90,14 @@ class Timing:
     ramp_first_s: float = policy.RAMP_FIRST_S
     ramp_spread_s: float = policy.RAMP_SPREAD_S
     affinity_renew_s: float = policy.AFFINITY_RENEW_INTERVAL_S
+    affinity_refresh_s: float = policy.AFFINITY_REFRESH_S
+    affinity_lease_lifetime_s: int = policy.AFFINITY_LEASE_LIFETIME_S
 
     @property
     def publish(self) -> policy.PublishTiming:
-        return policy.PublishTiming(self.min_publish_interval_s, self.refresh_interval_s)
+        return policy.PublishTiming(
+            self.min_publish_interval_s, self.refresh_interval_s, self.affinity_lease_lifetime_s
+        )
 
 
 @dataclass
@@ -448,6 +452,10 @@ class Balancer:
             renew = frozenset(
                 r for r in self._affinity_renew if self._affinity_renew_at(r, now) <= now
             )
+            stale, _ = policy.affinity_refresh(
+                self._affinity_handed_at, now, self._timing.affinity_refresh_s
+            )
+            renew |= stale & policy.affinity_hosts(self.spec)
             plan = policy.plan_publish(
                 policy.PublishInput(
                     links=tuple(link.state for link in self._links.values()),
@@ -472,6 +480,12 @@ class Balancer:
                 await self._hand_affinity(plan.affinity)
             if wake_at is not None:
                 self._schedule(wake_at)
+            # After this plan's hand-overs: each serving router's next refresh.
+            _, refresh_at = policy.affinity_refresh(
+                self._affinity_handed_at, now, self._timing.affinity_refresh_s
+            )
+            if refresh_at is not None:
+                self._schedule(refresh_at)
             for router in self._affinity_renew:  # not due yet
                 self._schedule(self._affinity_renew_at(router, now))
 

@@ -5,7 +5,7 @@ and no clocks: callers pass the time in."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from i2p_multihome.balancer.events import PublishReason
 from i2p_multihome.balancer.link import LinkState
@@ -39,6 +39,18 @@ REFRESH_INTERVAL_S = 90
 # costs every client of that router one bundled LeaseSet (about 500 bytes) with its next
 # message.
 AFFINITY_RENEW_INTERVAL_S = 1.0
+# Client affinity: a serving router's own LeaseSet has leases that end at most
+# AFFINITY_LEASE_LIFETIME_S after it is signed, and is signed afresh every
+# AFFINITY_REFRESH_S. i2pd keeps a remote LeaseSet until its latest lease ends (LeaseSet.cpp
+# UpdateLease: a short `expires` cannot shorten it), then asks a floodfill. A client whose
+# serving router died, and which no survivor can reach (its own LeaseSet unpublished, as
+# browsing clients' are), so learns the merged LeaseSet without that router within about
+# this lifetime instead of when the dead router's tunnels would have ended (up to 10
+# minutes). A client that hears from its router gets the refreshed one bundled; one silent
+# for longer than 90 s starts a new session anyway. The lifetime stays above i2pd's
+# 51-s lease threshold plus the refresh, so a listening client never runs short.
+AFFINITY_LEASE_LIFETIME_S = 180
+AFFINITY_REFRESH_S = 60.0
 # When no router took a new LeaseSet (every send failed), plan again this soon.
 PUBLISH_RETRY_S = 1.0
 
@@ -107,6 +119,7 @@ def select_leases(
 class PublishTiming:
     min_interval_s: float = MIN_PUBLISH_INTERVAL_S  # coalescing window
     refresh_interval_s: float = REFRESH_INTERVAL_S  # an unchanged LeaseSet published afresh
+    affinity_lease_lifetime_s: int = AFFINITY_LEASE_LIFETIME_S
 
 
 @dataclass(frozen=True)
@@ -172,8 +185,9 @@ def plan_publish(given: PublishInput) -> PublishPlan:
     max_leases = given.spec.lease_set.max_leases
     excluded = excluded_gateways(given.spec)
     hosts = frozenset(established) & affinity_hosts(given.spec)
+    lease_cap_ms = given.now_ms + timing.affinity_lease_lifetime_s * 1000
     affinity = {
-        name: leases
+        name: tuple(capped(s, lease_cap_ms) for s in leases)
         for name in sorted(hosts)
         if (leases := select_leases({name: reports[name]}, given.now_ms, max_leases, excluded,
                                     MIN_REMAINING_S))
@@ -300,6 +314,27 @@ def affinity_renew_at(
     if last_renewed_at is None:
         return now
     return max(now, last_renewed_at + interval_s)
+
+
+def capped(selected: SelectedLease, end_ms: int) -> SelectedLease:
+    """The lease, ending at `end_ms` at the latest (its tunnel may live on)."""
+    if selected.lease.end_ms <= end_ms:
+        return selected
+    return SelectedLease(selected.router, replace(selected.lease, end_ms=end_ms))
+
+
+def affinity_refresh(
+    handed_at: Mapping[str, float], now: float, refresh_s: float = AFFINITY_REFRESH_S
+) -> tuple[frozenset[str], float | None]:
+    """Which serving routers' own LeaseSets are due to be signed afresh (last handed
+    `refresh_s` ago or more), and when to look again: `refresh_s` after the earliest
+    hand-over still to come, or from now for those due now (one that cannot be handed
+    its LeaseSet now is tried again then, not at once)."""
+    due = frozenset(name for name, at in handed_at.items() if now - at >= refresh_s)
+    ahead = [at + refresh_s for name, at in handed_at.items() if name not in due]
+    if due:
+        ahead.append(now + refresh_s)
+    return due, min(ahead, default=None)
 
 
 def affinity_hosts(spec: MultihomedDestinationSpec) -> frozenset[str]:
