@@ -27,6 +27,7 @@ from i2p_multihome.balancer.events import (
 )
 from i2p_multihome.balancer.policy import SelectedLease
 from i2p_multihome.balancer.snapshot import BalancerSnapshot, RouterSnapshot
+from i2p_multihome.dataplane.stats import DataPlaneStats
 from i2p_multihome.i2cp.session import Endpoint
 from i2p_multihome.k8s import handlers, metrics, secrets
 from i2p_multihome.k8s.runtime import DestinationRuntime, kubernetes_event
@@ -408,3 +409,16 @@ def test_forget_removes_every_series_of_the_destination_only() -> None:
     kept = {"namespace": "m-forget", "destination": "kept"}
     assert value("i2p_multihome_sessions", **kept, router="r1", state="Established") == 1
     assert value("i2p_multihome_failover_seconds_count", **kept) == 1
+
+
+def test_dataplane_counts_grow_the_counters_by_their_difference_nudges_included() -> None:
+    stats = DataPlaneStats()
+    stats.drops["no_port"] = 2
+    labels = {"namespace": "m-dp", "destination": "web"}
+    metrics.observe_dataplane("m-dp", "web", stats, stats.drops, {"sent": 3, "answered": 1})
+    metrics.observe_dataplane("m-dp", "web", stats, stats.drops, {"sent": 5, "answered": 1})
+    assert value("i2p_multihome_client_nudges_total", **labels, result="sent") == 5
+    assert value("i2p_multihome_client_nudges_total", **labels, result="answered") == 1
+    assert value("i2p_multihome_dropped_packets_total", **labels, reason="no_port") == 2
+    metrics.forget("m-dp", "web", [])
+    assert value("i2p_multihome_client_nudges_total", **labels, result="sent") is None

@@ -117,6 +117,11 @@ class DataPlane:
     def streams_by_router(self) -> dict[str, int]:
         return self.streams.streams_by_router()
 
+    def nudges(self) -> Counter[str]:
+        """Pings to clients moved off a lost router: sent, and answered by a pong."""
+        endpoint = self.streams.endpoint
+        return Counter(sent=endpoint.nudges_sent, answered=endpoint.nudges_answered)
+
     def drops(self) -> Counter[str]:
         """Everything dropped, by reason: the data plane's and the streaming protocol's."""
         return self.stats.drops + self.streams.endpoint.drops

@@ -77,6 +77,11 @@ DATAGRAMS = Counter(
     "i2p_multihome_datagrams", "Datagrams the data plane moved, by port and direction",
     [*_DEST, "port", "direction"], registry=REGISTRY,
 )  # fmt: skip
+NUDGES = Counter(
+    "i2p_multihome_client_nudges", "Pings sent to clients moved off a lost router, so that "
+    "the survivor's session reaches them (result: sent, answered)",
+    [*_DEST, "result"], registry=REGISTRY,
+)  # fmt: skip
 
 # What each destination's cumulative data-plane counts were at the last observation: the
 # Prometheus counters grow by the difference.
@@ -84,7 +89,11 @@ _last_seen: dict[tuple[str, str], dict[tuple[str, ...], int]] = {}
 
 
 def observe_dataplane(
-    namespace: str, name: str, stats: DataPlaneStats, drops: Mapping[str, int]
+    namespace: str,
+    name: str,
+    stats: DataPlaneStats,
+    drops: Mapping[str, int],
+    nudges: Mapping[str, int] | None = None,
 ) -> None:
     current: dict[tuple[str, ...], int] = {}
     for (router, port), count in stats.bytes_in.items():
@@ -101,6 +110,8 @@ def observe_dataplane(
         current[("datagrams", port, "in")] = count
     for port, count in stats.datagrams_out.items():
         current[("datagrams", port, "out")] = count
+    for result, count in (nudges or {}).items():
+        current[("nudge", result)] = count
     seen = _last_seen.setdefault((namespace, name), {})
     for key, count in current.items():
         grown = count - seen.get(key, 0)
@@ -109,7 +120,7 @@ def observe_dataplane(
         kind, *labels = key
         metric = {
             "bytes": STREAM_BYTES, "accepted": STREAMS_ACCEPTED, "reset": STREAM_RESETS,
-            "drop": DROPS, "datagrams": DATAGRAMS,
+            "drop": DROPS, "datagrams": DATAGRAMS, "nudge": NUDGES,
         }[kind]  # fmt: skip
         metric.labels(namespace, name, *labels).inc(grown)
         seen[key] = count
@@ -147,7 +158,7 @@ def observe_snapshot(namespace: str, name: str, snapshot: BalancerSnapshot, now_
 def forget(namespace: str, name: str, routers: list[str]) -> None:
     """Drop a deleted destination's series so dashboards don't show ghosts."""
     _last_seen.pop((namespace, name), None)
-    for counter in (STREAM_BYTES, STREAMS_ACCEPTED, STREAM_RESETS, DROPS, DATAGRAMS):
+    for counter in (STREAM_BYTES, STREAMS_ACCEPTED, STREAM_RESETS, DROPS, DATAGRAMS, NUDGES):
         for labels in _series_of(counter, namespace, name):
             _remove(counter, *labels)
     for router in routers:

@@ -128,8 +128,9 @@ class DestinationRuntime(HostedDestination):
     def _observe(self, snapshot: BalancerSnapshot, now: float) -> None:
         metrics.observe_snapshot(self.namespace, self.name, snapshot, now)
         metrics.observe_dataplane(
-            self.namespace, self.name, self.dataplane.stats, self.dataplane.drops()
-        )
+            self.namespace, self.name, self.dataplane.stats, self.dataplane.drops(),
+            self.dataplane.nudges(),
+        )  # fmt: skip
 
     def _on_event(self, event: BalancerEvent) -> None:
         metrics.observe_event(self.namespace, self.name, event)
