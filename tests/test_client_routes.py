@@ -155,3 +155,13 @@ def test_a_client_silent_for_90_s_with_an_old_session_is_taken_to_have_started_a
     routes.heard(B, "r1", 100.0)  # 100 s quiet, but its session was too young to restart
     routes.move({"r1"}, lambda client: "r2", 110.0)
     assert routes.held_until(B) == SESSION_REPLACEABLE_AFTER_S  # counted from 0
+
+
+def test_a_client_moved_again_before_its_release_keeps_its_release() -> None:
+    # The router it was moved to never sent it anything: no new session to wait out.
+    routes = ClientRoutes()
+    routes.heard(A, "r1", 100.0)
+    routes.move({"r1"}, lambda client: "r2", 110.0)
+    routes.move({"r2"}, lambda client: "r3", 120.0)
+    assert routes.held_until(A) == 100.0 + SESSION_REPLACEABLE_AFTER_S
+    assert routes.via(A) == "r3"

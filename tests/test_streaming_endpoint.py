@@ -14,7 +14,11 @@ from i2p_multihome.streaming import (
     StreamConfig,
     StreamReset,
 )
-from i2p_multihome.streaming.endpoint import MAX_QUEUED_NUDGES, NUDGES_PER_FLUSH
+from i2p_multihome.streaming.endpoint import (
+    MAX_QUEUED_NUDGES,
+    NUDGE_INTERVAL_S,
+    NUDGES_PER_FLUSH,
+)
 from i2p_multihome.wire import streaming as sp
 from i2p_multihome.wire.keys import DestinationKeys
 from i2p_multihome.wire.messages import PROTOCOL_STREAMING
@@ -631,8 +635,8 @@ def test_a_client_whose_streams_ended_is_pinged_through_its_new_router(net: Netw
     assert server.endpoint.timer_at() == release  # the ping is due
     [ping] = server.endpoint.packets_to_send(release)
     assert (ping.via, ping.destination) == ("router-b", client.destination)
-    assert ping.packet.has(sp.ECHO) and ping.packet.verify(server.destination)
-    assert server.endpoint.nudges_sent == 1 and server.endpoint.timer_at() is None
+    assert ping.nudge and ping.packet.has(sp.ECHO) and ping.packet.verify(server.destination)
+    assert server.endpoint.timer_at() is None
     net.now = release
     client.endpoint.receive(ping.payload.data, 0, 0, "router-b", release)
     [pong] = client.endpoint.packets_to_send(release)
@@ -641,21 +645,27 @@ def test_a_client_whose_streams_ended_is_pinged_through_its_new_router(net: Netw
     assert not server.endpoint.drops
 
 
-def test_nudges_leave_paced_and_bounded(net: Network) -> None:
+def test_nudges_leave_paced_bounded_and_once_per_client(net: Network) -> None:
     server = net.hosts["server"]
-    remotes = [DestinationKeys.generate().destination for _ in range(3)]
-    for remote in remotes * 30:
-        server.endpoint.nudge(remote, "router-b", 0.0)
-    assert server.endpoint.timer_at() == 0.0
-    first = server.endpoint.packets_to_send(0.0)
-    assert len(first) == NUDGES_PER_FLUSH
-    assert server.endpoint.timer_at() == 0.0  # more to go at the next flush
-    rest = server.endpoint.packets_to_send(0.1)
-    rest += server.endpoint.packets_to_send(0.2)
-    assert len(first) + len(rest) == 90 and server.endpoint.timer_at() is None
-    for _ in range(MAX_QUEUED_NUDGES + 5):
-        server.endpoint.nudge(remotes[0], "router-b", 1.0)
-    assert server.endpoint.drops["nudge_queue_full"] == 5
+    endpoint = server.endpoint
+    remotes = [DestinationKeys.generate().destination for _ in range(2 * NUDGES_PER_FLUSH + 5)]
+    for remote in remotes + remotes[:3]:  # the last 3 again: already waiting
+        endpoint.nudge(remote, "router-b", 0.0)
+    assert endpoint.timer_at() == 0.0
+    first = endpoint.packets_to_send(0.0)
+    assert len(first) == NUDGES_PER_FLUSH and all(out.nudge for out in first)
+    assert endpoint.timer_at() == NUDGE_INTERVAL_S  # the next batch, not at once
+    assert endpoint.packets_to_send(0.1) == []
+    rest = endpoint.packets_to_send(NUDGE_INTERVAL_S)
+    rest += endpoint.packets_to_send(2 * NUDGE_INTERVAL_S)
+    assert len(first) + len(rest) == len(remotes) and endpoint.timer_at() is None
+    assert len({out.destination.hash for out in first + rest}) == len(remotes)
+    endpoint.nudge(remotes[0], "router-b", 1.0)  # sent before: may be nudged again
+    assert endpoint.timer_at() == 1.0
+    crowd = [DestinationKeys.generate().destination for _ in range(MAX_QUEUED_NUDGES + 5)]
+    for remote in crowd:
+        endpoint.nudge(remote, "router-b", 1.0)
+    assert endpoint.drops["nudge_queue_full"] == 6
 
 
 # --- pings -----------------------------------------------------------------------------------

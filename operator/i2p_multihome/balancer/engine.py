@@ -452,10 +452,11 @@ class Balancer:
             renew = frozenset(
                 r for r in self._affinity_renew if self._affinity_renew_at(r, now) <= now
             )
+            hosts = policy.affinity_hosts(self.spec)
             stale, _ = policy.affinity_refresh(
                 self._affinity_handed_at, now, self._timing.affinity_refresh_s
             )
-            renew |= stale & policy.affinity_hosts(self.spec)
+            renew |= stale & hosts
             plan = policy.plan_publish(
                 policy.PublishInput(
                     links=tuple(link.state for link in self._links.values()),
@@ -480,7 +481,10 @@ class Balancer:
                 await self._hand_affinity(plan.affinity)
             if wake_at is not None:
                 self._schedule(wake_at)
-            # After this plan's hand-overs: each serving router's next refresh.
+            # After this plan's hand-overs: each serving router's next refresh (routers that
+            # left the spec, or the serving role, are forgotten).
+            for router in set(self._affinity_handed_at) - hosts:
+                del self._affinity_handed_at[router]
             _, refresh_at = policy.affinity_refresh(
                 self._affinity_handed_at, now, self._timing.affinity_refresh_s
             )

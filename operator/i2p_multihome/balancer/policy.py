@@ -46,9 +46,11 @@ AFFINITY_RENEW_INTERVAL_S = 1.0
 # serving router died, and which no survivor can reach (its own LeaseSet unpublished, as
 # browsing clients' are), so learns the merged LeaseSet without that router within about
 # this lifetime instead of when the dead router's tunnels would have ended (up to 10
-# minutes). A client that hears from its router gets the refreshed one bundled; one silent
-# for longer than 90 s starts a new session anyway. The lifetime stays above i2pd's
-# 51-s lease threshold plus the refresh, so a listening client never runs short.
+# minutes). A client that hears from its router gets the refreshed one bundled, so its
+# leases end at least LIFETIME - REFRESH ahead; i2pd streaming stops picking a lease 51 s
+# before its end, asks a floodfill (whose older merged LeaseSet it does not take over a
+# newer one) and meanwhile keeps the leases until 51 s past their end. A client that heard
+# nothing for 90 s starts a new session with its next message anyway.
 AFFINITY_LEASE_LIFETIME_S = 180
 AFFINITY_REFRESH_S = 60.0
 # When no router took a new LeaseSet (every send failed), plan again this soon.
@@ -327,9 +329,9 @@ def affinity_refresh(
     handed_at: Mapping[str, float], now: float, refresh_s: float = AFFINITY_REFRESH_S
 ) -> tuple[frozenset[str], float | None]:
     """Which serving routers' own LeaseSets are due to be signed afresh (last handed
-    `refresh_s` ago or more), and when to look again: `refresh_s` after the earliest
-    hand-over still to come, or from now for those due now (one that cannot be handed
-    its LeaseSet now is tried again then, not at once)."""
+    `refresh_s` ago or more), and when to look again: the earliest refresh not yet due, or
+    `refresh_s` from now if any is due now (one that cannot be handed its LeaseSet now is
+    tried again then, not at once)."""
     due = frozenset(name for name, at in handed_at.items() if now - at >= refresh_s)
     ahead = [at + refresh_s for name, at in handed_at.items() if name not in due]
     if due:

@@ -96,8 +96,9 @@ class DatagramService:
         self._stats = stats
         self._log_fields = dict(log_fields or {})
         self._flows: dict[tuple[bytes, str], _Flow] = {}
-        # The router each client's latest datagram came through, kept while it has flows:
-        # every flow of the client answers through it (its end-to-end session lives there).
+        # The router each client's latest datagram came through, while it has flows (and
+        # remembered a while after): every flow of the client answers through it (its
+        # end-to-end session lives there).
         self._routes = ClientRoutes()
         self._replies: asyncio.Queue[tuple[_Flow, bytes]] = asyncio.Queue(MAX_QUEUED_REPLIES)
         self._wake = asyncio.Event()

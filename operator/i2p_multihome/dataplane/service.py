@@ -119,8 +119,9 @@ class DataPlane:
 
     def nudges(self) -> Counter[str]:
         """Pings to clients moved off a lost router: sent, and answered by a pong."""
-        endpoint = self.streams.endpoint
-        return Counter(sent=endpoint.nudges_sent, answered=endpoint.nudges_answered)
+        return Counter(
+            sent=self.streams.nudges_sent, answered=self.streams.endpoint.nudges_answered
+        )
 
     def drops(self) -> Counter[str]:
         """Everything dropped, by reason: the data plane's and the streaming protocol's."""

@@ -91,6 +91,7 @@ class StreamService:
         self._log_fields = dict(log_fields or {})
         self._streams: dict[int, _Stream] = {}
         self._wake = asyncio.Event()
+        self.nudges_sent = 0  # handed to their router (see `Endpoint.nudge`)
 
     # --- what the I/O around it calls ------------------------------------------------------
 
@@ -172,6 +173,8 @@ class StreamService:
     async def _flush(self) -> None:
         for out in self.endpoint.packets_to_send(self._clock.monotonic()):
             sent = await self._send(out.via, out.destination, out.payload.encode(compresslevel=0))
+            if sent and out.nudge:
+                self.nudges_sent += 1
             if not sent:
                 # The stream's router is gone; the peer retransmits, perhaps through another.
                 self._stats.drops[DROP_NO_SESSION] += 1

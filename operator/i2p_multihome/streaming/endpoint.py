@@ -13,6 +13,7 @@ sending reset"); pings are answered. Drops are counted by reason in `drops`.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import os
 from collections import Counter, deque
@@ -73,11 +74,13 @@ DROP_NUDGE_NO_ADDRESS = "nudge_without_address"
 
 # Refusals and pongs waiting for `packets_to_send`; each answers one received packet.
 MAX_QUEUED_REPLIES = 256
-# Moved clients waiting for their ping, and how many pings leave per `packets_to_send`: a
-# router's loss can release thousands of remembered clients at once, and each ping costs the
-# new router a LeaseSet lookup; the replies queue stays free for pongs and refusals.
+# Moved clients waiting for their ping, and their pace: a router's loss can release
+# thousands of remembered clients at once, and each ping costs the new router a LeaseSet
+# lookup, so at most NUDGES_PER_FLUSH leave every NUDGE_INTERVAL_S (128 a second); the
+# replies queue stays free for pongs and refusals.
 MAX_QUEUED_NUDGES = 4096
 NUDGES_PER_FLUSH = 32
+NUDGE_INTERVAL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class Outgoing:
     payload: Payload = field(repr=False)
     stream_id: int | None  # our stream id; None for pings, pongs and refusals
     packet: StreamPacket
+    nudge: bool = False  # a ping to a client moved off a lost router (see `Endpoint.nudge`)
 
 
 @dataclass
@@ -114,8 +118,9 @@ class Endpoint:
         self._active: set[int] = set()
         self._half_open: set[int] = set()
         self._per_remote: Counter[bytes] = Counter()
-        # The router each remote's latest accepted packet came through, kept while it has
-        # active streams. Every stream of a remote answers through it: the client's
+        # The router each remote's latest accepted packet came through, while it has active
+        # streams (and remembered a while after). Every stream of a remote answers through
+        # it: the client's
         # end-to-end session lives in that router, and an answer through another router would
         # reach the client as a competing new session, which it drops (i2pd and Java keep a
         # session from the same static key for 2 minutes) or, later, lets replace the first.
@@ -136,9 +141,9 @@ class Endpoint:
         self._early_count = 0
         self._pings: dict[int, float] = {}  # ping id -> expiry
         self._nudges: deque[tuple[Destination, str]] = deque()  # (client, through which router)
+        self._nudging: set[bytes] = set()  # the clients in `_nudges`
         self._nudge_ids: dict[int, None] = {}  # nudges' ping ids, oldest first, bounded
         self._nudges_due_at: float | None = None
-        self.nudges_sent = 0
         self.nudges_answered = 0
         self._tokens = float(self.config.new_stream_burst)
         self._tokens_at: float | None = None
@@ -234,7 +239,7 @@ class Endpoint:
         if len(self._pings) >= self.config.max_pending_pings:
             oldest = min(self._pings, key=self._pings.__getitem__)
             del self._pings[oldest]
-        ping_id = self._new_id(taken=self._pings)
+        ping_id = self._new_id(self._pings, self._nudge_ids)
         self._pings[ping_id] = now + self.config.ping_timeout
         self._reply(self._ping_packet(ping_id, remote, via, payload, local_port, remote_port))
         return ping_id
@@ -242,12 +247,17 @@ class Endpoint:
     def nudge(self, remote: Destination, via: str, now: float) -> None:
         """Ping `remote` through `via` (soon, paced), for no answer of ours: the message
         itself is what counts, a new end-to-end session from `via` carrying its LeaseSet,
-        for a client moved there that has nothing else coming (see routes.py). Its pong,
-        if any, is counted in `nudges_answered`."""
+        for a client moved there that has nothing else coming (see routes.py). A client
+        already waiting for one is not queued twice (streams and datagrams both know some
+        clients). The packet is an `Outgoing` with `nudge` set; its pong, if any, is counted
+        in `nudges_answered`."""
+        if remote.hash in self._nudging:
+            return
         if len(self._nudges) >= MAX_QUEUED_NUDGES:
             self.drops[DROP_NUDGE_QUEUE_FULL] += 1
             return
         self._nudges.append((remote, via))
+        self._nudging.add(remote.hash)
         if self._nudges_due_at is None:
             self._nudges_due_at = now
 
@@ -341,9 +351,11 @@ class Endpoint:
         return event
 
     def packets_to_send(self, now: float) -> list[Outgoing]:
-        out = [self._nudge_packet(*self._nudges.popleft()) for _ in range(min(
-            NUDGES_PER_FLUSH, len(self._nudges)))]  # fmt: skip
-        self._nudges_due_at = now if self._nudges else None
+        out = []
+        if self._nudges_due_at is not None and self._nudges_due_at <= now:
+            out = [self._nudge_packet(*self._nudges.popleft()) for _ in range(min(
+                NUDGES_PER_FLUSH, len(self._nudges)))]  # fmt: skip
+            self._nudges_due_at = now + NUDGE_INTERVAL_S if self._nudges else None
         out += self._replies
         self._replies.clear()
         dirty, self._dirty = self._dirty, set()
@@ -373,7 +385,7 @@ class Endpoint:
         candidates += [early.expires for early in self._early.values()]
         candidates += list(self._pings.values())
         if self._nudges_due_at is not None:
-            candidates.append(self._nudges_due_at)  # due: the next `packets_to_send` paces
+            candidates.append(self._nudges_due_at)  # `packets_to_send` takes the next batch
         if (release := self._routes.next_release()) is not None:
             candidates.append(release)
         return min(candidates, default=None)
@@ -549,12 +561,12 @@ class Endpoint:
                 self.nudge(address, via, now)
 
     def _nudge_packet(self, remote: Destination, via: str) -> Outgoing:
-        ping_id = self._new_id(taken=self._nudge_ids)
+        self._nudging.discard(remote.hash)
+        ping_id = self._new_id(self._nudge_ids, self._pings)
         self._nudge_ids[ping_id] = None
         if len(self._nudge_ids) > MAX_QUEUED_NUDGES:
             del self._nudge_ids[next(iter(self._nudge_ids))]
-        self.nudges_sent += 1
-        return self._ping_packet(ping_id, remote, via, b"", 0, 0)
+        return dataclasses.replace(self._ping_packet(ping_id, remote, via, b"", 0, 0), nudge=True)
 
     def _ping_packet(
         self,
@@ -582,7 +594,8 @@ class Endpoint:
         self._streams[stream_id] = conn
         self._active.add(stream_id)
         self._per_remote[conn.remote.hash] += 1
-        if self._routes.via(conn.remote.hash) is None:
+        # A stream we open hears nothing yet: it must not end a moved remote's hold.
+        if not conn.is_client and self._routes.via(conn.remote.hash) is None:
             self._routes.heard(conn.remote.hash, conn.via, now, conn.remote)
         if not conn.is_client:
             self._by_syn[(conn.remote.hash, conn.send_stream_id)] = stream_id
@@ -656,11 +669,15 @@ class Endpoint:
         self._timers = [(d, s) for s, d in self._deadline.items() if s in self._streams]
         heapq.heapify(self._timers)
 
-    def _new_id(self, taken: Mapping[int, object] | None = None) -> int:
+    def _new_id(self, *taken: Mapping[int, object]) -> int:
         """A random non-zero 32-bit id that no stream (or ping) of ours uses."""
         while True:
             candidate = int.from_bytes(self._random(4), "big")
-            if candidate and candidate not in self._streams and candidate not in (taken or {}):
+            if (
+                candidate
+                and candidate not in self._streams
+                and not any(candidate in ids for ids in taken)
+            ):
                 return candidate
 
     def _authentic(self, packet: StreamPacket, source: Destination) -> bool:

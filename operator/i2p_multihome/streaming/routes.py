@@ -125,7 +125,10 @@ class ClientRoutes:
                     del table[client]  # nothing to move: its next message starts afresh
                     self._held.pop(client, None)
                     continue
-                release = max(now, route.since + self._replaceable_after)
+                # Still held from an earlier move: the router it was moved to never sent.
+                earlier = self._held.get(client)
+                release = max(now, earlier if earlier is not None else
+                              route.since + self._replaceable_after)  # fmt: skip
                 # The new router's session begins when it first sends: at the release.
                 table[client] = _Route(choose(client), release, route.last_heard, route.address)
                 self._held[client] = release
