@@ -716,6 +716,17 @@ def test_session_options_full() -> None:
     }
 
 
+def test_each_router_starts_the_explicit_peers_at_its_own_place() -> None:
+    """i2pd builds through the list's first peers in order: not all routers through one."""
+    spec, first = _spec(peer_policy=PeerPolicy(explicit_peers=[PEER_1, PEER_2]))
+    second = spec.routers[1]
+    assert session_options(spec, first, False, "n")["explicitPeers"] == f"{PEER_1},{PEER_2}"
+    assert session_options(spec, second, False, "n")["explicitPeers"] == f"{PEER_2},{PEER_1}"
+    third = RouterSpec(name="r3", i2cp=I2CPEndpoint(host="router-3"))
+    three = spec.model_copy(update={"routers": [*spec.routers, third]})
+    assert session_options(three, third, False, "n")["explicitPeers"] == f"{PEER_1},{PEER_2}"
+
+
 def test_session_options_defaults_have_no_explicit_peers() -> None:
     spec, router = _spec()
     options = session_options(spec, router, False, "n")

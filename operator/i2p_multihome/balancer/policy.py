@@ -391,8 +391,14 @@ def session_options(
     }
     options |= _tunnel_options("inbound", spec.tunnels.inbound)
     options |= _tunnel_options("outbound", spec.tunnels.outbound)
-    if spec.peer_policy.explicit_peers:
-        options["explicitPeers"] = ",".join(spec.peer_policy.explicit_peers)
+    if peers := spec.peer_policy.explicit_peers:
+        # i2pd builds every tunnel of a session through the first `length` peers of the
+        # list, in order (TunnelPool::SelectExplicitPeers): given one list, every router's
+        # tunnels would hang on the same first peer. Each router starts it at its own place
+        # in `routers` (Java I2P picks from the list at random either way).
+        names = [r.name for r in spec.routers]
+        start = names.index(router.name) % len(peers) if router.name in names else 0
+        options["explicitPeers"] = ",".join(peers[start:] + peers[:start])
     if not router.publish:
         options["i2cp.dontPublishLeaseSet"] = "false" if inverted_publish_flag else "true"
     return options

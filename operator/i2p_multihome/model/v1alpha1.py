@@ -107,7 +107,10 @@ class PeerPolicy(Model):
         default_factory=list,
         max_length=MAX_EXPLICIT_PEERS,
         description="Base64 router hashes every router builds its tunnels through (at most "
-        "5: the I2CP option that carries them holds 255 bytes).",
+        "5: the I2CP option that carries them holds 255 bytes). i2pd builds every tunnel "
+        "through the first peers of the list, as many as the tunnel length, in order; each "
+        "router is given the list starting at its own place in `routers`, so that the "
+        "routers do not all depend on the first peer.",
     )
     excluded_peers: list[Annotated[str, Field(min_length=44, max_length=44)]] = Field(
         default_factory=list,
