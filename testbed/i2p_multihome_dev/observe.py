@@ -388,16 +388,19 @@ async def wait_client_published(
 async def published_session(
     testnet: Testnet,
     open_session: Callable[[], Awaitable[SessionT]],
-    attempts: int = 3,
-    wait_s: float = 90.0,
+    attempts: int = 5,
+    wait_s: float = 60.0,
 ) -> SessionT:
     """A SAM session whose LeaseSet a floodfill serves, for tests in which a router other
     than the client's first must reach it. i2pd 2.45.1 tries to publish a new destination
-    once and, when its tunnels are not built yet ("Can't publish LeaseSet. Destination is
-    not ready"), not again until they change, up to 10 minutes later: such a session is
-    closed and another opened. A session whose SAM bridge does not answer SESSION CREATE
-    (it answers once the destination's tunnels are built, which on a testnet whose routers
-    were just restarted can take longer than the bridge's wait) counts as a failed try."""
+    when its inbound tunnels change and, when it has no outbound tunnel yet ("Can't publish
+    LeaseSet. Destination is not ready", LeaseSetDestination::Publish), not again until
+    they change, up to 10 minutes later: such a session is closed and another opened. One
+    that publishes does so within seconds of its tunnels; 3 tries in a row failed so on a
+    CI run (and on this machine after test_demo), hence 5. A session whose SAM bridge does
+    not answer SESSION CREATE (it answers once the destination's tunnels are built, which on
+    a testnet whose routers were just restarted can take longer than the bridge's wait)
+    counts as a failed try."""
     failures: list[str] = []
     for _ in range(attempts):
         try:
