@@ -120,11 +120,11 @@ class Endpoint:
         self._per_remote: Counter[bytes] = Counter()
         # The router each remote's latest accepted packet came through, while it has active
         # streams (and remembered a while after). Every stream of a remote answers through
-        # it: the client's
-        # end-to-end session lives in that router, and an answer through another router would
-        # reach the client as a competing new session, which it drops (i2pd and Java keep a
-        # session from the same static key for 2 minutes) or, later, lets replace the first.
-        # When that router is lost, `move_remotes` gives the remote another (see routes.py).
+        # it: the client's end-to-end session lives in that router, and an answer through
+        # another router would reach the client as a competing new session, which it drops
+        # (i2pd and Java keep a session from the same static key for 2 minutes) or, later,
+        # lets replace the first. When that router is lost, `move_remotes` gives the remote
+        # another (see routes.py).
         self._routes = ClientRoutes()
         self._by_syn: dict[tuple[bytes, int], int] = {}  # (remote hash, its id) -> ours
         self._by_peer_id: dict[int, set[int]] = {}  # inbound streams: its id -> ours
