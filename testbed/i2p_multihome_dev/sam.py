@@ -62,6 +62,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from i2p_multihome.balancer.policy import rotated
 from i2p_multihome.logs import fields
 from i2p_multihome.wire.codec import Reader, WireError
 from i2p_multihome.wire.encoding import b64decode, hash_from_b32
@@ -95,12 +96,10 @@ def explicit_peers_options(peer_hashes: Iterable[str], first: int = 0) -> dict[s
     `length` peers of the list, one fixed path (TunnelPool `SelectExplicitPeers`): with
     SAM's default 3 hops one bad peer left a session without tunnels (SESSION CREATE
     unanswered 3 times in 90 s). One hop, like the hosted destinations', depends on one,
-    so a caller that retries a session passes another `first` each time: the same lead
-    peer left a CI run's client without tunnels in all 3 tries."""
-    peers = list(peer_hashes)
-    if peers:
-        first %= len(peers)
-        peers = peers[first:] + peers[:first]
+    so a caller that retries a session passes another `first` each time and does not
+    depend on the same lead peer in every try (the balancer rotates its routers' lists the
+    same way)."""
+    peers = rotated(list(peer_hashes), first)
     return {"explicitPeers": ",".join(peers), "inbound.length": "1",
             "outbound.length": "1", "inbound.quantity": "2", "outbound.quantity": "2"}  # fmt: skip
 

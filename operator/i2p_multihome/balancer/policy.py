@@ -367,6 +367,14 @@ def publish_is_inverted(
     return _version_tuple(reply_version) >= (0, 9, 67)
 
 
+def rotated(items: Sequence[str], start: int) -> list[str]:
+    """`items` starting at index `start` (modulo their number), wrapping around."""
+    if not items:
+        return []
+    start %= len(items)
+    return [*items[start:], *items[:start]]
+
+
 def _version_tuple(version: str) -> tuple[int, ...]:
     parts = []
     for piece in version.split("."):
@@ -397,8 +405,8 @@ def session_options(
         # tunnels would hang on the same first peer. Each router starts it at its own place
         # in `routers` (Java I2P picks from the list at random either way).
         names = [r.name for r in spec.routers]
-        start = names.index(router.name) % len(peers) if router.name in names else 0
-        options["explicitPeers"] = ",".join(peers[start:] + peers[:start])
+        start = names.index(router.name) if router.name in names else 0
+        options["explicitPeers"] = ",".join(rotated(peers, start))
     if not router.publish:
         options["i2cp.dontPublishLeaseSet"] = "false" if inverted_publish_flag else "true"
     return options
