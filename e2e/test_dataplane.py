@@ -311,11 +311,16 @@ async def test_an_upload_a_refusing_backend_and_fifty_streams_at_once_leave_noth
         assert isinstance(response, HttpResponse)
         assert (response.status, response.body) == (200, INDEX_PAGE)
 
-    # Nothing left behind: no stream in the status, no connection to the backend.
+    # Nothing left behind: no stream in the status, no connection to the backend. Most end
+    # within seconds; but a client's CLOSE goes by its routing path, which may have drifted
+    # to a router without its session (or the closed SAM session never sent it), and such a
+    # stream ends only when our FIN's resends give up (about 200 s), at most after the idle
+    # timeout. Seen once in CI: 16 streams on one router still open 60 s after.
+    closed_at = time.monotonic()
     await asyncio.to_thread(
         wait_until,
         "every stream and backend connection to end",
-        60,
+        StreamConfig().idle_timeout + 30,
         lambda: (
             (sum(served.streams_by_router().values()) == 0 and backend_connections(served) == 0)
             or NotYet(
@@ -326,7 +331,7 @@ async def test_an_upload_a_refusing_backend_and_fifty_streams_at_once_leave_noth
     )
     report(
         "streams", upload_mib=1, refused_reset_s=refused_after, concurrent=CONCURRENT,
-        concurrent_total_s=took, retried=retried,
+        concurrent_total_s=took, retried=retried, all_ended_s=time.monotonic() - closed_at,
     )  # fmt: skip
 
 
