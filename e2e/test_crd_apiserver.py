@@ -349,6 +349,7 @@ def snapshot_status(now_s: float) -> MultihomedDestinationStatus:
         published_s=int(now_s) - 90,
         expires_s=int(now_s) + 540,
         publishes=2,
+        publisher="i2pd-1",
     )
     return build_status(snapshot, now_s, generation=1)
 
@@ -432,7 +433,8 @@ def test_kubectl_get_prints_the_printer_columns(
     assert re.fullmatch(r"(9\d|1\d\d)s|\dm\d+s", shown["PUBLISHED"]), shown["PUBLISHED"]
     assert re.fullmatch(r"\d+(s|m\d*s?)", shown["AGE"]), shown["AGE"]
     wide = table(mhd, name, "--output=wide")
-    assert list(wide) == [*shown, "B32"]
+    assert list(wide) == [*shown, "PUBLISHER", "B32"]
+    assert wide["PUBLISHER"] == "i2pd-1" == status["leaseSet"]["publisher"]
     assert wide["B32"] == B32
 
 

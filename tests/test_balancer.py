@@ -37,6 +37,7 @@ from i2p_multihome.balancer.events import (
     BalancerEvent,
     FailoverPublished,
     LeaseSetPublished,
+    PublisherChanged,
     PublishReason,
     RouterLost,
     RouterRecovered,
@@ -370,6 +371,8 @@ async def test_unchanged_leases_are_not_republished(setup: Setup) -> None:
     r1 = await setup.add_router("r1")
     balancer = await setup.start(min_publish_interval_s=0.1)
     await setup.converged(["r1"])
+    # The router may record the LeaseSet before the balancer counts it as published.
+    await eventually(lambda: balancer.publishes == 1, 0.5, "the first publish counted")
     publishes = balancer.publishes
 
     [request] = await r1.request_leases()  # the same leases again
@@ -433,12 +436,21 @@ async def test_sessions_start_one_tunnel_short_and_ramp_up_in_turn(setup: Setup)
         name: policy.ramp_delay_s(i, 3, 0.2, 0.9) for i, name in enumerate(("r1", "r2", "r3"))
     }
     assert expected["r1"] < expected["r2"] < expected["r3"]
+
+    def ramped(router: FakeRouter) -> list[float]:
+        return [
+            m.at
+            for m in router.received
+            if isinstance(m.message, messages.ReconfigureSession)
+            and m.message.config.options["inbound.quantity"] == str(LEASES_PER_ROUTER)
+        ]
+
     for router in (r1, r2, r3):
-        await setup.advance_until(lambda r=router: r.reconfigures, f"{router.name}'s ramp", 0.01)
-        turn = router.received[-1].at - started
-        assert turn == pytest.approx(expected[router.name], abs=0.011)
+        await setup.advance_until(lambda r=router: ramped(r), f"{router.name}'s ramp", 0.01)
+        [turn] = ramped(router)
+        assert turn - started == pytest.approx(expected[router.name], abs=0.011)
         assert options_of(router)["inbound.quantity"] == str(LEASES_PER_ROUTER)
-        assert len(router.reconfigures) == 1 and len(router.creates) == 1
+        assert len(router.creates) == 1
     assert r1.errors == r2.errors == r3.errors == []
 
 
@@ -512,6 +524,112 @@ async def test_dead_router_dropped_at_once_then_rejoins(setup: Setup) -> None:
     assert recovered.router == "r3" and recovered.downtime_s > 1.0
     assert [e.router for e in setup.events_of(SessionEstablished)] == ["r1", "r2", "r3"]
     assert_all_requests_answered_fast([r1, r2, r3])
+
+
+# --- one publisher at a time ----------------------------------------------------------------
+
+
+def publishing(router: FakeRouter) -> bool:
+    return options_of(router).get("i2cp.dontPublishLeaseSet") == "false"
+
+
+def told_to_publish_before(router: FakeRouter, lease_set: ReceivedLeaseSet) -> bool:
+    """The router's last ReconfigureSession before `lease_set` arrived made it publish."""
+    reconfigures = [
+        m.message
+        for m in router.received
+        if isinstance(m.message, messages.ReconfigureSession) and m.at <= lease_set.at
+    ]
+    return bool(reconfigures) and (
+        reconfigures[-1].config.options["i2cp.dontPublishLeaseSet"] == "false"
+    )
+
+
+async def test_one_router_publishes_and_the_next_takes_over_when_it_is_lost(
+    setup: Setup,
+) -> None:
+    r1, r2, r3 = [await setup.add_router(n) for n in ("r1", "r2", "r3")]
+    balancer = await setup.start(min_publish_interval_s=5.0)
+    await setup.converged()
+    await eventually(lambda: publishing(r1), 1.0, "r1 told to publish")
+    assert not publishing(r2) and not publishing(r3)
+    # Created unpublished, then made the publisher before its first LeaseSet arrived.
+    assert r1.creates[0].config.options["i2cp.dontPublishLeaseSet"] == "true"
+    first = r1.lease_sets[0]
+    assert told_to_publish_before(r1, first)
+    assert balancer.snapshot().publisher == "r1"
+    [changed] = setup.events_of(PublisherChanged)
+    assert (changed.publisher, changed.previous) == ("r1", None)
+
+    await setup.clock.advance(10.0)  # r2's slot is free (it never published)
+    await r1.die()
+    await setup.converged(["r2", "r3"], within_s=1.0)
+    failover = r2.last_lease_set
+    assert failover is not None and "r1" not in setup.owners(failover)
+    assert told_to_publish_before(r2, failover)
+    assert not publishing(r3)
+    assert balancer.snapshot().publisher == "r2"
+    assert [(e.publisher, e.previous) for e in setup.events_of(PublisherChanged)] == [
+        ("r1", None), ("r2", "r1"),
+    ]  # fmt: skip
+
+    # r1 comes back as a standby: the publisher does not move back.
+    await r1.revive()
+    await setup.advance_until(lambda: len(r1.session_ids) == 2, "r1 to reconnect", 0.5, 60.0)
+    await setup.converges()
+    assert r1.creates[-1].config.options["i2cp.dontPublishLeaseSet"] == "true"
+    assert not publishing(r1) and publishing(r2)
+    assert balancer.snapshot().publisher == "r2"
+
+
+async def test_a_failover_goes_to_a_router_whose_store_slot_is_free(setup: Setup) -> None:
+    """i2pd stores a destination at most once per 20 s and holds an earlier store back 20
+    s: a LeaseSet without a lost router's leases goes through a standby that has not just
+    published, and the old publisher is told not to publish before it is handed it."""
+    interval = 5.0
+    r1, r2, r3 = [await setup.add_router(n) for n in ("r1", "r2", "r3")]
+    balancer = await setup.start(min_publish_interval_s=interval)
+    await setup.converged()
+    await eventually(lambda: publishing(r1), 1.0, "r1 told to publish")
+    await setup.clock.advance(1.0)  # r1 stored 1 s ago: its slot is busy for 4 s more
+
+    await r3.die()
+    await setup.converged(["r1", "r2"], within_s=1.0)
+    failover = r2.last_lease_set
+    assert failover is not None and "r3" not in setup.owners(failover)
+    assert told_to_publish_before(r2, failover)
+    assert not publishing(r1)
+    last_to_r1 = [m for m in r1.received if isinstance(m.message, messages.ReconfigureSession)]
+    assert last_to_r1[-1].at <= r1.lease_sets[-1].at  # stopped before it was handed the LeaseSet
+    assert balancer.snapshot().publisher == "r2"
+
+
+async def test_a_failover_stays_with_a_publisher_whose_slot_is_free(setup: Setup) -> None:
+    interval = 5.0
+    r1, r2, r3 = [await setup.add_router(n) for n in ("r1", "r2", "r3")]
+    balancer = await setup.start(min_publish_interval_s=interval)
+    await setup.converged()
+    await eventually(lambda: publishing(r1), 1.0, "r1 told to publish")
+    await setup.clock.advance(interval)
+
+    await r3.die()
+    await setup.converged(["r1", "r2"], within_s=1.0)
+    assert publishing(r1) and not publishing(r2)
+    assert balancer.snapshot().publisher == "r1"
+    assert len(setup.events_of(PublisherChanged)) == 1
+
+
+async def test_no_router_may_publish_when_every_publish_true_router_is_down(setup: Setup) -> None:
+    r1, r2 = [await setup.add_router(n) for n in ("r1", "r2")]
+    balancer = await setup.start(make_spec([r1, r2], no_publish=("r2",)))
+    await setup.converged()
+    await eventually(lambda: balancer.snapshot().publisher == "r1", 1.0, "r1 publishes")
+    assert not publishing(r2)
+
+    await r1.die()
+    await eventually(lambda: balancer.snapshot().publisher is None, 1.0, "no publisher")
+    assert not publishing(r2)  # publish: false means never
+    assert setup.events_of(PublisherChanged)[-1] == PublisherChanged(None, "r1")
 
 
 async def test_client_affinity_serving_routers_hold_their_own_leases_only(setup: Setup) -> None:
@@ -757,19 +875,25 @@ async def test_apply_spec_reconfigures_adds_and_removes(setup: Setup) -> None:
     balancer = await setup.start(make_spec([r1, r2]), min_publish_interval_s=0.2)
     await setup.converged(["r1", "r2"])
     ids = (r1.session_ids, r2.session_ids)
+    before = {r.name: len(r.reconfigures) for r in (r1, r2)}  # r1 was made the publisher
 
     # More tunnels: ReconfigureSession in place, no new sessions; still one inbound tunnel
     # short until the session's ramp turn, which then brings the spec's quantity.
     await balancer.apply_spec(make_spec([r1, r2], quantity=5))
     for router in (r1, r2):
-        await eventually(lambda r=router: r.reconfigures, 2.0, f"{router.name} reconfigured")
-        [reconfigure] = router.reconfigures
+        await eventually(
+            lambda r=router: len(r.reconfigures) > before[r.name],
+            2.0,
+            f"{router.name} reconfigured",
+        )
+        [reconfigure] = router.reconfigures[before[router.name] :]
         assert reconfigure.session_id == router.session_ids[0]
         assert options_of(router)["inbound.quantity"] == "4"
         assert options_of(router)["outbound.quantity"] == "5"
     await setup.advance_until(
-        lambda: all(len(r.reconfigures) == 2 for r in (r1, r2)), "the ramp turns", 1.0, 70.0
-    )
+        lambda: all(len(r.reconfigures) == before[r.name] + 2 for r in (r1, r2)),
+        "the ramp turns", 1.0, 70.0,
+    )  # fmt: skip
     for router in (r1, r2):
         assert options_of(router)["inbound.quantity"] == "5"
         assert router.reconfigures[-1].session_id == router.session_ids[0]
@@ -845,7 +969,10 @@ async def test_dont_publish_flag_follows_router_version(setup: Setup) -> None:
 
     await eventually(lambda: all(r.sessions for r in setup.routers.values()), 3.0, "three sessions")
 
-    assert "i2cp.dontPublishLeaseSet" not in options_of(setup.routers["r1"])
+    await eventually(
+        lambda: options_of(setup.routers["r1"])["i2cp.dontPublishLeaseSet"] == "false",
+        3.0, "r1 made the publisher",
+    )  # fmt: skip
     assert options_of(setup.routers["old"])["i2cp.dontPublishLeaseSet"] == "true"
     assert options_of(setup.routers["new"])["i2cp.dontPublishLeaseSet"] == "false"
     versions = {r.name: r.version for r in balancer.snapshot().routers}

@@ -21,6 +21,7 @@ from i2p_multihome.balancer.events import (
     BalancerEvent,
     FailoverPublished,
     LeaseSetPublished,
+    PublisherChanged,
 )
 from i2p_multihome.balancer.link import (
     AttemptStarted,
@@ -144,6 +145,8 @@ class Balancer:
         self._affinity_published: dict[str, int] = {}  # router -> its last affinity LeaseSet's
         self._affinity_handed_at: dict[str, float] = {}  # router -> monotonic
         self._affinity_renew: set[str] = set()  # serving routers a new client came through
+        self._publisher: str | None = None  # the one router that stores the LeaseSet
+        self._store_at: dict[str, float] = {}  # router -> monotonic: its latest store
         self.publishes = 0
         self._wake = asyncio.Event()
         self._wake_at: float | None = None
@@ -225,6 +228,7 @@ class Balancer:
             published_s=current.published if current else None,
             expires_s=current.published + current.expires if current else None,
             publishes=self.publishes,
+            publisher=self._publisher,
         )
 
     # --- router links ---------------------------------------------------------------
@@ -299,6 +303,7 @@ class Balancer:
             link.options = self._options(link, reply, ramped=False)
             await session.create(link.options)
             link.session = session
+            self._store_at.pop(name, None)  # a new session has stored nothing yet
             version = describe_version(reply)
             await self._apply(
                 link, SessionCreated(version, self._clock.wall(), self._clock.monotonic())
@@ -377,6 +382,7 @@ class Balancer:
             reply_version,
             ramped=ramped,
             nickname=f"{self.name}-{link.spec.name}",
+            publishing=link.spec.name == self._publisher,
         )
 
     async def _reconfigure(self, link: _Link) -> None:
@@ -467,9 +473,12 @@ class Balancer:
                     now_ms=int(self._clock.wall() * 1000),
                     timing=self._timing.publish,
                     affinity_renew=renew,
+                    publisher=self._publisher,
+                    store_at=dict(self._store_at),
                 )
             )
             self._affinity_renew -= renew
+            await self._set_publisher(plan.publisher)
             wake_at = plan.wake_at
             if plan.leases is not None:
                 if not await self._publish(plan, plan.leases):
@@ -492,6 +501,25 @@ class Balancer:
                 self._schedule(refresh_at)
             for router in self._affinity_renew:  # not due yet
                 self._schedule(self._affinity_renew_at(router, now))
+
+    async def _set_publisher(self, publisher: str | None) -> None:
+        """Make `publisher` the one router that stores the LeaseSet: the previous one is
+        told not to publish before the new one is told to, and both before any LeaseSet is
+        handed over (a router reads the flag when it is handed one)."""
+        previous = self._publisher
+        if publisher == previous:
+            return
+        self._publisher = publisher
+        for name in (previous, publisher):
+            link = self._links.get(name) if name is not None else None
+            if link is not None:
+                await self._reconfigure(link)
+        self._tell(PublisherChanged(publisher, previous))
+        log.info(
+            "publisher changed",
+            extra=fields(**self._log_fields, publisher=publisher or "", previous=previous or ""),
+        )
+        self._on_change()
 
     def _schedule(self, at: float) -> None:
         """Have `run()` plan again at monotonic time `at` (the earliest request wins)."""
@@ -522,6 +550,12 @@ class Balancer:
         self._current = lease_set
         self._published = selected
         self._last_publish_at = self._clock.monotonic()
+        if self._publisher in reached:
+            self._store_at[self._publisher] = policy.next_store_at(
+                self._store_at.get(self._publisher),
+                self._last_publish_at,
+                self._timing.min_publish_interval_s,
+            )
         self.publishes += 1
         # The serving routers' own LeaseSets follow the merged one, which they must be newer
         # than, and before any client is moved to them.

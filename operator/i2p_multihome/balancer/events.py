@@ -105,6 +105,22 @@ class FailoverPublished:
         )
 
 
+@dataclass(frozen=True)
+class PublisherChanged:
+    """Another router (or none) stores the LeaseSet at the floodfills; the others hold it
+    unpublished."""
+
+    publisher: str | None  # None: no router with publish: true has a session
+    previous: str | None
+
+    @property
+    def message(self) -> str:
+        if self.publisher is None:
+            return "no router publishes the LeaseSet: none with publish: true has a session"
+        instead = f" in place of {self.previous}" if self.previous else ""
+        return f"router {self.publisher} publishes the LeaseSet{instead}"
+
+
 BalancerEvent = (
     SessionEstablished
     | RouterLost
@@ -112,4 +128,5 @@ BalancerEvent = (
     | RouterRefused
     | LeaseSetPublished
     | FailoverPublished
+    | PublisherChanged
 )

@@ -114,7 +114,11 @@ def select_leases(
             if depth < len(queue) and len(chosen) < max_leases:
                 chosen.append(SelectedLease(router, queue[depth]))
         depth += 1
-    return tuple(chosen)
+    # In the order a single router lists them (i2pd: its newest tunnels first), so the
+    # LeaseSet does not show the routers it was merged from as groups.
+    return tuple(
+        sorted(chosen, key=lambda s: (-s.lease.end_ms, s.lease.gateway, s.lease.tunnel_id))
+    )
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,10 @@ class PublishInput:
     timing: PublishTiming = PublishTiming()
     # Client affinity: serving routers whose own LeaseSet is due to be signed afresh.
     affinity_renew: frozenset[str] = frozenset()
+    # The router that stores the LeaseSet at the floodfills, and when each router's latest
+    # store went or will go (monotonic; `next_store_at`).
+    publisher: str | None = None
+    store_at: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -160,6 +168,9 @@ class PublishPlan:
     # ... and, should no router take the new merged LeaseSet, only those that wait for an
     # answer or were asked to renew (not every serving router at every retry).
     affinity_answers: Mapping[str, tuple[SelectedLease, ...]] = field(default_factory=dict)
+    # The one router that stores the LeaseSet at the floodfills from now on (None: no
+    # router may); every other router holds it unpublished.
+    publisher: str | None = None
 
 
 def plan_publish(given: PublishInput) -> PublishPlan:
@@ -207,6 +218,12 @@ def plan_publish(given: PublishInput) -> PublishPlan:
     renewed = (all_waiting | given.affinity_renew) & frozenset(affinity)
     answered_by_affinity = {name: affinity[name] for name in sorted(renewed)}
     retry_at = now + PUBLISH_RETRY_S
+    candidates = publish_candidates(given.spec, established)
+
+    def publisher(urgent: bool) -> str | None:
+        return choose_publisher(
+            candidates, given.publisher, given.store_at, now, urgent, timing.min_interval_s
+        )
 
     def publish(
         leases: tuple[SelectedLease, ...],
@@ -225,6 +242,7 @@ def plan_publish(given: PublishInput) -> PublishPlan:
             retry_at=retry_at,
             affinity=affinity,
             affinity_answers=answered_by_affinity,
+            publisher=publisher(urgent=reason in URGENT_PUBLISH_REASONS),
         )
 
     def hold(reason: str, wake_at: float | None = None) -> PublishPlan:
@@ -233,6 +251,7 @@ def plan_publish(given: PublishInput) -> PublishPlan:
             resend_current_to=waiting,
             wake_at=wake_at,
             affinity=answered_by_affinity,
+            publisher=publisher(urgent=False),
         )
 
     if given.published is None or given.last_publish_at is None:
@@ -245,7 +264,7 @@ def plan_publish(given: PublishInput) -> PublishPlan:
         )
         if short_lived and all_waiting:
             return publish(short_lived, PublishReason.FIRST_SHORT_LIVED)
-        return PublishPlan(reason="no usable leases")
+        return PublishPlan(reason="no usable leases", publisher=publisher(urgent=False))
     if not desired:
         return hold("no usable leases")
 
@@ -274,6 +293,58 @@ def plan_publish(given: PublishInput) -> PublishPlan:
     if now >= ready_at:
         return publish(desired, PublishReason.LEASES_CHANGED)
     return hold("leases changed (coalesced)", min(ready_at, max(refresh_at, now + 1.0)))
+
+
+# Publishes that take leases clients could no longer reach off the floodfills: they go to
+# a router whose store slot is free, not after the publisher's slot (`choose_publisher`).
+URGENT_PUBLISH_REASONS = frozenset({PublishReason.ROUTER_LOST, PublishReason.ROUTER_REMOVED})
+
+
+def publish_candidates(
+    spec: MultihomedDestinationSpec, established: Iterable[str]
+) -> tuple[str, ...]:
+    """The routers that may store the LeaseSet (`publish: true`, with a session), in the
+    spec's order: the standby order."""
+    up = frozenset(established)
+    return tuple(r.name for r in spec.routers if r.publish and r.name in up)
+
+
+def choose_publisher(
+    candidates: Sequence[str],
+    current: str | None,
+    store_at: Mapping[str, float],
+    now: float,
+    urgent: bool,
+    slot_s: float = MIN_PUBLISH_INTERVAL_S,
+) -> str | None:
+    """The one router that stores the LeaseSet at the floodfills. It changes rarely: a
+    floodfill sees each publisher as another reply tunnel. The current one stays while it
+    may publish, unless an urgent LeaseSet would wait for its store slot (i2pd stores a
+    destination at most once per 20 s and holds an earlier store back 20 s): then the
+    first candidate whose slot is free takes over, and stays. A lost publisher's place goes
+    to the first candidate with a free slot, else to the first candidate."""
+    if not candidates:
+        return None
+
+    def slot_free(name: str) -> bool:
+        at = store_at.get(name)
+        return at is None or now >= at + slot_s
+
+    if current is not None and current in candidates and (not urgent or slot_free(current)):
+        return current
+    fallback = current if current in candidates else candidates[0]
+    return next((name for name in candidates if slot_free(name)), fallback)
+
+
+def next_store_at(
+    previous: float | None, handed_at: float, slot_s: float = MIN_PUBLISH_INTERVAL_S
+) -> float:
+    """When a publishing router stores a LeaseSet handed to it at `handed_at`, its
+    previous store having gone at `previous`: at once when its slot is free, else i2pd
+    holds it back `slot_s` from the hand-over (restarting that wait at every hand-over)."""
+    if previous is None or handed_at >= previous + slot_s:
+        return handed_at
+    return handed_at + slot_s
 
 
 def _lease_keys(leases: Sequence[SelectedLease]) -> frozenset[tuple[bytes, int, int]]:
@@ -388,8 +459,11 @@ def session_options(
     router: RouterSpec,
     inverted_publish_flag: bool,
     nickname: str,
+    *,
+    publishing: bool = False,
 ) -> dict[str, str]:
-    """The I2CP session options a router gets for this destination."""
+    """The I2CP session options a router gets for this destination: `publishing` for the
+    one router that stores the LeaseSet at the floodfills (`choose_publisher`)."""
     options = {
         "i2cp.fastReceive": "true",
         "i2cp.leaseSetType": "3",
@@ -407,8 +481,9 @@ def session_options(
         names = [r.name for r in spec.routers]
         start = names.index(router.name) if router.name in names else 0
         options["explicitPeers"] = ",".join(rotated(peers, start))
-    if not router.publish:
-        options["i2cp.dontPublishLeaseSet"] = "false" if inverted_publish_flag else "true"
+    # Always explicit: ReconfigureSession changes only the options it carries.
+    dont_publish = (not (publishing and router.publish)) != inverted_publish_flag
+    options["i2cp.dontPublishLeaseSet"] = "true" if dont_publish else "false"
     return options
 
 
@@ -419,11 +494,12 @@ def options_for(
     *,
     ramped: bool,
     nickname: str,
+    publishing: bool = False,
 ) -> dict[str, str]:
     """The options a router's session should have now: `session_options` for the version
     the router answered in SetDate, one inbound tunnel short until its ramp turn."""
     inverted = publish_is_inverted(router.implementation, CLIENT_API_VERSION, reply_version)
-    options = session_options(spec, router, inverted, nickname)
+    options = session_options(spec, router, inverted, nickname, publishing=publishing)
     return options if ramped else one_tunnel_held_back(options)
 
 

@@ -29,5 +29,6 @@ class BalancerSnapshot:
     published_s: int | None
     expires_s: int | None
     publishes: int
+    publisher: str | None = None  # the router that stores the LeaseSet at the floodfills
     # Active streams by the router their latest packet came through (the data plane's).
     streams: Mapping[str, int] = field(default_factory=dict)

@@ -63,6 +63,7 @@ def build_status(
         expires=timestamp(snapshot.expires_s) if snapshot.expires_s is not None else None,
         routers=contributing,
         publishes=snapshot.publishes,
+        publisher=snapshot.publisher,
     )
     established = sum(1 for r in snapshot.routers if r.state is RouterState.ESTABLISHED)
     return MultihomedDestinationStatus(

@@ -14,6 +14,7 @@ from i2p_multihome.balancer.events import (
     BalancerEvent,
     FailoverPublished,
     LeaseSetPublished,
+    PublisherChanged,
     RouterLost,
     RouterRecovered,
     RouterRefused,
@@ -59,6 +60,10 @@ def kubernetes_event(event: BalancerEvent) -> tuple[str, str] | None:
             return "Normal", "Published"
         case LeaseSetPublished():
             return None  # routine: a publish every 20-90 s is not news
+        case PublisherChanged(publisher=None):
+            return "Warning", "NoPublisher"
+        case PublisherChanged():
+            return "Normal", "PublisherChanged"
 
 
 class ApiServerStatusSink:

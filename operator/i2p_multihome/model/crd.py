@@ -333,6 +333,13 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {
+        "name": "Publisher",
+        "type": "string",
+        "jsonPath": ".status.leaseSet.publisher",
+        "priority": 1,
+        "description": "The router that stores the LeaseSet at the floodfills.",
+    },
+    {
         "name": "B32",
         "type": "string",
         "jsonPath": ".status.destination.b32",

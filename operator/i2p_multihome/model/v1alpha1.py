@@ -56,7 +56,10 @@ class RouterSpec(Model):
     # Explicit alias: the camel-case generator would spell it `i2Cp`.
     i2cp: I2CPEndpoint = Field(alias="i2cp", description="Where this router's I2CP listens.")
     publish: bool = Field(
-        default=True, description="Whether this router publishes the merged LeaseSet."
+        default=True,
+        description="Whether this router may publish the merged LeaseSet. One router "
+        "with publish: true publishes at a time (status.leaseSet.publisher); the next in "
+        "this list takes over when it is lost. false: never.",
     )
     implementation: RouterImplementation = Field(
         default=RouterImplementation.AUTO,
@@ -279,6 +282,11 @@ class LeaseSetStatus(Model):
     expires: str | None = None
     routers: list[str] = Field(default_factory=list)
     publishes: int = 0
+    publisher: str | None = Field(
+        default=None,
+        description="The router that stores the LeaseSet at the floodfills; the others "
+        "hold it unpublished. Unset while no router with publish: true has a session.",
+    )
 
 
 class RouterState(StrEnum):
