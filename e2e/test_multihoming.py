@@ -62,6 +62,7 @@ def test_four_routers_one_leaseset_on_every_floodfill(testnet: Testnet, tmp_path
                 ready["Ready"] == "True"
                 and status["leaseSet"]["leases"] == len(published)
                 and sorted(status["leaseSet"]["routers"]) == HOSTS4
+                and status["leaseSet"].get("publisher") == "r1"  # the first of the spec
                 and all(r["state"] == "Established" for r in status["routers"])
             )
 
@@ -79,10 +80,12 @@ def test_four_routers_one_leaseset_on_every_floodfill(testnet: Testnet, tmp_path
     )
 
 
-def test_dead_router_leaves_and_rejoins(
+def test_dead_publisher_leaves_and_rejoins_as_a_standby(
     testnet: Testnet, tmp_path: Path, restore_routers: None
 ) -> None:
-    victim = "r2"
+    """The one router that publishes is killed: the next in the spec publishes a LeaseSet
+    without its leases, and it comes back as a standby (the publisher does not move back)."""
+    victim, standby = "r1", "r2"
     document = destination_manifest("failover", testnet, HOSTS4, inbound=3, length=1)
     with run_balancer(tmp_path, testnet, document) as run:
         # Over two refresh intervals: a floodfill that missed a flood catches up at the next.
@@ -95,8 +98,9 @@ def test_dead_router_leaves_and_rejoins(
             ),
             explain=run.explain_floodfills,
         )
+        assert run.status()["leaseSet"].get("publisher") == victim
+        killed_at = time.monotonic()  # stop_router returns once the I2CP port is closed
         testnet.stop_router(victim)
-        killed_at = time.monotonic()
 
         def victim_gone() -> bool:
             run.assert_running()
@@ -126,6 +130,7 @@ def test_dead_router_leaves_and_rejoins(
         assert routers[victim]["lastError"]
         degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
         assert degraded["status"] == "True" and victim in degraded["message"]
+        assert status["leaseSet"].get("publisher") == standby
         print(f"{victim}'s leases gone from all floodfills {gone_after:.1f}s after SIGKILL")
 
         testnet.start_router(victim)
@@ -138,6 +143,7 @@ def test_dead_router_leaves_and_rejoins(
             ),
             explain=run.explain_floodfills,
         )
+        assert run.status()["leaseSet"].get("publisher") == standby
         print(f"lease owners by the routers' consoles: {run.watch.counts}")
 
 

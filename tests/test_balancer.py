@@ -68,12 +68,13 @@ I2PD_WINDOW_S = 12 * 60
 
 def timing(
     min_publish_interval_s: float = 0.3,
-    refresh_interval_s: float = 60.0,
+    refresh_interval_s: float | None = None,
     ramp_first_s: float = 60.0,
     ramp_spread_s: float = 0.0,
+    follow_up_s: float = 60.0,
 ) -> Timing:
-    """Short timings, so that the test's clock moves little; the refresh and the tunnel ramp
-    only come in the tests about them."""
+    """Short timings, so that the test's clock moves little; the follow-up after a
+    failover and the tunnel ramp only come in the tests about them."""
     return Timing(
         backoff_initial_s=0.05,
         backoff_max_s=0.2,
@@ -81,6 +82,7 @@ def timing(
         handshake_timeout_s=2,
         min_publish_interval_s=min_publish_interval_s,
         refresh_interval_s=refresh_interval_s,
+        follow_up_s=follow_up_s,
         ramp_first_s=ramp_first_s,
         ramp_spread_s=ramp_spread_s,
     )
@@ -602,6 +604,32 @@ async def test_a_failover_goes_to_a_router_whose_store_slot_is_free(setup: Setup
     last_to_r1 = [m for m in r1.received if isinstance(m.message, messages.ReconfigureSession)]
     assert last_to_r1[-1].at <= r1.lease_sets[-1].at  # stopped before it was handed the LeaseSet
     assert balancer.snapshot().publisher == "r2"
+
+
+async def test_a_failover_is_stored_once_more_a_minute_later_and_then_left_alone(
+    setup: Setup,
+) -> None:
+    """A floodfill that missed the failover's flood would serve the dead leases until the
+    next version: the same leases go out once more, newer, `follow_up_s` later."""
+    r1, _r2, r3 = [await setup.add_router(n) for n in ("r1", "r2", "r3")]
+    balancer = await setup.start(min_publish_interval_s=5.0, follow_up_s=30.0)
+    await setup.converged()
+    await r3.die()
+    await setup.converged(["r1", "r2"], within_s=1.0)
+    failover = r1.last_lease_set
+    assert failover is not None
+    publishes = balancer.publishes
+
+    await setup.advance_until(lambda: r1.last_lease_set is not failover, "the follow-up", 1.0, 40)
+    again = r1.last_lease_set
+    assert again is not None and again.at - failover.at == pytest.approx(30.0, abs=1.0)
+    assert again.lease_set.leases == failover.lease_set.leases
+    assert again.lease_set.published > failover.lease_set.published
+    [refresh] = [e for e in setup.events_of(LeaseSetPublished) if e.reason is PublishReason.REFRESH]
+    assert refresh.handed_to == ("r1", "r2")
+    await setup.clock.advance(100.0)
+    await asyncio.sleep(0.05)
+    assert balancer.publishes == publishes + 1
 
 
 async def test_a_failover_stays_with_a_publisher_whose_slot_is_free(setup: Setup) -> None:

@@ -257,7 +257,7 @@ def value(name: str, **labels: str) -> float | None:
     return sample
 
 
-PUBLISHED = LeaseSetPublished(PublishReason.LEASES_CHANGED, 3, ("r1",), ("r1",))
+PUBLISHED = LeaseSetPublished(PublishReason.LEASES_ENDING, 3, ("r1",), ("r1",))
 FAILOVER = FailoverPublished(("r2",), 0.42, 6, ("r1", "r3"), ("r1", "r3"))
 
 
@@ -287,7 +287,10 @@ def test_event_messages_say_what_happened() -> None:
     assert FAILOVER.message == (
         "LeaseSet with 6 leases from 2 routers, without r2; 0.4s after the router was lost"
     )
-    assert PUBLISHED.message == "LeaseSet with 3 leases from 1 routers (leases changed)"
+    assert (
+        PUBLISHED.message
+        == "LeaseSet with 3 leases from 1 routers (published leases near their end)"
+    )
 
 
 def test_routine_publish_is_metrics_only() -> None:

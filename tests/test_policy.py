@@ -19,12 +19,12 @@ from i2p_multihome.balancer.policy import (
     AFFINITY_RENEW_INTERVAL_S,
     BACKOFF_INITIAL_S,
     CLIENT_API_VERSION,
+    FOLLOW_UP_AFTER_FAILOVER_S,
     MIN_PUBLISH_INTERVAL_S,
     MIN_REMAINING_S,
     PUBLISH_RETRY_S,
     RAMP_FIRST_S,
     RAMP_SPREAD_S,
-    REFRESH_INTERVAL_S,
     SELECTION_MARGIN_S,
     PublishInput,
     PublishPlan,
@@ -35,13 +35,18 @@ from i2p_multihome.balancer.policy import (
     affinity_refresh,
     affinity_renew_at,
     backoff_delay_s,
+    choose_publisher,
     excluded_gateways,
     lease_set_expires_s,
+    lease_target,
     next_published_s,
+    next_store_at,
     one_tunnel_held_back,
     options_for,
     plan_publish,
+    publish_candidates,
     publish_is_inverted,
+    publish_need,
     ramp_delay_s,
     select_leases,
     session_options,
@@ -312,6 +317,8 @@ def plan(
     now: float,
     timing: PublishTiming = DEFAULT_TIMING,
     spec: MultihomedDestinationSpec = TWO_ROUTERS,
+    now_ms: int = NOW_MS,
+    last_publish_reason: PublishReason | None = None,
 ) -> PublishPlan:
     return plan_publish(
         PublishInput(
@@ -320,8 +327,9 @@ def plan(
             last_publish_at=last_publish_at,
             spec=spec,
             now=now,
-            now_ms=NOW_MS,
+            now_ms=now_ms,
             timing=timing,
+            last_publish_reason=last_publish_reason,
         )
     )
 
@@ -332,7 +340,8 @@ def test_first_publish_is_immediate_to_every_connected_router() -> None:
     assert set(result.leases or ()) == {A1, B1}
     assert result.publish_reason is PublishReason.FIRST
     assert result.targets == {"a", "b"}
-    assert result.wake_at == 100.0 + REFRESH_INTERVAL_S
+    # Looked at again when its first lease nears its end (300 s away, 50 s margin).
+    assert result.wake_at == 100.0 + 300 - SELECTION_MARGIN_S
     assert result.retry_at == 100.0 + PUBLISH_RETRY_S
 
 
@@ -347,43 +356,79 @@ def test_nothing_to_publish_without_leases() -> None:
 def test_unchanged_set_is_not_republished() -> None:
     result = plan([link("a", A1), link("b", B1, waiting=True)], [B1, A1], 99.0, now=100.0)
     assert result.leases is None
-    assert result.reason == "unchanged"
+    assert result.reason == "nothing clients need"
     assert result.resend_current_to == {"b"}
-    assert result.wake_at == 99.0 + REFRESH_INTERVAL_S
+    assert result.wake_at == 100.0 + 300 - SELECTION_MARGIN_S
     # Sub-second end changes do not show in a Lease2 (seconds), so they are no change.
     nudged = SelectedLease("a", Lease(A1.lease.gateway, 1, A1.lease.end_ms + 1))
     assert A1.lease.end_ms % 1000 == 0
     assert plan([link("a", nudged), link("b", B1)], [A1, B1], 99.0, now=100.0).leases is None
 
 
-def test_unchanged_set_is_published_afresh_after_the_refresh_interval() -> None:
+def test_an_unchanged_set_is_stored_once_more_only_after_a_failover() -> None:
     links = [link("a", A1), link("b", B1)]
-    assert plan(links, [A1, B1], 10.0, now=10.0 + REFRESH_INTERVAL_S - 1).leases is None
-    result = plan(links, [A1, B1], 10.0, now=10.0 + REFRESH_INTERVAL_S)
+    after_loss = {"last_publish_reason": PublishReason.ROUTER_LOST}
+    early = plan(links, [A1, B1], 10.0, now=10.0 + FOLLOW_UP_AFTER_FAILOVER_S - 1, **after_loss)
+    assert early.leases is None
+    assert early.wake_at == 10.0 + FOLLOW_UP_AFTER_FAILOVER_S
+    result = plan(links, [A1, B1], 10.0, now=10.0 + FOLLOW_UP_AFTER_FAILOVER_S, **after_loss)
     assert set(result.leases or ()) == {A1, B1}
     assert result.publish_reason is PublishReason.REFRESH
-    assert result.wake_at == 10.0 + 2 * REFRESH_INTERVAL_S
+    # Not after any other publish, however long ago.
+    for reason in (PublishReason.REFRESH, PublishReason.LEASES_ENDING, None):
+        assert plan(links, [A1, B1], 10.0, now=200.0, last_publish_reason=reason).leases is None
+    # A periodic refresh only when asked for (comparisons).
     short = PublishTiming(refresh_interval_s=5)
     assert plan([link("a", A1)], [A1], 10.0, now=15.0, timing=short).leases == (A1,)
 
 
 def test_leases_that_only_aged_out_are_not_withdrawn_by_a_publish() -> None:
     """Dropping leases that near their end spends the routers' publish slot for nothing:
-    held until something new comes or the refresh is due."""
+    held until their replacements come."""
     aging = SelectedLease("a", Lease(gw("old"), 9, NOW_MS + 40_000))  # inside the margin
     published = [A1, aging, B1]
     links = [link("a", A1, aging), link("b", B1)]
     assert plan(links, published, 10.0, now=50.0).leases is None
-    refresh = plan(links, published, 10.0, now=10.0 + REFRESH_INTERVAL_S)
-    assert set(refresh.leases or ()) == {A1, B1}
-    assert refresh.publish_reason is PublishReason.REFRESH
-    # Something new, or a lease that left before its time (a failed tunnel), is news.
-    assert plan([link("a", A1, A2, aging), link("b", B1)], published, 10.0, now=50.0).leases
-    assert plan([link("a", A1), link("b")], [A1, B1], 10.0, now=50.0).leases == (A1,)
+    assert plan(links, published, 10.0, now=500.0).leases is None
+    # A replacement is news; so is a lease that left before its time (a failed tunnel).
+    ending = plan([link("a", A1, A2, aging), link("b", B1)], published, 10.0, now=50.0)
+    assert ending.publish_reason is PublishReason.LEASES_ENDING
+    assert set(ending.leases or ()) == {A1, A2, B1}
+    gone = plan([link("a", A1), link("b")], [A1, B1], 10.0, now=50.0)
+    assert (gone.leases, gone.publish_reason) == ((A1,), PublishReason.LEASE_GONE)
     # A lost router's leases leave at once, aged or not.
     lost = plan([link("a", A1, aging), link("b", lost_at=49.0, state=RouterState.DISCONNECTED)],
                 published, 49.5, now=50.0)  # fmt: skip
     assert lost.publish_reason is PublishReason.ROUTER_LOST
+
+
+ONE_EACH = TWO_ROUTERS.model_copy(
+    update={"tunnels": TunnelsSpec(inbound=TunnelDirection(quantity=1, length=1))}
+)
+
+
+def test_a_fresher_tunnel_is_no_news_while_the_published_leases_serve() -> None:
+    """One lease per router asked for, and each router's published lease lasts: a newer
+    tunnel waits until the published one nears its end, then replaces it."""
+    fresher = SelectedLease("a", lease("a9", 9, 500))
+    links = [link("a", A1, fresher), link("b", B1)]
+    held = plan(links, [A1, B1], 10.0, now=100.0, spec=ONE_EACH)
+    assert held.leases is None
+    assert held.wake_at == 100.0 + 300 - SELECTION_MARGIN_S  # when A1 and B1 near their end
+    # At that time (the wall clock moved as much), the fresher lease goes out.
+    later = plan(links, [A1, B1], 10.0, now=100.0 + 250, spec=ONE_EACH, now_ms=NOW_MS + 250_000)
+    assert later.publish_reason is PublishReason.LEASES_ENDING
+    assert later.leases is not None and fresher in later.leases
+
+
+def test_fewer_leases_than_the_spec_asks_for_are_filled_up() -> None:
+    # Two routers x 3 inbound tunnels: 6 asked for, 2 published.
+    assert lease_target(TWO_ROUTERS, 2) == 6
+    assert (
+        lease_target(TWO_ROUTERS.model_copy(update={"routers": TWO_ROUTERS.routers * 4}), 8) == 16
+    )
+    result = plan([link("a", A1, A2), link("b", B1)], [A1, B1], 10.0, now=100.0)
+    assert result.publish_reason is PublishReason.BELOW_TARGET
 
 
 def test_changes_within_the_interval_are_coalesced() -> None:
@@ -396,18 +441,10 @@ def test_changes_within_the_interval_are_coalesced() -> None:
 def test_changes_after_the_interval_publish_now() -> None:
     links = [link("a", A1, A2), link("b", B1)]
     result = plan(links, [A1, B1], last_publish_at=80.0, now=100.0)
-    assert result.publish_reason is PublishReason.LEASES_CHANGED
+    assert result.publish_reason is PublishReason.BELOW_TARGET
     assert set(result.leases or ()) == {A1, A2, B1}
     slow = PublishTiming(min_interval_s=30)
     assert plan(links, [A1, B1], 80.0, now=100.0, timing=slow).wake_at == 110.0
-
-
-def test_the_coalescing_wake_is_never_after_the_refresh() -> None:
-    timing = PublishTiming(min_interval_s=30, refresh_interval_s=5)
-    links = [link("a", A1, A2), link("b", B1)]
-    assert plan(links, [A1, B1], 98.0, now=100.0, timing=timing).wake_at == 103.0
-    # A refresh that is already due wakes a second from now, not in the past.
-    assert plan(links, [A1, B1], 90.0, now=100.0, timing=timing).wake_at == 101.0
 
 
 def test_a_lost_router_in_the_published_set_publishes_at_once() -> None:
@@ -727,6 +764,7 @@ def test_session_options_full() -> None:
         "outbound.length": "0",
         "outbound.lengthVariance": "-1",
         "explicitPeers": f"{PEER_1},{PEER_2}",
+        "i2cp.dontPublishLeaseSet": "true",  # not the publisher
     }
 
 
@@ -750,16 +788,23 @@ def test_session_options_defaults_have_no_explicit_peers() -> None:
     assert options["inbound.lengthVariance"] == "0"
 
 
-@pytest.mark.parametrize("inverted", [False, True])
-def test_publishing_router_gets_no_dont_publish_option(inverted: bool) -> None:
-    spec, router = _spec(publish=True)
-    assert "i2cp.dontPublishLeaseSet" not in session_options(spec, router, inverted, "n")
-
-
-@pytest.mark.parametrize(("inverted", "value"), [(False, "true"), (True, "false")])
-def test_non_publishing_router_option_follows_the_inversion(inverted: bool, value: str) -> None:
-    spec, router = _spec(publish=False)
-    assert session_options(spec, router, inverted, "n")["i2cp.dontPublishLeaseSet"] == value
+@pytest.mark.parametrize(
+    ("publish", "publishing", "inverted", "value"),
+    [
+        (True, True, False, "false"),  # the publisher
+        (True, True, True, "true"),  # the publisher on i2pd 2.58
+        (True, False, False, "true"),  # a standby
+        (True, False, True, "false"),
+        (False, True, False, "true"),  # publish: false is never the publisher
+        (False, False, True, "false"),
+    ],
+)
+def test_the_dont_publish_option_is_always_explicit_and_follows_the_inversion(
+    publish: bool, publishing: bool, inverted: bool, value: str
+) -> None:
+    spec, router = _spec(publish=publish)
+    options = session_options(spec, router, inverted, "n", publishing=publishing)
+    assert options["i2cp.dontPublishLeaseSet"] == value
 
 
 def test_excluded_gateways_decode_base64_hashes() -> None:
@@ -778,3 +823,64 @@ def test_options_for_a_session_follow_its_version_and_ramp(reply: str, publish_v
     assert before["i2cp.dontPublishLeaseSet"] == after["i2cp.dontPublishLeaseSet"] == publish_value
     assert (before["inbound.quantity"], after["inbound.quantity"]) == ("2", "3")
     assert after == session_options(spec, router, publish_value == "false", "n")
+
+
+# --- the publisher ------------------------------------------------------------------------
+
+
+def test_publish_candidates_are_established_publish_true_routers_in_spec_order() -> None:
+    spec = MultihomedDestinationSpec(
+        routers=[RouterSpec(name=n, i2cp=I2CPEndpoint(host=n), publish=n != "c") for n in "dcba"]
+    )
+    assert publish_candidates(spec, {"a", "b", "c"}) == ("b", "a")
+    assert publish_candidates(spec, ()) == ()
+
+
+def test_the_publisher_stays_unless_lost_or_an_urgent_publish_finds_its_slot_busy() -> None:
+    busy = {"a": 95.0}  # stored 5 s ago
+    assert choose_publisher(("a", "b"), None, {}, 100.0, urgent=False) == "a"
+    assert choose_publisher(("a", "b"), "a", busy, 100.0, urgent=False) == "a"
+    assert choose_publisher(("a", "b"), "a", busy, 100.0, urgent=True) == "b"
+    assert choose_publisher(("a", "b"), "a", busy, 115.0, urgent=True) == "a"  # free again
+    assert choose_publisher(("b", "c"), "a", {}, 100.0, urgent=False) == "b"  # a was lost
+    # Every slot busy: the publisher stays (or the first takes over); nobody: None.
+    all_busy = {"a": 95.0, "b": 99.0}
+    assert choose_publisher(("a", "b"), "a", all_busy, 100.0, urgent=True) == "a"
+    assert choose_publisher(("a", "b"), "x", all_busy, 100.0, urgent=True) == "a"
+    assert choose_publisher((), "a", {}, 100.0, urgent=True) is None
+
+
+@given(
+    st.lists(st.sampled_from("abcdef"), unique=True, max_size=6),
+    st.one_of(st.none(), st.sampled_from("abcdefg")),
+    st.dictionaries(st.sampled_from("abcdefg"), st.floats(0, 200)),
+    st.floats(0, 200),
+    st.booleans(),
+)
+def test_choose_publisher_properties(
+    candidates: list[str], current: str | None, store_at: dict[str, float], now: float, urgent: bool
+) -> None:
+    chosen = choose_publisher(candidates, current, store_at, now, urgent, 20.0)
+    if not candidates:
+        assert chosen is None
+        return
+    assert chosen in candidates
+    if current in candidates and not urgent:
+        assert chosen == current  # it changes rarely
+    if current is not None and current in candidates and chosen != current:
+        # Moved only for an urgent publish, from a busy slot to a free one.
+        assert urgent and now < store_at[current] + 20.0
+        assert chosen not in store_at or now >= store_at[chosen] + 20.0
+
+
+def test_a_store_asked_for_within_the_slot_is_held_back_a_whole_slot() -> None:
+    assert next_store_at(None, 100.0, 20.0) == 100.0
+    assert next_store_at(80.0, 100.0, 20.0) == 100.0
+    assert next_store_at(90.0, 100.0, 20.0) == 120.0  # i2pd restarts its 20-s wait
+
+
+def test_what_was_just_published_needs_nothing_more() -> None:
+    reports = {r: [lease(f"{r}{i}", i, 200 + 50 * i) for i in range(3)] for r in "ab"}
+    desired = select_leases(reports, NOW_MS, 16)
+    assert publish_need(desired, desired, reports, NOW_MS, 6) is None
+    assert publish_need(desired, desired, reports, NOW_MS, 7) is None  # nothing more to give

@@ -22,6 +22,7 @@ from i2p_multihome.balancer.events import (
     FailoverPublished,
     LeaseSetPublished,
     PublisherChanged,
+    PublishReason,
 )
 from i2p_multihome.balancer.link import (
     AttemptStarted,
@@ -87,7 +88,8 @@ class Timing:
     heartbeat_s: float = 10.0  # GetDate after this much silence; dropped after twice that
     handshake_timeout_s: float = 15.0
     min_publish_interval_s: float = policy.MIN_PUBLISH_INTERVAL_S
-    refresh_interval_s: float = policy.REFRESH_INTERVAL_S
+    follow_up_s: float = policy.FOLLOW_UP_AFTER_FAILOVER_S
+    refresh_interval_s: float | None = None
     ramp_first_s: float = policy.RAMP_FIRST_S
     ramp_spread_s: float = policy.RAMP_SPREAD_S
     affinity_renew_s: float = policy.AFFINITY_RENEW_INTERVAL_S
@@ -97,7 +99,10 @@ class Timing:
     @property
     def publish(self) -> policy.PublishTiming:
         return policy.PublishTiming(
-            self.min_publish_interval_s, self.refresh_interval_s, self.affinity_lease_lifetime_s
+            min_interval_s=self.min_publish_interval_s,
+            follow_up_s=self.follow_up_s,
+            refresh_interval_s=self.refresh_interval_s,
+            affinity_lease_lifetime_s=self.affinity_lease_lifetime_s,
         )
 
 
@@ -142,6 +147,7 @@ class Balancer:
         self._current: LeaseSet2 | None = None
         self._published: tuple[policy.SelectedLease, ...] = ()
         self._last_publish_at: float | None = None
+        self._last_publish_reason: PublishReason | None = None
         self._affinity_published: dict[str, int] = {}  # router -> its last affinity LeaseSet's
         self._affinity_handed_at: dict[str, float] = {}  # router -> monotonic
         self._affinity_renew: set[str] = set()  # serving routers a new client came through
@@ -475,6 +481,7 @@ class Balancer:
                     affinity_renew=renew,
                     publisher=self._publisher,
                     store_at=dict(self._store_at),
+                    last_publish_reason=self._last_publish_reason,
                 )
             )
             self._affinity_renew -= renew
@@ -550,6 +557,7 @@ class Balancer:
         self._current = lease_set
         self._published = selected
         self._last_publish_at = self._clock.monotonic()
+        self._last_publish_reason = plan.publish_reason
         if self._publisher in reached:
             self._store_at[self._publisher] = policy.next_store_at(
                 self._store_at.get(self._publisher),

@@ -15,7 +15,9 @@ class PublishReason(StrEnum):
     FIRST_SHORT_LIVED = "first LeaseSet, from leases near their end"
     ROUTER_LOST = "router lost"
     ROUTER_REMOVED = "router removed from the spec"
-    LEASES_CHANGED = "leases changed"
+    LEASE_GONE = "a published lease's tunnel is gone"
+    LEASES_ENDING = "published leases near their end"
+    BELOW_TARGET = "fewer leases than the spec asks for"
     REFRESH = "refresh"
 
 

@@ -26,10 +26,13 @@ MIN_REMAINING_S = 30
 # has > MIN_REMAINING_S left when the next publish can go.
 MIN_PUBLISH_INTERVAL_S = 20
 SELECTION_MARGIN_S = MIN_REMAINING_S + MIN_PUBLISH_INTERVAL_S
-# An unchanged LeaseSet is published afresh this often, as Java I2P's RepublishLeaseSetJob
-# does (i2pd republishes only on change): a floodfill that missed a store or a flood catches
-# up within this time instead of at the next tunnel rotation, up to 10 minutes later.
-REFRESH_INTERVAL_S = 90
+# A LeaseSet that took a lost router's leases away is stored once more, unchanged but
+# newer, this long after: a floodfill that missed its flood would otherwise serve the dead
+# leases until the next version (minutes). Unchanged LeaseSets are not published afresh
+# otherwise: the publisher verifies its own store by lookup and stores again when the
+# floodfill lacks it (i2pd: 10 s after the store, then every 100 s), as a single-homed
+# router does.
+FOLLOW_UP_AFTER_FAILOVER_S = 60.0
 # Client affinity: a serving router's own LeaseSet is signed afresh when a client opens a
 # stream or flow through it, at most this often (later clients wait for the next turn).
 # i2pd bundles a LeaseSet to a client whose session began at the router only once the
@@ -124,7 +127,9 @@ def select_leases(
 @dataclass(frozen=True)
 class PublishTiming:
     min_interval_s: float = MIN_PUBLISH_INTERVAL_S  # coalescing window
-    refresh_interval_s: float = REFRESH_INTERVAL_S  # an unchanged LeaseSet published afresh
+    follow_up_s: float = FOLLOW_UP_AFTER_FAILOVER_S
+    # An unchanged LeaseSet published afresh this often (None: never; for comparisons).
+    refresh_interval_s: float | None = None
     affinity_lease_lifetime_s: int = AFFINITY_LEASE_LIFETIME_S
 
 
@@ -145,6 +150,7 @@ class PublishInput:
     # store went or will go (monotonic; `next_store_at`).
     publisher: str | None = None
     store_at: Mapping[str, float] = field(default_factory=dict)
+    last_publish_reason: PublishReason | None = None
 
 
 @dataclass(frozen=True)
@@ -174,10 +180,14 @@ class PublishPlan:
 
 
 def plan_publish(given: PublishInput) -> PublishPlan:
-    """Coalesce changes to one publish per `min_interval_s`. A router whose leases are in
-    the published LeaseSet and that is gone (lost, or removed from the spec) is the
-    exception: its tunnels went with its session, so the LeaseSet without them goes at once.
-    An unchanged LeaseSet is published afresh once `refresh_interval_s` has passed.
+    """Publish only what clients need (`publish_need`): a published lease whose tunnel is
+    gone, published leases near their end once replacements exist, fewer usable leases
+    than the spec asks for; not a fresher tunnel while the published ones still serve.
+    Each floodfill store is visible, and every version costs the network a store and its
+    floods. Such changes are coalesced to one publish per `min_interval_s`. A router whose
+    leases are in the published LeaseSet and that is gone (lost, or removed from the spec)
+    is the exception: its tunnels went with its session, so the LeaseSet without them goes
+    at once, and once more `follow_up_s` later.
 
     Leases that only aged out of the selection margin are not withdrawn by a publish of
     their own: they stay valid on the network until their end, clients skip leases that
@@ -220,6 +230,13 @@ def plan_publish(given: PublishInput) -> PublishPlan:
     retry_at = now + PUBLISH_RETRY_S
     candidates = publish_candidates(given.spec, established)
 
+    def ending_at(leases: Sequence[SelectedLease]) -> float | None:
+        """When the first of `leases` nears its end (monotonic): look again then."""
+        if not leases:
+            return None
+        first_end_ms = min(s.lease.end_ms for s in leases)
+        return now + max(0.0, (first_end_ms - given.now_ms) / 1000 - SELECTION_MARGIN_S)
+
     def publisher(urgent: bool) -> str | None:
         return choose_publisher(
             candidates, given.publisher, given.store_at, now, urgent, timing.min_interval_s
@@ -238,7 +255,18 @@ def plan_publish(given: PublishInput) -> PublishPlan:
             targets=targets,
             lost=lost,
             failover_s=failover_s,
-            wake_at=now + timing.refresh_interval_s,
+            wake_at=min(
+                (
+                    at
+                    for at in (
+                        now + timing.follow_up_s if reason in URGENT_PUBLISH_REASONS else None,
+                        now + timing.refresh_interval_s if timing.refresh_interval_s else None,
+                        ending_at(leases),
+                    )
+                    if at is not None
+                ),
+                default=None,
+            ),
             retry_at=retry_at,
             affinity=affinity,
             affinity_answers=answered_by_affinity,
@@ -282,17 +310,22 @@ def plan_publish(given: PublishInput) -> PublishPlan:
             )
         return publish(desired, PublishReason.ROUTER_REMOVED)
 
-    refresh_at = given.last_publish_at + timing.refresh_interval_s
-    if _lease_keys(desired) == _lease_keys(given.published) or _only_aged_out(
-        desired, given.published, given.now_ms
-    ):
-        if now >= refresh_at:
-            return publish(desired, PublishReason.REFRESH)
-        return hold("unchanged", refresh_at)
     ready_at = given.last_publish_at + timing.min_interval_s
-    if now >= ready_at:
-        return publish(desired, PublishReason.LEASES_CHANGED)
-    return hold("leases changed (coalesced)", min(ready_at, max(refresh_at, now + 1.0)))
+    target = lease_target(given.spec, len(merged_reports))
+    need = publish_need(given.published, desired, merged_reports, given.now_ms, target)
+    if need is not None:
+        if now >= ready_at:
+            return publish(desired, need)
+        return hold(f"{need.value} (coalesced)", ready_at)
+    due = [ending_at(given.published)]
+    if given.last_publish_reason in URGENT_PUBLISH_REASONS:
+        due.append(given.last_publish_at + timing.follow_up_s)
+    if timing.refresh_interval_s:
+        due.append(given.last_publish_at + timing.refresh_interval_s)
+    refresh_at = min((at for at in due[1:] if at is not None), default=None)
+    if refresh_at is not None and now >= refresh_at:
+        return publish(desired, PublishReason.REFRESH)
+    return hold("nothing clients need", min((at for at in due if at is not None), default=None))
 
 
 # Publishes that take leases clients could no longer reach off the floodfills: they go to
@@ -347,6 +380,37 @@ def next_store_at(
     return handed_at + slot_s
 
 
+def lease_target(spec: MultihomedDestinationSpec, routers: int) -> int:
+    """The leases the spec asks for from `routers` routers: each one's inbound quantity,
+    at most `maxLeases`."""
+    return min(spec.lease_set.max_leases, spec.tunnels.inbound.quantity * routers)
+
+
+def publish_need(
+    published: Sequence[SelectedLease],
+    desired: Sequence[SelectedLease],
+    reports: Mapping[str, Sequence[Lease]],
+    now_ms: int,
+    target: int,
+) -> PublishReason | None:
+    """Why clients need a new LeaseSet now, or None. A published lease counts as ending
+    once it is within the selection margin of its end (it would be within 51 s, where
+    clients no longer pick it, before the next publish slot); a lease its router no
+    longer reports before that is gone."""
+    cutoff = now_ms + SELECTION_MARGIN_S * 1000
+    alive = {(name, x.gateway, x.tunnel_id) for name, leases in reports.items() for x in leases}
+    ending = [s for s in published if s.lease.end_ms <= cutoff]
+    lasting = [s for s in published if s.lease.end_ms > cutoff]
+    if any((s.router, s.lease.gateway, s.lease.tunnel_id) not in alive for s in lasting):
+        return PublishReason.LEASE_GONE
+    fresh = _lease_keys(desired) - _lease_keys(published)
+    if ending and fresh:
+        return PublishReason.LEASES_ENDING
+    if len(lasting) < target and len(desired) > len(lasting):
+        return PublishReason.BELOW_TARGET
+    return None
+
+
 def _lease_keys(leases: Sequence[SelectedLease]) -> frozenset[tuple[bytes, int, int]]:
     return frozenset(_lease_key(s) for s in leases)
 
@@ -354,17 +418,6 @@ def _lease_keys(leases: Sequence[SelectedLease]) -> frozenset[tuple[bytes, int, 
 def _lease_key(selected: SelectedLease) -> tuple[bytes, int, int]:
     lease = selected.lease
     return (lease.gateway, lease.tunnel_id, lease.end_ms // 1000)
-
-
-def _only_aged_out(
-    desired: Sequence[SelectedLease], published: Sequence[SelectedLease], now_ms: int
-) -> bool:
-    """Nothing new is desired, and every published lease left out ends within the margin."""
-    wanted = _lease_keys(desired)
-    if not wanted <= _lease_keys(published):
-        return False
-    cutoff = now_ms + SELECTION_MARGIN_S * 1000
-    return all(s.lease.end_ms <= cutoff for s in published if _lease_key(s) not in wanted)
 
 
 def next_published_s(previous: int | None, now_s: int) -> int:
