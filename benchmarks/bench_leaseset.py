@@ -2,31 +2,52 @@
 
 1. LeaseSet assemble + sign time: merge 6 routers x 4 leases into 16, build and sign the
    LeaseSet2, serialize it, and the CreateLeaseSet2 frame.
-2. Publishes per 10 minutes per destination: the balancer's real policy functions driven by
-   a model of i2pd's tunnel schedule (10-minute tunnels, replaced 90 s before expiry, a lease
-   request on every change), against the naive setup where every router publishes its own
-   LeaseSet (at most once per 20 s each, as i2pd does). Every router with `publish: true`
-   stores the merged LeaseSet it is handed, so floodfill stores = merged x publishing routers:
-   keep `publish: true` on a few routers only. The measured figure from a real
-   testnet run comes from the slow soak test (`pytest -m slow -s`), which prints it.
+2. LeaseSet versions the floodfills accept per 10 minutes, from a model: the balancer's real
+   policy (`plan_publish`, the publisher choice, the ramp) driven by a model of i2pd's tunnel
+   schedule and of its store rule, beside the same schedule single-homed (one i2pd router
+   with all the tunnels) and naive (the same keys on every router, each storing its own
+   LeaseSet). It also shows the usable leases a floodfill holds at a random second and the
+   seconds it holds none. The real testnet figures come from `bench_floodfill.py`.
 
-Run: python benchmarks/bench_leaseset.py
+The model of i2pd 2.45.1: a tunnel's lease ends 600 s after it is built (builds take 2-8 s);
+its replacement is ready 15-30 s before that end; it leaves the router's report at its end.
+Every change to a router's tunnels is a lease request (I2CP) or a new local LeaseSet
+(single-homed). A router stores a LeaseSet at once when its last store was 20 s ago or more,
+else 20 s after the newest ask (Destination.cpp, PUBLISH_MIN_INTERVAL); a floodfill accepts
+a store whose `published` is newer than what it holds, and a client uses a lease more than
+51 s from its end.
+
+Run: python benchmarks/bench_leaseset.py [--minutes 60] [--seeds 5]
 """
 
 from __future__ import annotations
 
+import argparse
 import random
 import statistics
 import time
+from dataclasses import dataclass, field
 
 from i2p_multihome.balancer import policy
+from i2p_multihome.balancer.link import LinkState
+from i2p_multihome.model.v1alpha1 import (
+    I2CPEndpoint,
+    MultihomedDestinationSpec,
+    RouterSpec,
+    RouterState,
+    TunnelDirection,
+    TunnelsSpec,
+)
 from i2p_multihome.wire import messages
 from i2p_multihome.wire.keys import DestinationKeys
 from i2p_multihome.wire.structures import Lease, LeaseSet2
 
-TUNNEL_LIFETIME_S = 600
-REBUILD_BEFORE_S = 90
-I2PD_PUBLISH_MIN_INTERVAL_S = 20
+LEASE_LIFETIME_S = 600
+REPLACED_BEFORE_END_S = (15, 30)
+BUILD_S = (2, 8)
+STORE_INTERVAL_S = 20
+CLIENT_MARGIN_S = 51
+WARMUP_S = 600
 
 
 def bench_assemble_sign(rounds: int = 3000) -> None:
@@ -49,13 +70,15 @@ def bench_assemble_sign(rounds: int = 3000) -> None:
             keys.destination,
             published,
             policy.lease_set_expires_s(selected, published),
-            (keys.encryption_key,),
+            keys.encryption_keys,
             tuple(s.to_lease2() for s in selected),
             keys.sign,
         )
         messages.encode_frame(
             messages.CreateLeaseSet2(
-                1, lease_set, (messages.PrivateKey(4, keys.encryption_private),)
+                1,
+                lease_set,
+                tuple(messages.PrivateKey(t, k) for t, k in keys.private_keys),
             )
         )
         timings.append(time.perf_counter() - start)
@@ -67,73 +90,233 @@ def bench_assemble_sign(rounds: int = 3000) -> None:
     )
 
 
-def simulate(routers: int, tunnels: int, minutes: int = 60, seed: int = 1) -> tuple[float, float]:
-    """(merged publishes, naive publishes) per 10 minutes, after a 10-minute warm-up."""
+# --- the i2pd model -----------------------------------------------------------------------
+
+
+@dataclass
+class Store:
+    """One router's store rule for one destination."""
+
+    last_store: float = -1e9
+    due_at: float | None = None  # a held-back store
+    due_published: float = 0.0
+
+    def ask(self, now: float, published: float) -> float | None:
+        """A new LeaseSet (published at `published`): the time it is stored now, or None."""
+        self.due_published = published
+        if now >= self.last_store + STORE_INTERVAL_S:
+            self.last_store, self.due_at = now, None
+            return published
+        self.due_at = now + STORE_INTERVAL_S
+        return None
+
+    def fire(self, now: float) -> float | None:
+        if self.due_at is None or now < self.due_at:
+            return None
+        self.last_store, self.due_at = now, None
+        return self.due_published
+
+
+@dataclass
+class Router:
+    name: str
+    leases: list[Lease] = field(default_factory=list)
+    builds: list[tuple[float, int]] = field(default_factory=list)  # (ready at, slot)
+
+
+@dataclass
+class Floodfill:
+    """What a floodfill holds: the newest LeaseSet stored."""
+
+    published: float = -1.0
+    leases: tuple[Lease, ...] = ()
+    accepted: int = 0
+
+    def store(self, published: float, leases: tuple[Lease, ...], now: float) -> None:
+        if published > self.published:
+            self.published, self.leases = published, leases
+            self.accepted += now >= WARMUP_S
+
+
+@dataclass
+class Figures:
+    accepted_per_10_min: float
+    mean_usable: float
+    min_usable: int
+    seconds_without_usable: int
+
+
+class Schedule:
+    """i2pd's tunnels for `routers` routers x `tunnels`, as built and replaced over time."""
+
+    def __init__(self, routers: int, tunnels: int, ramp: bool, rng: random.Random) -> None:
+        self.rng = rng
+        self.routers = [Router(f"r{i + 1}") for i in range(routers)]
+        self.gateway = {r.name: rng.randbytes(32) for r in self.routers}
+        self.next_id = 1
+        for index, router in enumerate(self.routers):
+            start = rng.uniform(0, 2)
+            held_back = 1 if ramp and tunnels > 1 else 0
+            for slot in range(tunnels - held_back):
+                router.builds.append((start + rng.uniform(*BUILD_S), slot))
+            if held_back:
+                turn = policy.ramp_delay_s(index, routers)
+                router.builds.append((start + turn + rng.uniform(*BUILD_S), tunnels - 1))
+
+    def tick(self, now: int) -> list[str]:
+        """Advance to second `now`: the routers whose tunnels changed."""
+        changed = []
+        for router in self.routers:
+            ready = [b for b in router.builds if b[0] <= now]
+            router.builds = [b for b in router.builds if b[0] > now]
+            for _, slot in ready:
+                end = (now + LEASE_LIFETIME_S) * 1000
+                router.leases.append(Lease(self.gateway[router.name], self.next_id, end))
+                self.next_id += 1
+                replace_at = now + LEASE_LIFETIME_S - self.rng.uniform(*REPLACED_BEFORE_END_S)
+                router.builds.append((replace_at, slot))
+            before = len(router.leases)
+            router.leases = [x for x in router.leases if x.end_ms > now * 1000]
+            if ready or len(router.leases) != before:
+                changed.append(router.name)
+        return changed
+
+
+def _usable(leases: tuple[Lease, ...], now: int) -> int:
+    return sum(1 for x in leases if x.end_ms > (now + CLIENT_MARGIN_S) * 1000)
+
+
+def _figures(floodfill: Floodfill, usable: list[int], seconds: int) -> Figures:
+    return Figures(
+        accepted_per_10_min=floodfill.accepted * 600 / seconds,
+        mean_usable=statistics.fmean(usable),
+        min_usable=min(usable),
+        seconds_without_usable=sum(1 for u in usable if u == 0),
+    )
+
+
+def simulate_balancer(routers: int, tunnels: int, minutes: int, seed: int) -> Figures:
+    """This project: one publisher, `plan_publish` deciding, the ramp spreading tunnels."""
     rng = random.Random(seed)
-    # Each router's tunnels start at random offsets; each is replaced 90 s before it expires.
-    builds: dict[str, list[int]] = {
-        f"r{r}": sorted(rng.randint(0, TUNNEL_LIFETIME_S) for _ in range(tunnels))
-        for r in range(routers)
-    }
-    leases: dict[str, list[Lease]] = {name: [] for name in builds}
-    gateway = {name: rng.randbytes(32) for name in builds}
-    next_id = 1
+    schedule = Schedule(routers, tunnels, ramp=True, rng=rng)
+    direction = TunnelDirection(quantity=tunnels, length=1)
+    spec = MultihomedDestinationSpec(
+        routers=[RouterSpec(name=r.name, i2cp=I2CPEndpoint(host=r.name)) for r in schedule.routers],
+        tunnels=TunnelsSpec(inbound=direction, outbound=direction),
+    )
+    stores = {r.name: Store() for r in schedule.routers}
+    floodfill = Floodfill()
     published: tuple[policy.SelectedLease, ...] | None = None
-    last_publish: float | None = None
-    pending_at: float | None = None
-    merged = naive = 0
-    naive_last: dict[str, float] = {}
-    naive_pending: dict[str, bool] = {}
-    warmup, end = 600, 600 + minutes * 60
+    last_at: float | None = None
+    last_reason = None
+    publisher: str | None = None
+    store_at: dict[str, float] = {}
+    wake_at: float | None = 0.0
+    version = 0
+    held_leases: tuple[Lease, ...] = ()
+    usable: list[int] = []
+    end = WARMUP_S + minutes * 60
     for now in range(end):
-        now_ms = now * 1000
-        changed: list[str] = []
-        for name, starts in builds.items():
-            for i, start in enumerate(starts):
-                if start == now:
-                    leases[name].append(
-                        Lease(gateway[name], next_id, (now + TUNNEL_LIFETIME_S) * 1000)
-                    )
-                    next_id += 1
-                    starts[i] = now + TUNNEL_LIFETIME_S - REBUILD_BEFORE_S
-                    changed.append(name)
-            before = len(leases[name])
-            leases[name] = [x for x in leases[name] if x.end_ms > now_ms]
-            if len(leases[name]) != before:
-                changed.append(name)
-        # Naive multihoming: each router publishes its own LeaseSet on every change.
-        for name in set(changed):
-            naive_pending[name] = True
-        for name, pending in naive_pending.items():
-            if pending and now - naive_last.get(name, -1e9) >= I2PD_PUBLISH_MIN_INTERVAL_S:
-                naive_pending[name] = False
-                naive_last[name] = now
-                naive += now >= warmup
-        # Merged: the balancer evaluates on each lease request and at its wake time.
-        if changed or (pending_at is not None and now >= pending_at):
-            desired = policy.select_leases(leases, now_ms, 16)
-            decision = policy.decide_publish(desired, published, last_publish, now, now_ms=now_ms)
-            pending_at = decision.at
-            if decision.action is policy.PublishAction.NOW:
-                published, last_publish, pending_at = desired, now, None
-                merged += now >= warmup
-        if published:
-            wake = [t for t in (pending_at, policy.next_refresh_at(last_publish)) if t is not None]
-            pending_at = min(wake, default=None)
-    per10 = 10 / minutes
-    return merged * per10, naive * per10
+        changed = schedule.tick(now)
+        for name, store in stores.items():
+            if (fired := store.fire(now)) is not None and name == publisher:
+                floodfill.store(fired, held_leases, now)
+        if changed or (wake_at is not None and now >= wake_at):
+            links = tuple(
+                LinkState(
+                    r.name,
+                    state=RouterState.ESTABLISHED,
+                    leases=tuple(r.leases),
+                    awaiting_answer=r.name in changed,
+                )
+                for r in schedule.routers
+            )
+            plan = policy.plan_publish(
+                policy.PublishInput(
+                    links=links,
+                    published=published,
+                    last_publish_at=last_at,
+                    spec=spec,
+                    now=now,
+                    now_ms=now * 1000,
+                    publisher=publisher,
+                    store_at=store_at,
+                    last_publish_reason=last_reason,
+                )
+            )
+            publisher = plan.publisher
+            wake_at = plan.wake_at
+            if plan.leases is not None and publisher is not None:
+                published, last_at, last_reason = plan.leases, now, plan.publish_reason
+                version += 1
+                held_leases = tuple(s.lease for s in plan.leases)
+                store_at[publisher] = policy.next_store_at(store_at.get(publisher), now)
+                if (stored := stores[publisher].ask(now, now + version * 1e-6)) is not None:
+                    floodfill.store(stored, held_leases, now)
+        if now >= WARMUP_S:
+            usable.append(_usable(floodfill.leases, now))
+    return _figures(floodfill, usable, minutes * 60)
+
+
+def simulate_routers_alone(routers: int, tunnels: int, minutes: int, seed: int) -> Figures:
+    """Each router publishes its own LeaseSet of its own tunnels on every change, as i2pd
+    does: one router is single-homed; several with the same keys are today's multihoming."""
+    rng = random.Random(seed)
+    schedule = Schedule(routers, tunnels, ramp=False, rng=rng)
+    stores = {r.name: Store() for r in schedule.routers}
+    own: dict[str, tuple[Lease, ...]] = {}
+    created: dict[str, float] = {}
+    floodfill = Floodfill()
+    usable: list[int] = []
+    end = WARMUP_S + minutes * 60
+    for now in range(end):
+        changed = schedule.tick(now)
+        for router in schedule.routers:
+            if router.name in changed and router.leases:
+                own[router.name] = tuple(sorted(router.leases, key=lambda x: -x.end_ms))
+                created[router.name] = now + rng.random() * 1e-3
+                if (stored := stores[router.name].ask(now, created[router.name])) is not None:
+                    floodfill.store(stored, own[router.name], now)
+            if (fired := stores[router.name].fire(now)) is not None:
+                floodfill.store(fired, own[router.name], now)
+        if now >= WARMUP_S:
+            usable.append(_usable(floodfill.leases, now))
+    return _figures(floodfill, usable, minutes * 60)
+
+
+def _mean(figures: list[Figures]) -> Figures:
+    return Figures(
+        accepted_per_10_min=statistics.fmean(f.accepted_per_10_min for f in figures),
+        mean_usable=statistics.fmean(f.mean_usable for f in figures),
+        min_usable=min(f.min_usable for f in figures),
+        seconds_without_usable=sum(f.seconds_without_usable for f in figures),
+    )
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--minutes", type=int, default=60, help="simulated minutes per run")
+    parser.add_argument("--seeds", type=int, default=5, help="runs per setup")
+    args = parser.parse_args()
     bench_assemble_sign()
-    print("publishes per 10 minutes per destination (model of i2pd's tunnel schedule):")
-    for routers, tunnels in ((1, 3), (4, 3), (6, 4), (16, 16), (100, 16)):
-        merged, naive = simulate(routers, tunnels, minutes=60 if routers < 100 else 20)
+    print(
+        f"LeaseSet versions a floodfill accepts per 10 minutes (model, {args.seeds} x "
+        f"{args.minutes} min after 10 min warm-up):"
+    )
+    print(f"{'setup':<34} {'versions/10min':>14} {'usable (mean)':>13} {'min':>4} {'s w/o':>6}")
+    setups = [
+        ("single-homed, 1 router x 12", simulate_routers_alone, 1, 12),
+        ("naive, same keys on 4 x 3", simulate_routers_alone, 4, 3),
+        ("this project, 4 routers x 3", simulate_balancer, 4, 3),
+        ("this project, 8 routers x 3", simulate_balancer, 8, 3),
+        ("naive, same keys on 8 x 3", simulate_routers_alone, 8, 3),
+    ]
+    for label, simulate, routers, tunnels in setups:
+        runs = [simulate(routers, tunnels, args.minutes, seed) for seed in range(args.seeds)]
+        f = _mean(runs)
         print(
-            f"  {routers:3d} routers x {tunnels:2d} tunnels: merged LeaseSets {merged:5.1f}"
-            f" -> floodfill stores with 2 publishing routers {2 * merged:6.1f},"
-            f" with all publishing {routers * merged:7.1f};"
-            f" naive (each router its own LeaseSet) {naive:7.1f}"
+            f"{label:<34} {f.accepted_per_10_min:>14.1f} {f.mean_usable:>13.1f} "
+            f"{f.min_usable:>4} {f.seconds_without_usable:>6}"
         )
 
 

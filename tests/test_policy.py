@@ -884,3 +884,58 @@ def test_what_was_just_published_needs_nothing_more() -> None:
     desired = select_leases(reports, NOW_MS, 16)
     assert publish_need(desired, desired, reports, NOW_MS, 6) is None
     assert publish_need(desired, desired, reports, NOW_MS, 7) is None  # nothing more to give
+
+
+def test_ending_leases_wait_for_their_routers_whole_rotation_unless_too_few_last() -> None:
+    """One version per rotation: a router's ending leases are replaced once it reported
+    as many new ones; sooner only when under a quarter of the leases asked for last."""
+    ending = [SelectedLease("a", lease(f"a{i}", i, 40)) for i in range(3)]  # inside the margin
+    lasting = [SelectedLease("b", lease(f"b{i}", i, 300)) for i in range(3)]
+    new = [lease(f"a-new{i}", 10 + i, 600) for i in range(3)]
+
+    def need(a_reports: list[Lease], published: list[SelectedLease]) -> PublishReason | None:
+        reports = {"a": [s.lease for s in ending] + a_reports, "b": [s.lease for s in lasting]}
+        desired = select_leases(reports, NOW_MS, 16)
+        return publish_need(published, desired, reports, NOW_MS, target=6)
+
+    assert need(new[:1], ending + lasting) is None  # 1 of 3 replacements: b's 3 still serve
+    assert need(new[:2], ending + lasting) is None
+    assert need(new, ending + lasting) is PublishReason.LEASES_ENDING
+    # Nothing else lasting: the first replacement goes out at once.
+    assert need(new[:1], ending) is PublishReason.LEASES_ENDING
+    # A quarter of 6 is 1.5: one lasting lease is too few.
+    assert need(new[:1], [*ending, lasting[0]]) is PublishReason.LEASES_ENDING
+    assert need(new[:1], [*ending, *lasting[:2]]) is None
+
+
+def test_the_next_look_is_when_a_lasting_published_lease_nears_its_end() -> None:
+    aging = SelectedLease("a", Lease(gw("old"), 9, NOW_MS + 40_000))  # already inside
+    result = plan([link("a", A1, aging), link("b", B1)], [A1, aging, B1], 10.0, now=50.0)
+    assert result.leases is None
+    assert result.wake_at == 50.0 + 300 - SELECTION_MARGIN_S  # A1 and B1, not `aging`
+    only_aging = plan([link("a", aging), link("b")], [aging], 10.0, now=50.0)
+    assert only_aging.wake_at is None or only_aging.wake_at > 50.0
+
+
+@settings(max_examples=300)
+@given(
+    st.dictionaries(st.sampled_from("abc"), st.lists(leases, max_size=6), min_size=1),
+    st.lists(st.sampled_from(["a", "b", "c"]), max_size=6),
+    st.floats(0, 500),
+    st.sampled_from([None, *PublishReason]),
+)
+def test_plan_publish_never_asks_to_wake_now_or_in_the_past(
+    reports: dict[str, list[Lease]],
+    published_from: list[str],
+    since_last: float,
+    last_reason: PublishReason | None,
+) -> None:
+    """A wake-up at or before `now` would have the engine plan again at once, forever."""
+    links = [link(name, *(SelectedLease(name, x) for x in xs)) for name, xs in reports.items()]
+    published = [SelectedLease(n, x) for n in published_from for x in reports.get(n, [])[:1]]
+    now = 1000.0
+    result = plan(
+        links, published or None, now - since_last if published else None, now,
+        last_publish_reason=last_reason,
+    )  # fmt: skip
+    assert result.wake_at is None or result.wake_at > now

@@ -4,6 +4,7 @@ and no clocks: callers pass the time in."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -56,6 +57,11 @@ AFFINITY_RENEW_INTERVAL_S = 1.0
 # nothing for 90 s starts a new session with its next message anyway.
 AFFINITY_LEASE_LIFETIME_S = 180
 AFFINITY_REFRESH_S = 60.0
+# Published leases near their end wait for their routers' replacements (one version per
+# rotation), unless fewer than this share of the leases the spec asks for would still be
+# usable: the model (benchmarks/bench_leaseset.py) showed no second without a usable lease
+# at a quarter, and seconds without at none.
+MIN_LASTING_SHARE = 0.25
 # When no router took a new LeaseSet (every send failed), plan again this soon.
 PUBLISH_RETRY_S = 1.0
 
@@ -231,11 +237,13 @@ def plan_publish(given: PublishInput) -> PublishPlan:
     candidates = publish_candidates(given.spec, established)
 
     def ending_at(leases: Sequence[SelectedLease]) -> float | None:
-        """When the first of `leases` nears its end (monotonic): look again then."""
-        if not leases:
+        """When the next of `leases` comes within the selection margin of its end
+        (monotonic; always ahead: those already within it are no reason to wake)."""
+        cutoff_ms = given.now_ms + SELECTION_MARGIN_S * 1000
+        later = [s.lease.end_ms for s in leases if s.lease.end_ms > cutoff_ms]
+        if not later:
             return None
-        first_end_ms = min(s.lease.end_ms for s in leases)
-        return now + max(0.0, (first_end_ms - given.now_ms) / 1000 - SELECTION_MARGIN_S)
+        return now + (min(later) - cutoff_ms) / 1000
 
     def publisher(urgent: bool) -> str | None:
         return choose_publisher(
@@ -392,20 +400,30 @@ def publish_need(
     reports: Mapping[str, Sequence[Lease]],
     now_ms: int,
     target: int,
+    min_lasting_share: float = MIN_LASTING_SHARE,
 ) -> PublishReason | None:
-    """Why clients need a new LeaseSet now, or None. A published lease counts as ending
-    once it is within the selection margin of its end (it would be within 51 s, where
-    clients no longer pick it, before the next publish slot); a lease its router no
-    longer reports before that is gone."""
+    """Why clients need a new LeaseSet now, or None.
+
+    A published lease counts as ending once it is within the selection margin of its end
+    (it would be within 51 s, where clients no longer pick it, before the next publish
+    slot); a lease its router no longer reports before that is gone. Ending leases are
+    replaced once every router they came from has reported as many new ones, so that one
+    version carries a whole rotation (i2pd replaces a router's tunnels within seconds of
+    each other), or sooner once fewer than `min_lasting_share` of the leases asked for
+    would still be usable."""
     cutoff = now_ms + SELECTION_MARGIN_S * 1000
     alive = {(name, x.gateway, x.tunnel_id) for name, leases in reports.items() for x in leases}
     ending = [s for s in published if s.lease.end_ms <= cutoff]
     lasting = [s for s in published if s.lease.end_ms > cutoff]
     if any((s.router, s.lease.gateway, s.lease.tunnel_id) not in alive for s in lasting):
         return PublishReason.LEASE_GONE
-    fresh = _lease_keys(desired) - _lease_keys(published)
+    fresh_keys = _lease_keys(desired) - _lease_keys(published)
+    fresh = Counter(s.router for s in desired if _lease_key(s) in fresh_keys)
     if ending and fresh:
-        return PublishReason.LEASES_ENDING
+        replaced = all(fresh[name] >= n for name, n in Counter(s.router for s in ending).items())
+        if replaced or len(lasting) < max(1.0, min_lasting_share * target):
+            return PublishReason.LEASES_ENDING
+        return None
     if len(lasting) < target and len(desired) > len(lasting):
         return PublishReason.BELOW_TARGET
     return None
