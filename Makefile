@@ -4,7 +4,7 @@ PYTHON ?= python3
 DEMO_DIR ?= /tmp/i2p-multihome-demo
 LINT_PATHS = operator testbed tests e2e benchmarks
 
-.PHONY: bootstrap test lint unit demo demo-down bench soak
+.PHONY: bootstrap test lint unit demo demo-down bench bench-floodfill soak
 
 bootstrap:
 	scripts/bootstrap
@@ -33,6 +33,11 @@ demo-down:
 
 bench: bootstrap
 	$(PYTHON) benchmarks/bench_leaseset.py
+
+# Floodfill load and failover side by side (naive, single-homed, 4 and 8 routers) on one
+# testnet of its own, about 50 minutes; writes benchmarks/results/.
+bench-floodfill: bootstrap
+	$(PYTHON) benchmarks/bench_floodfill.py
 
 # 15 minutes of floodfill samples on a testnet of its own; writes benchmarks/results/.
 soak: bootstrap
