@@ -4,7 +4,7 @@ PYTHON ?= python3
 DEMO_DIR ?= /tmp/i2p-multihome-demo
 LINT_PATHS = operator testbed tests e2e benchmarks
 
-.PHONY: bootstrap test lint unit demo demo-down bench bench-floodfill soak
+.PHONY: bootstrap test lint unit demo demo-down bench bench-floodfill soak soak-failover
 
 bootstrap:
 	scripts/bootstrap
@@ -38,6 +38,10 @@ bench: bootstrap
 # testnet of its own, about 50 minutes; writes benchmarks/results/.
 bench-floodfill: bootstrap
 	$(PYTHON) benchmarks/bench_floodfill.py
+
+# 5 destinations through 30 minutes of random router kills and restarts; writes results.
+soak-failover: bootstrap
+	$(PYTHON) benchmarks/soak_failover.py
 
 # 15 minutes of floodfill samples on a testnet of its own; writes benchmarks/results/.
 soak: bootstrap
