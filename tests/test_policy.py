@@ -939,3 +939,15 @@ def test_plan_publish_never_asks_to_wake_now_or_in_the_past(
         last_publish_reason=last_reason,
     )  # fmt: skip
     assert result.wake_at is None or result.wake_at > now
+
+
+def test_a_router_that_joins_a_full_lease_set_is_represented() -> None:
+    """16 leases from other routers fill the LeaseSet; a router that comes back still gets
+    its share at once, not at the next rotation."""
+    reports = {r: [lease(f"{r}{i}", i, 300 + i) for i in range(3)] for r in "abcdefg"}
+    published = select_leases(reports, NOW_MS, 16)
+    assert publish_need(published, published, reports, NOW_MS, 16) is None
+    reports["h"] = [lease(f"h{i}", i, 500) for i in range(3)]
+    desired = select_leases(reports, NOW_MS, 16)
+    assert "h" in {s.router for s in desired}
+    assert publish_need(published, desired, reports, NOW_MS, 16) is PublishReason.ROUTER_JOINED

@@ -18,6 +18,7 @@ class PublishReason(StrEnum):
     LEASE_GONE = "a published lease's tunnel is gone"
     LEASES_ENDING = "published leases near their end"
     BELOW_TARGET = "fewer leases than the spec asks for"
+    ROUTER_JOINED = "a router without leases in the LeaseSet"
     REFRESH = "refresh"
 
 

@@ -406,7 +406,8 @@ def publish_need(
 
     A published lease counts as ending once it is within the selection margin of its end
     (it would be within 51 s, where clients no longer pick it, before the next publish
-    slot); a lease its router no longer reports before that is gone. Ending leases are
+    slot); a lease its router no longer reports before that is gone. A router the
+    selection would represent and the published leases do not is news. Ending leases are
     replaced once every router they came from has reported as many new ones, so that one
     version carries a whole rotation (i2pd replaces a router's tunnels within seconds of
     each other), or sooner once fewer than `min_lasting_share` of the leases asked for
@@ -426,6 +427,10 @@ def publish_need(
         return None
     if len(lasting) < target and len(desired) > len(lasting):
         return PublishReason.BELOW_TARGET
+    # A router that (re)joined serves no client until it is in the LeaseSet, even when
+    # the others' leases fill it.
+    if {s.router for s in desired} - {s.router for s in lasting}:
+        return PublishReason.ROUTER_JOINED
     return None
 
 
