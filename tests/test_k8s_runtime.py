@@ -358,6 +358,7 @@ def snapshot() -> BalancerSnapshot:
         published_s=int(NOW_S) - 10,
         expires_s=int(NOW_S) + 100,
         publishes=4,
+        publisher="r1",
     )
 
 
@@ -375,6 +376,8 @@ def test_observe_snapshot_sets_one_state_per_router_and_live_leases() -> None:
     assert value("i2p_multihome_live_leases", **labels, router="r2") == 0
     assert value("i2p_multihome_published_leases", **labels) == 2
     assert value("i2p_multihome_leaseset_published_timestamp_seconds", **labels) == NOW_S - 10
+    assert value("i2p_multihome_publisher", **labels, router="r1") == 1
+    assert value("i2p_multihome_publisher", **labels, router="r2") == 0
 
 
 def test_observe_snapshot_follows_state_changes() -> None:

@@ -32,6 +32,10 @@ PUBLISHED_LEASES = Gauge(
     "i2p_multihome_published_leases", "Leases in the current merged LeaseSet",
     _DEST, registry=REGISTRY,
 )  # fmt: skip
+PUBLISHER = Gauge(
+    "i2p_multihome_publisher", "1 for the router that stores the LeaseSet at the floodfills",
+    [*_DEST, "router"], registry=REGISTRY,
+)  # fmt: skip
 PUBLISHES = Counter(
     "i2p_multihome_publishes", "Merged LeaseSets handed to the routers",
     _DEST, registry=REGISTRY,
@@ -148,6 +152,10 @@ def observe_snapshot(namespace: str, name: str, snapshot: BalancerSnapshot, now_
         )
     PUBLISHED_LEASES.labels(namespace, name).set(len(snapshot.published))
     for router in snapshot.routers:
+        PUBLISHER.labels(namespace, name, router.name).set(
+            1 if router.name == snapshot.publisher else 0
+        )
+    for router in snapshot.routers:
         ACTIVE_STREAMS.labels(namespace, name, router.name).set(
             snapshot.streams.get(router.name, 0)
         )
@@ -167,6 +175,7 @@ def forget(namespace: str, name: str, routers: list[str]) -> None:
         _remove(metric, namespace, name)
     for router in routers:
         _remove(LIVE_LEASES, namespace, name, router)
+        _remove(PUBLISHER, namespace, name, router)
         _remove(FAILOVERS, namespace, name, router)
         for state in RouterState:
             _remove(SESSIONS, namespace, name, router, state.value)
