@@ -14,7 +14,8 @@ What it copies from i2pd:
   one is outstanding;
 - an invalid LeaseSet2 or a wrong session id in CreateLeaseSet2 is logged and ignored;
 - DestroySession: status `destroyed`, then the connection is closed;
-- ReconfigureSession: `updated` when session id, destination and signature check out;
+- ReconfigureSession: `updated` when session id, destination and signature check out (the
+  options it carries replace those of the session, the others stay);
 - HostLookup by hash: HostReply with the destination, or result 1 when unknown.
 
 Switches for failures: `die()` (connections cut, port closed until `revive()`), `hang()`
@@ -501,7 +502,8 @@ class FakeRouter:
             and config.destination.verify(config.signed_part(), config.signature)
         )
         if ok:
-            connection.options = dict(config.options)
+            # As i2pd and Java do: the options it carries change, the others stay.
+            connection.options = {**connection.options, **config.options}
         else:
             self._error("ReconfigureSession rejected")
         await self._status(connection, messages.STATUS_UPDATED if ok else messages.STATUS_INVALID)

@@ -1002,6 +1002,10 @@ async def test_dont_publish_flag_follows_router_version(setup: Setup) -> None:
         3.0, "r1 made the publisher",
     )  # fmt: skip
     assert options_of(setup.routers["old"])["i2cp.dontPublishLeaseSet"] == "true"
+    # 2.58 is created with the inverted value and never sent the flag again.
+    new = setup.routers["new"]
+    assert new.creates[0].config.options["i2cp.dontPublishLeaseSet"] == "false"
+    assert all("i2cp.dontPublishLeaseSet" not in m.config.options for m in new.reconfigures)
     assert options_of(setup.routers["new"])["i2cp.dontPublishLeaseSet"] == "false"
     versions = {r.name: r.version for r in balancer.snapshot().routers}
     assert versions["new"] == I2PD_258_API_VERSION

@@ -291,6 +291,10 @@ TWO_ROUTERS = MultihomedDestinationSpec(
 )
 
 
+THREE_ROUTERS = MultihomedDestinationSpec(
+    routers=[RouterSpec(name=n, i2cp=I2CPEndpoint(host=f"router-{n}")) for n in "abc"]
+)
+
 DEFAULT_TIMING = PublishTiming()
 
 
@@ -794,7 +798,7 @@ def test_session_options_defaults_have_no_explicit_peers() -> None:
         (True, True, False, "false"),  # the publisher
         (True, True, True, "true"),  # the publisher on i2pd 2.58
         (True, False, False, "true"),  # a standby
-        (True, False, True, "false"),
+        (True, False, True, "true"),  # i2pd 2.58: cannot be switched, so it publishes
         (False, True, False, "true"),  # publish: false is never the publisher
         (False, False, True, "false"),
     ],
@@ -805,6 +809,22 @@ def test_the_dont_publish_option_is_always_explicit_and_follows_the_inversion(
     spec, router = _spec(publish=publish)
     options = session_options(spec, router, inverted, "n", publishing=publishing)
     assert options["i2cp.dontPublishLeaseSet"] == value
+
+
+@pytest.mark.parametrize(
+    ("reply", "flag_in_reconfigure"), [(CLIENT_API_VERSION, True), ("0.9.67", False)]
+)
+def test_a_router_that_reads_the_flag_inverted_is_never_reconfigured_with_it(
+    reply: str, flag_in_reconfigure: bool
+) -> None:
+    """i2pd 2.58.0 inverts the flag only at CreateSession, later i2pd in ReconfigureSession
+    too, with the same SetDate version: such a router keeps the value it was created with."""
+    spec, router = _spec(publish=True)
+    created = options_for(spec, router, reply, ramped=False, nickname="n", publishing=False)
+    assert "i2cp.dontPublishLeaseSet" in created
+    later = options_for(spec, router, reply, ramped=True, nickname="n", reconfigure=True)
+    assert ("i2cp.dontPublishLeaseSet" in later) is flag_in_reconfigure
+    assert later["inbound.quantity"] == "3"
 
 
 def test_excluded_gateways_decode_base64_hashes() -> None:
@@ -893,8 +913,12 @@ def test_ending_leases_wait_for_their_routers_whole_rotation_unless_too_few_last
     lasting = [SelectedLease("b", lease(f"b{i}", i, 300)) for i in range(3)]
     new = [lease(f"a-new{i}", 10 + i, 600) for i in range(3)]
 
-    def need(a_reports: list[Lease], published: list[SelectedLease]) -> PublishReason | None:
-        reports = {"a": [s.lease for s in ending] + a_reports, "b": [s.lease for s in lasting]}
+    def need(
+        a_reports: list[Lease], published: list[SelectedLease], b: int = 3
+    ) -> PublishReason | None:
+        reports = {
+            "a": [s.lease for s in ending] + a_reports, "b": [s.lease for s in lasting[:b]]
+        }  # fmt: skip
         desired = select_leases(reports, NOW_MS, 16)
         return publish_need(published, desired, reports, NOW_MS, target=6)
 
@@ -902,10 +926,16 @@ def test_ending_leases_wait_for_their_routers_whole_rotation_unless_too_few_last
     assert need(new[:2], ending + lasting) is None
     assert need(new, ending + lasting) is PublishReason.LEASES_ENDING
     # Nothing else lasting: the first replacement goes out at once.
-    assert need(new[:1], ending) is PublishReason.LEASES_ENDING
+    assert need(new[:1], ending, b=0) is PublishReason.LEASES_ENDING
     # A quarter of 6 is 1.5: one lasting lease is too few.
-    assert need(new[:1], [*ending, lasting[0]]) is PublishReason.LEASES_ENDING
-    assert need(new[:1], [*ending, *lasting[:2]]) is None
+    assert need(new[:1], [*ending, lasting[0]], b=1) is PublishReason.LEASES_ENDING
+    assert need(new[:1], [*ending, *lasting[:2]], b=2) is None
+    # An ending lease its router no longer reports waits for no replacement.
+    reports = {"a": [ending[0].lease, new[0]], "b": [s.lease for s in lasting]}
+    desired = select_leases(reports, NOW_MS, 16)
+    assert publish_need(ending + lasting, desired, reports, NOW_MS, 6) is (
+        PublishReason.LEASES_ENDING
+    )
 
 
 def test_the_next_look_is_when_a_lasting_published_lease_nears_its_end() -> None:
@@ -917,28 +947,43 @@ def test_the_next_look_is_when_a_lasting_published_lease_nears_its_end() -> None
     assert only_aging.wake_at is None or only_aging.wake_at > 50.0
 
 
-@settings(max_examples=300)
+@settings(max_examples=400)
 @given(
+    st.sampled_from(["plain", "affinity"]),
     st.dictionaries(st.sampled_from("abc"), st.lists(leases, max_size=6), min_size=1),
-    st.lists(st.sampled_from(["a", "b", "c"]), max_size=6),
+    st.sets(st.sampled_from("abc")),
+    st.lists(st.sampled_from("abc"), max_size=6),
     st.floats(0, 500),
     st.sampled_from([None, *PublishReason]),
+    st.integers(-700_000, 700_000),
 )
 def test_plan_publish_never_asks_to_wake_now_or_in_the_past(
+    kind: str,
     reports: dict[str, list[Lease]],
+    lost: set[str],
     published_from: list[str],
     since_last: float,
     last_reason: PublishReason | None,
+    clock_offset_ms: int,
 ) -> None:
-    """A wake-up at or before `now` would have the engine plan again at once, forever."""
-    links = [link(name, *(SelectedLease(name, x) for x in xs)) for name, xs in reports.items()]
-    published = [SelectedLease(n, x) for n in published_from for x in reports.get(n, [])[:1]]
+    """A wake-up at or before `now` would have the engine plan again at once, forever:
+    with routers lost, under client affinity, at any wall-clock time."""
+    names = dict(zip("abc", ("p", "h", "k") if kind == "affinity" else "abc", strict=True))
+    spec = AFFINITY if kind == "affinity" else THREE_ROUTERS
+    links = [
+        link(names[r], state=RouterState.DISCONNECTED, lost_at=990.0)
+        if r in lost
+        else link(names[r], *(SelectedLease(names[r], x) for x in xs))
+        for r, xs in reports.items()
+    ]
+    published = [SelectedLease(names[r], x) for r in published_from for x in reports.get(r, [])[:1]]
     now = 1000.0
     result = plan(
-        links, published or None, now - since_last if published else None, now,
-        last_publish_reason=last_reason,
+        links, published or None, now - since_last if published else None, now, spec=spec,
+        now_ms=NOW_MS + clock_offset_ms, last_publish_reason=last_reason,
     )  # fmt: skip
     assert result.wake_at is None or result.wake_at > now
+    assert result.retry_at is None or result.retry_at > now
 
 
 def test_a_router_that_joins_a_full_lease_set_is_represented() -> None:

@@ -306,10 +306,13 @@ class Balancer:
         ending: LinkEvent
         try:
             reply = await session.connect(policy.CLIENT_API_VERSION)
-            link.options = self._options(link, reply, ramped=False)
-            await session.create(link.options)
+            await session.create(self._options(link, reply, ramped=False))
+            # What a ReconfigureSession would carry: the baseline `_reconfigure` compares.
+            link.options = self._options(link, reply, ramped=False, reconfigure=True)
             link.session = session
             self._store_at.pop(name, None)  # a new session has stored nothing yet
+            # The publisher may have changed while the session was being created.
+            await self._reconfigure(link)
             version = describe_version(reply)
             await self._apply(
                 link, SessionCreated(version, self._clock.wall(), self._clock.monotonic())
@@ -381,7 +384,9 @@ class Balancer:
         if link.session is session:
             await self._apply(link, RampTurn())
 
-    def _options(self, link: _Link, reply_version: str, *, ramped: bool) -> dict[str, str]:
+    def _options(
+        self, link: _Link, reply_version: str, *, ramped: bool, reconfigure: bool = False
+    ) -> dict[str, str]:
         return policy.options_for(
             self.spec,
             link.spec,
@@ -389,6 +394,7 @@ class Balancer:
             ramped=ramped,
             nickname=f"{self.name}-{link.spec.name}",
             publishing=link.spec.name == self._publisher,
+            reconfigure=reconfigure,
         )
 
     async def _reconfigure(self, link: _Link) -> None:
@@ -396,16 +402,20 @@ class Balancer:
         session = link.session
         if session is None or session.router_version is None:
             return
-        options = self._options(link, session.router_version, ramped=link.state.ramped)
+        options = self._options(
+            link, session.router_version, ramped=link.state.ramped, reconfigure=True
+        )
         if options == link.options:
             return
         link.options = options
         try:
-            await session.reconfigure(options)
+            # Bounded: a router that stopped reading must not hold up the plan (and with it
+            # the answers other routers' lease requests wait for).
+            await asyncio.wait_for(session.reconfigure(options), self._timing.handshake_timeout_s)
             log.info(
                 "session reconfigured", extra=fields(**self._log_fields, router=link.spec.name)
             )
-        except ConnectionClosed as exc:
+        except (ConnectionClosed, TimeoutError) as exc:
             log.warning(
                 "reconfigure failed",
                 extra=fields(**self._log_fields, router=link.spec.name, error=str(exc)),
@@ -485,7 +495,7 @@ class Balancer:
                 )
             )
             self._affinity_renew -= renew
-            await self._set_publisher(plan.publisher)
+            changed = await self._set_publisher(plan.publisher)
             wake_at = plan.wake_at
             if plan.leases is not None:
                 if not await self._publish(plan, plan.leases):
@@ -493,7 +503,10 @@ class Balancer:
                     await self._hand_affinity(plan.affinity_answers)
             else:
                 if self._current is not None:
-                    await self._hand_over(self._current, plan.resend_current_to)
+                    # A new publisher stores only what it is handed (i2pd reads the flag
+                    # then): it gets the current LeaseSet now, not at the next version.
+                    extra = {plan.publisher} if changed and plan.publisher is not None else set()
+                    await self._hand_over(self._current, plan.resend_current_to | extra)
                 await self._hand_affinity(plan.affinity)
             if wake_at is not None:
                 self._schedule(wake_at)
@@ -509,13 +522,13 @@ class Balancer:
             for router in self._affinity_renew:  # not due yet
                 self._schedule(self._affinity_renew_at(router, now))
 
-    async def _set_publisher(self, publisher: str | None) -> None:
+    async def _set_publisher(self, publisher: str | None) -> bool:
         """Make `publisher` the one router that stores the LeaseSet: the previous one is
         told not to publish before the new one is told to, and both before any LeaseSet is
-        handed over (a router reads the flag when it is handed one)."""
+        handed over (a router reads the flag when it is handed one). Whether it changed."""
         previous = self._publisher
         if publisher == previous:
-            return
+            return False
         self._publisher = publisher
         for name in (previous, publisher):
             link = self._links.get(name) if name is not None else None
@@ -527,6 +540,7 @@ class Balancer:
             extra=fields(**self._log_fields, publisher=publisher or "", previous=previous or ""),
         )
         self._on_change()
+        return True
 
     def _schedule(self, at: float) -> None:
         """Have `run()` plan again at monotonic time `at` (the earliest request wins)."""

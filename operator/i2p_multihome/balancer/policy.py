@@ -187,8 +187,9 @@ class PublishPlan:
 
 def plan_publish(given: PublishInput) -> PublishPlan:
     """Publish only what clients need (`publish_need`): a published lease whose tunnel is
-    gone, published leases near their end once replacements exist, fewer usable leases
-    than the spec asks for; not a fresher tunnel while the published ones still serve.
+    gone, a router the LeaseSet leaves out, published leases near their end once
+    replacements exist, fewer usable leases than the spec asks for; not a fresher tunnel
+    while the published ones still serve.
     Each floodfill store is visible, and every version costs the network a store and its
     floods. Such changes are coalesced to one publish per `min_interval_s`. A router whose
     leases are in the published LeaseSet and that is gone (lost, or removed from the spec)
@@ -332,7 +333,11 @@ def plan_publish(given: PublishInput) -> PublishPlan:
         due.append(given.last_publish_at + timing.refresh_interval_s)
     refresh_at = min((at for at in due[1:] if at is not None), default=None)
     if refresh_at is not None and now >= refresh_at:
-        return publish(desired, PublishReason.REFRESH)
+        # The same leases again (those still far enough from their end), not a withdrawal
+        # of ending ones before their replacements come.
+        floor_ms = given.now_ms + MIN_REMAINING_S * 1000
+        same = tuple(s for s in given.published if s.lease.end_ms > floor_ms)
+        return publish(same or desired, PublishReason.REFRESH)
     return hold("nothing clients need", min((at for at in due if at is not None), default=None))
 
 
@@ -418,19 +423,24 @@ def publish_need(
     lasting = [s for s in published if s.lease.end_ms > cutoff]
     if any((s.router, s.lease.gateway, s.lease.tunnel_id) not in alive for s in lasting):
         return PublishReason.LEASE_GONE
+    # A router that (re)joined serves no client until it is in the LeaseSet, even when
+    # the others' leases fill it.
+    if {s.router for s in desired} - {s.router for s in published}:
+        return PublishReason.ROUTER_JOINED
     fresh_keys = _lease_keys(desired) - _lease_keys(published)
     fresh = Counter(s.router for s in desired if _lease_key(s) in fresh_keys)
     if ending and fresh:
-        replaced = all(fresh[name] >= n for name, n in Counter(s.router for s in ending).items())
+        # Only leases the router still reports wait for a replacement: one it dropped (a
+        # failed build is not rebuilt at once) must not hold back every router's rotation.
+        still_up = Counter(
+            s.router for s in ending if (s.router, s.lease.gateway, s.lease.tunnel_id) in alive
+        )
+        replaced = all(fresh[name] >= n for name, n in still_up.items())
         if replaced or len(lasting) < max(1.0, min_lasting_share * target):
             return PublishReason.LEASES_ENDING
         return None
     if len(lasting) < target and len(desired) > len(lasting):
         return PublishReason.BELOW_TARGET
-    # A router that (re)joined serves no client until it is in the LeaseSet, even when
-    # the others' leases fill it.
-    if {s.router for s in desired} - {s.router for s in lasting}:
-        return PublishReason.ROUTER_JOINED
     return None
 
 
@@ -557,8 +567,11 @@ def session_options(
         names = [r.name for r in spec.routers]
         start = names.index(router.name) if router.name in names else 0
         options["explicitPeers"] = ",".join(rotated(peers, start))
-    # Always explicit: ReconfigureSession changes only the options it carries.
-    dont_publish = (not (publishing and router.publish)) != inverted_publish_flag
+    # Always explicit: ReconfigureSession changes only the options it carries. A router
+    # that reads the flag inverted cannot have its role switched (see `options_for`): every
+    # such router with publish: true publishes.
+    public = router.publish and (publishing or inverted_publish_flag)
+    dont_publish = (not public) != inverted_publish_flag
     options["i2cp.dontPublishLeaseSet"] = "true" if dont_publish else "false"
     return options
 
@@ -571,11 +584,19 @@ def options_for(
     ramped: bool,
     nickname: str,
     publishing: bool = False,
+    reconfigure: bool = False,
 ) -> dict[str, str]:
     """The options a router's session should have now: `session_options` for the version
-    the router answered in SetDate, one inbound tunnel short until its ramp turn."""
+    the router answered in SetDate, one inbound tunnel short until its ramp turn.
+
+    For ReconfigureSession (`reconfigure`), a router that reads `i2cp.dontPublishLeaseSet`
+    inverted is not sent the flag at all: i2pd 2.58.0 inverts it only at CreateSession
+    (`Reconfigure` reads it the right way), later i2pd in both, and both answer SetDate
+    with 0.9.67; it keeps the value it was created with."""
     inverted = publish_is_inverted(router.implementation, CLIENT_API_VERSION, reply_version)
     options = session_options(spec, router, inverted, nickname, publishing=publishing)
+    if reconfigure and inverted:
+        del options["i2cp.dontPublishLeaseSet"]
     return options if ramped else one_tunnel_held_back(options)
 
 

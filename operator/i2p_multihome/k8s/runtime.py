@@ -59,7 +59,7 @@ def kubernetes_event(event: BalancerEvent) -> tuple[str, str] | None:
         case FailoverPublished():
             return "Normal", "Published"
         case LeaseSetPublished():
-            return None  # routine: a publish every 20-90 s is not news
+            return None  # routine: a few versions per 10 minutes are not news
         case PublisherChanged(publisher=None):
             return "Warning", "NoPublisher"
         case PublisherChanged():

@@ -64,7 +64,8 @@ class RouterSpec(Model):
     implementation: RouterImplementation = Field(
         default=RouterImplementation.AUTO,
         description="Router software, for options whose meaning differs between them "
-        "(i2cp.dontPublishLeaseSet). auto: detected from the I2CP handshake.",
+        "(i2cp.dontPublishLeaseSet). auto: detected from the I2CP handshake, which cannot "
+        "tell Java I2P 2.9+ from i2pd 2.58+: set java on Java routers.",
     )
 
 
