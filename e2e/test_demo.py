@@ -57,6 +57,7 @@ def test_demo_up_twice_then_down_leaves_nothing(testnet_host: None, tmp_path: Pa
             "PUBLISHED",
             "STREAMS",
             "AGE",
+            "PUBLISHER",
             "B32",
         ]
         assert row.split()[1] == "True" and row.split()[-1].endswith(".b32.i2p")

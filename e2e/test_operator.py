@@ -195,6 +195,8 @@ def test_apply_becomes_ready_with_one_leaseset_on_every_floodfill(
         assert re.fullmatch(r"\d+[smhd]\d*[smh]?", row["PUBLISHED"]), row
         header, rows = kubectl_table(ns.kubectl("get", "mhd", "-o", "wide").stdout)
         assert header[-1] == "B32" and rows[0]["B32"] == b32
+        publisher = ((ns.mhd(name) or {}).get("status") or {}).get("leaseSet", {}).get("publisher")
+        assert header[-2] == "PUBLISHER" and rows[0]["PUBLISHER"] == publisher in HOSTS4
 
         wait_until(
             "KeysGenerated and SessionEstablished events",
