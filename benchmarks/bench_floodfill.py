@@ -119,10 +119,17 @@ def gateways_of(testnet: Testnet, names: list[str]) -> dict[str, str]:
 
 
 def all_serve(testnet: Testnet, setups: list[Setup], owners: dict[str, str]) -> bool | NotYet:
-    """Every floodfill serves every destination, with leases of each of its hosts."""
+    """Every floodfill serves each balancer's destination, with leases of each of its
+    hosts; i2pd's own destinations (a, b) need one floodfill: in this testnet floods to ff3
+    are mostly lost (2026-12-01: ff3 accepted 2 of 35 versions of (a), 0 of 11 of (b),
+    while its direct stores, and its floods to ff1 and ff2, arrive)."""
     views = held(testnet, [s.label_b32 for s in setups])
     now = time.time()
     for setup in setups:
+        if setup.run is None:
+            if not any(serving(ls, now) for ls in views[setup.label_b32].values()):
+                return NotYet(f"no floodfill serves ({setup.key})")
+            continue
         for floodfill, lease_set in views[setup.label_b32].items():
             if not serving(lease_set, now):
                 return NotYet(f"{floodfill} does not serve ({setup.key})")
@@ -353,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             ordered = [setups[k] for k in "abcd"]
             took = time.monotonic()
             wait_until(
-                "every floodfill to serve every destination",
+                "every destination to be served",
                 SERVED_TIMEOUT_S,
                 lambda: all_serve(testnet, ordered, owners),
                 interval=3.0,
