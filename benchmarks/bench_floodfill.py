@@ -44,19 +44,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from common import testnet_version
+from common import floodfill_lease_sets, testnet_version
 from i2p_multihome_dev.backends import HttpBackend
 from i2p_multihome_dev.balancer_process import BalancerRun, destination_manifest, run_balancer
 from i2p_multihome_dev.observe import serving, usable
 from i2p_multihome_dev.polling import NotYet, wait_until
 from i2p_multihome_dev.testnet import (
-    ConsoleLeaseSet,
     ConsoleParseError,
     Testnet,
     TestnetError,
     check_host,
 )
-from i2p_multihome_dev.testnet.console import fetch_leasesets
 from i2p_multihome_dev.testnet.tunnels import keys_file
 from results import write_results
 
@@ -101,18 +99,6 @@ class KillRecord:
     error: str | None = None
 
 
-def held(testnet: Testnet, labels: list[str]) -> dict[str, dict[str, ConsoleLeaseSet | None]]:
-    """Each floodfill's LeaseSet of each destination label: {label: {floodfill: ls}}."""
-    views: dict[str, dict[str, ConsoleLeaseSet | None]] = {label: {} for label in labels}
-    for router in testnet.routers:
-        if not router.floodfill:
-            continue
-        stored = {ls.b32: ls for ls in fetch_leasesets(router.console)}
-        for label in labels:
-            views[label][router.name] = stored.get(label)
-    return views
-
-
 def gateways_of(testnet: Testnet, names: list[str]) -> dict[str, str]:
     """Router identity hash (as the consoles show a lease's gateway) -> router name."""
     return {testnet.identity_hash(name): name for name in names}
@@ -123,7 +109,7 @@ def all_serve(testnet: Testnet, setups: list[Setup], owners: dict[str, str]) -> 
     hosts; i2pd's own destinations (a, b) need one floodfill: in this testnet floods to ff3
     are mostly lost (2026-12-01: ff3 accepted 2 of 35 versions of (a), 0 of 11 of (b),
     while its direct stores, and its floods to ff1 and ff2, arrive)."""
-    views = held(testnet, [s.label_b32 for s in setups])
+    views = floodfill_lease_sets(testnet, [s.label_b32 for s in setups])
     now = time.time()
     for setup in setups:
         if setup.run is None:
@@ -175,7 +161,7 @@ def window(
     while time.monotonic() - started < minutes * 60:
         taken = time.monotonic()
         try:
-            views = held(testnet, labels)
+            views = floodfill_lease_sets(testnet, labels)
         except (OSError, ConsoleParseError) as exc:
             print(f"  sample skipped: {exc}", flush=True)
             views = {}
@@ -234,7 +220,7 @@ def kill_one(
     pending = {s.key for s in watched}
     while pending and time.monotonic() - killed_at < GONE_CAP_S:
         try:
-            views = held(testnet, labels)
+            views = floodfill_lease_sets(testnet, labels)
         except (OSError, ConsoleParseError):
             time.sleep(KILL_POLL_S)
             continue

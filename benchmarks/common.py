@@ -11,7 +11,8 @@ from typing import Any
 from i2p_multihome_dev.balancer_process import BalancerRun
 from i2p_multihome_dev.observe import floodfill_views, serving
 from i2p_multihome_dev.polling import NotYet, wait_until
-from i2p_multihome_dev.testnet import Testnet
+from i2p_multihome_dev.testnet import ConsoleLeaseSet, Testnet
+from i2p_multihome_dev.testnet.console import fetch_leasesets
 
 SERVED_TIMEOUT_S = 300.0
 
@@ -58,3 +59,17 @@ def with_affinity(document: dict[str, Any], testnet: Testnet, publisher: str) ->
         **document,
         "spec": {**spec, "routers": [*serving, publishing], "leaseSet": {"clientAffinity": True}},
     }
+
+
+def floodfill_lease_sets(
+    testnet: Testnet, labels: list[str]
+) -> dict[str, dict[str, ConsoleLeaseSet | None]]:
+    """Each floodfill's LeaseSet of each destination (b32 label without ".b32.i2p"), one
+    console page per floodfill: {label: {floodfill: lease set or None}}."""
+    views: dict[str, dict[str, ConsoleLeaseSet | None]] = {label: {} for label in labels}
+    for router in testnet.routers:
+        if router.floodfill:
+            stored = {ls.b32: ls for ls in fetch_leasesets(router.console)}
+            for label in labels:
+                views[label][router.name] = stored.get(label)
+    return views

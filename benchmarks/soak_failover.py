@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import testnet_version
+from common import floodfill_lease_sets, testnet_version
 from i2p_multihome_dev.balancer_process import BalancerRun, destination_manifest, run_balancer
 from i2p_multihome_dev.observe import serving, usable
 from i2p_multihome_dev.polling import NotYet, wait_until
@@ -46,7 +46,7 @@ from i2p_multihome_dev.testnet import (
     TestnetError,
     check_host,
 )
-from i2p_multihome_dev.testnet.console import fetch_leasesets, fetch_local_destinations
+from i2p_multihome_dev.testnet.console import fetch_local_destinations
 from results import write_results
 
 ROUTERS = 9  # ff1-ff3, r1-r6
@@ -92,16 +92,6 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
-def views(testnet: Testnet, labels: list[str]) -> dict[str, dict[str, ConsoleLeaseSet | None]]:
-    found: dict[str, dict[str, ConsoleLeaseSet | None]] = {label: {} for label in labels}
-    for router in testnet.routers:
-        if router.floodfill:
-            stored = {ls.b32: ls for ls in fetch_leasesets(router.console)}
-            for label in labels:
-                found[label][router.name] = stored.get(label)
-    return found
-
-
 def valid(
     lease_set: ConsoleLeaseSet | None, now: float, live: set[str], owners: dict[str, str]
 ) -> bool:
@@ -115,7 +105,7 @@ def observe(
     watch: Watch,
 ) -> None:  # fmt: skip
     try:
-        seen = views(testnet, [d.label for d in destinations])
+        seen = floodfill_lease_sets(testnet, [d.label for d in destinations])
     except (OSError, ConsoleParseError):
         return
     now, mono = time.time(), time.monotonic()
@@ -250,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
                 SERVED_TIMEOUT_S,
                 lambda: all(
                     valid(ls, time.time(), set(HOSTS), owners)
-                    for per in views(testnet, [d.label for d in destinations]).values()
+                    for per in floodfill_lease_sets(
+                        testnet, [d.label for d in destinations]
+                    ).values()
                     for ls in per.values()
                 ),
                 interval=3.0,
