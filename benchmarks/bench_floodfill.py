@@ -40,11 +40,10 @@ import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from common import floodfill_lease_sets, testnet_version
+from common import floodfill_lease_sets, routers_by_gateway, testnet_version
 from i2p_multihome_dev.backends import HttpBackend
 from i2p_multihome_dev.balancer_process import BalancerRun, destination_manifest, run_balancer
 from i2p_multihome_dev.observe import serving, usable
@@ -97,11 +96,6 @@ class KillRecord:
     not_serving_samples: dict[str, int] = field(default_factory=dict)
     samples: int = 0
     error: str | None = None
-
-
-def gateways_of(testnet: Testnet, names: list[str]) -> dict[str, str]:
-    """Router identity hash (as the consoles show a lease's gateway) -> router name."""
-    return {testnet.identity_hash(name): name for name in names}
 
 
 def all_serve(testnet: Testnet, setups: list[Setup], owners: dict[str, str]) -> bool | NotYet:
@@ -193,10 +187,6 @@ def window(
         for key, values in usable_samples.items()
     }
     return {"elapsed_s": round(elapsed, 1), **versions}, leases
-
-
-def has_status(run: BalancerRun) -> bool:
-    return bool(run.status().get("destination"))
 
 
 def publisher_of(setup: Setup) -> str | None:
@@ -293,15 +283,12 @@ def bring_up(testnet: Testnet, work: Path, stack: ExitStack) -> Started:
         "inbound.length": "0", "outbound.length": "0", "outbound.quantity": "2",
     }  # fmt: skip
     # (a) the same keys on r1-r4: the first router writes them, the others are given a copy.
-    naive_b32 = testnet.add_server_tunnel(
-        NAIVE_HOSTS[0], "naive", host, port, {**zero_hop, "inbound.quantity": str(INBOUND)}
-    )
+    naive = {**zero_hop, "inbound.quantity": str(INBOUND)}
+    naive_b32 = testnet.add_server_tunnel(NAIVE_HOSTS[0], "naive", host, port, naive)
     source = testnet.router(NAIVE_HOSTS[0]).datadir / keys_file("naive")
     for name in NAIVE_HOSTS[1:]:
         shutil.copy(source, testnet.router(name).datadir / keys_file("naive"))
-        again = testnet.add_server_tunnel(
-            name, "naive", host, port, {**zero_hop, "inbound.quantity": str(INBOUND)}
-        )
+        again = testnet.add_server_tunnel(name, "naive", host, port, naive)
         if again != naive_b32:
             raise TestnetError(f"{name} did not take the shared keys: {again} != {naive_b32}")
     # (b) one router, as many tunnels as (a) has leases.
@@ -316,9 +303,8 @@ def bring_up(testnet: Testnet, work: Path, stack: ExitStack) -> Started:
     for key, name, hosts in (("c", "four", HOSTS4), ("d", "eight", HOSTS8)):
         document = destination_manifest(name, testnet, hosts, inbound=INBOUND, length=0)
         run = stack.enter_context(run_balancer(work / name, testnet, document))
-        wait_until(f"{name}'s status", 60, partial(has_status, run))
         setups[key] = Setup(key, f"this project, {len(hosts)} routers", run.b32, hosts, run)
-    owners = gateways_of(testnet, NAIVE_HOSTS + HOSTS8[:4] + [SINGLE_HOST])
+    owners = routers_by_gateway(testnet, NAIVE_HOSTS + HOSTS8[:4] + [SINGLE_HOST])
     return Started(setups, owners)
 
 

@@ -73,3 +73,9 @@ def floodfill_lease_sets(
             for label in labels:
                 views[label][router.name] = stored.get(label)
     return views
+
+
+def routers_by_gateway(testnet: Testnet, names: list[str]) -> dict[str, str]:
+    """Router identity hash (as the consoles show a lease's gateway) -> router name: with
+    zero-hop inbound tunnels a lease's gateway is the router that built it."""
+    return {testnet.identity_hash(name): name for name in names}

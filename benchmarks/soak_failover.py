@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import floodfill_lease_sets, testnet_version
+from common import floodfill_lease_sets, routers_by_gateway, testnet_version
 from i2p_multihome_dev.balancer_process import BalancerRun, destination_manifest, run_balancer
 from i2p_multihome_dev.observe import serving, usable
 from i2p_multihome_dev.polling import NotYet, wait_until
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     checks: dict[str, Any] = {}
     try:
         testnet.up(routers=ROUTERS, floodfills=FLOODFILLS, timeout=300)
-        owners = {testnet.identity_hash(r): r for r in HOSTS}
+        owners = routers_by_gateway(testnet, HOSTS)
         with ExitStack() as stack:
             destinations = []
             for i in range(len(HOSTS)):
