@@ -109,7 +109,7 @@ def select_leases(
     queues: list[list[Lease]] = []
     for router in sorted(reports):
         usable = []
-        for lease in sorted(reports[router], key=lambda x: (-x.end_ms, x.gateway, x.tunnel_id)):
+        for lease in sorted(reports[router], key=_freshest_first):
             key = (lease.gateway, lease.tunnel_id)
             if lease.end_ms > cutoff and lease.gateway not in excluded and key not in seen:
                 seen.add(key)
@@ -125,9 +125,11 @@ def select_leases(
         depth += 1
     # In the order a single router lists them (i2pd: its newest tunnels first), so the
     # LeaseSet does not show the routers it was merged from as groups.
-    return tuple(
-        sorted(chosen, key=lambda s: (-s.lease.end_ms, s.lease.gateway, s.lease.tunnel_id))
-    )
+    return tuple(sorted(chosen, key=lambda s: _freshest_first(s.lease)))
+
+
+def _freshest_first(lease: Lease) -> tuple[int, bytes, int]:
+    return (-lease.end_ms, lease.gateway, lease.tunnel_id)
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,14 @@ def plan_publish(given: PublishInput) -> PublishPlan:
             return None
         return now + (min(later) - cutoff_ms) / 1000
 
+    def refresh_after(at: float, reason: PublishReason | None) -> float | None:
+        """When a LeaseSet published at `at` for `reason` is stored again unchanged: once
+        after an urgent publish, and every `refresh_interval_s` if set."""
+        return _earliest(
+            at + timing.follow_up_s if reason in URGENT_PUBLISH_REASONS else None,
+            at + timing.refresh_interval_s if timing.refresh_interval_s else None,
+        )
+
     def publisher(urgent: bool) -> str | None:
         return choose_publisher(
             candidates, given.publisher, given.store_at, now, urgent, timing.min_interval_s
@@ -264,18 +274,7 @@ def plan_publish(given: PublishInput) -> PublishPlan:
             targets=targets,
             lost=lost,
             failover_s=failover_s,
-            wake_at=min(
-                (
-                    at
-                    for at in (
-                        now + timing.follow_up_s if reason in URGENT_PUBLISH_REASONS else None,
-                        now + timing.refresh_interval_s if timing.refresh_interval_s else None,
-                        ending_at(leases),
-                    )
-                    if at is not None
-                ),
-                default=None,
-            ),
+            wake_at=_earliest(refresh_after(now, reason), ending_at(leases)),
             retry_at=retry_at,
             affinity=affinity,
             affinity_answers=answered_by_affinity,
@@ -326,19 +325,18 @@ def plan_publish(given: PublishInput) -> PublishPlan:
         if now >= ready_at:
             return publish(desired, need)
         return hold(f"{need.value} (coalesced)", ready_at)
-    due = [ending_at(given.published)]
-    if given.last_publish_reason in URGENT_PUBLISH_REASONS:
-        due.append(given.last_publish_at + timing.follow_up_s)
-    if timing.refresh_interval_s:
-        due.append(given.last_publish_at + timing.refresh_interval_s)
-    refresh_at = min((at for at in due[1:] if at is not None), default=None)
+    refresh_at = refresh_after(given.last_publish_at, given.last_publish_reason)
     if refresh_at is not None and now >= refresh_at:
         # The same leases again (those still far enough from their end), not a withdrawal
         # of ending ones before their replacements come.
         floor_ms = given.now_ms + MIN_REMAINING_S * 1000
         same = tuple(s for s in given.published if s.lease.end_ms > floor_ms)
         return publish(same or desired, PublishReason.REFRESH)
-    return hold("nothing clients need", min((at for at in due if at is not None), default=None))
+    return hold("nothing clients need", _earliest(ending_at(given.published), refresh_at))
+
+
+def _earliest(*times: float | None) -> float | None:
+    return min((at for at in times if at is not None), default=None)
 
 
 # Publishes that take leases clients could no longer reach off the floodfills: they go to
