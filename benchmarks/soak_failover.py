@@ -75,6 +75,9 @@ class Destination:
 @dataclass
 class Watch:
     invalid_since: dict[tuple[str, str], float] = field(default_factory=dict)
+    # What a (destination, floodfill) held when it went invalid, for the gap record.
+    invalid_view: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
     longest_gap_s: dict[str, float] = field(default_factory=dict)  # destination -> seconds
     gaps: list[dict[str, Any]] = field(default_factory=list)
     samples: int = 0
@@ -100,6 +103,14 @@ def valid(
     )
 
 
+def lease_view(
+    lease_set: ConsoleLeaseSet | None, now: float, owners: dict[str, str]
+) -> list[tuple[str, int]] | None:
+    if lease_set is None:
+        return None
+    return [(owners.get(x.gateway, "?"), round(x.end - now)) for x in lease_set.leases]
+
+
 def observe(
     testnet: Testnet, destinations: list[Destination], down: set[str], owners: dict[str, str],
     watch: Watch,
@@ -116,15 +127,26 @@ def observe(
             key = (destination.name, floodfill)
             if valid(lease_set, now, live, owners):
                 started = watch.invalid_since.pop(key, None)
+                view = watch.invalid_view.pop(key, {})
                 if started is not None:
                     gap = mono - started
                     if gap > SAMPLE_S * 1.5:
                         watch.gaps.append(
                             {"destination": destination.name, "floodfill": floodfill,
-                             "seconds": round(gap, 1), "down": sorted(down)}
+                             "seconds": round(gap, 1), "down": sorted(down),
+                             "ended_at_s": round(mono - watch.started, 1), **view}
                         )  # fmt: skip
-            else:
-                watch.invalid_since.setdefault(key, mono)
+            elif key not in watch.invalid_since:
+                watch.invalid_since[key] = mono
+                watch.invalid_view[key] = {
+                    "started_at_s": round(mono - watch.started, 1),
+                    "down_at_start": sorted(down),
+                    "publisher_at_start": destination.run.status()
+                    .get("leaseSet", {})
+                    .get("publisher"),
+                    # (router, seconds to its end) of each lease the floodfill held
+                    "held_at_start": lease_view(lease_set, now, owners),
+                }
             open_gap = mono - watch.invalid_since.get(key, mono)
             longest = watch.longest_gap_s.get(destination.name, 0.0)
             watch.longest_gap_s[destination.name] = round(max(longest, open_gap), 1)
@@ -135,7 +157,7 @@ def churn(
     minutes: float, rng: random.Random, watch: Watch,
 ) -> None:  # fmt: skip
     down: dict[str, float] = {}  # router -> when it comes back (monotonic)
-    started = time.monotonic()
+    started = watch.started = time.monotonic()
     next_kill = started + rng.uniform(*KILL_EVERY_S)
     next_memory = started
     while time.monotonic() - started < minutes * 60:

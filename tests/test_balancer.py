@@ -569,18 +569,24 @@ async def test_one_router_publishes_and_the_next_takes_over_when_it_is_lost(
     failover = r2.last_lease_set
     assert failover is not None and "r1" not in setup.owners(failover)
     assert told_to_publish_before(r2, failover)
-    assert not publishing(r3)
+    # r3 stands in for this one urgent LeaseSet (r2 may have stored unseen).
+    assert r3.last_lease_set is not None and r3.last_lease_set.lease_set == failover.lease_set
+    assert told_to_publish_before(r3, r3.last_lease_set)
     assert balancer.snapshot().publisher == "r2"
     assert [(e.publisher, e.previous) for e in setup.events_of(PublisherChanged)] == [
         ("r1", None), ("r2", "r1"),
     ]  # fmt: skip
 
-    # r1 comes back as a standby: the publisher does not move back.
+    # r1 comes back as a standby: the publisher does not move back, and the stand-in is
+    # stopped before the next LeaseSet.
     await r1.revive()
     await setup.advance_until(lambda: len(r1.session_ids) == 2, "r1 to reconnect", 0.5, 60.0)
     await setup.converges()
     assert r1.creates[-1].config.options["i2cp.dontPublishLeaseSet"] == "true"
-    assert not publishing(r1) and publishing(r2)
+    assert not publishing(r1) and publishing(r2) and not publishing(r3)
+    rejoined = r3.last_lease_set
+    assert rejoined is not None and "r1" in setup.owners(rejoined)
+    assert not told_to_publish_before(r3, rejoined)
     assert balancer.snapshot().publisher == "r2"
 
 
@@ -642,9 +648,21 @@ async def test_a_failover_stays_with_a_publisher_whose_slot_is_free(setup: Setup
 
     await r3.die()
     await setup.converged(["r1", "r2"], within_s=1.0)
-    assert publishing(r1) and not publishing(r2)
+    assert publishing(r1)
     assert balancer.snapshot().publisher == "r1"
     assert len(setup.events_of(PublisherChanged)) == 1
+    # r2 stores this one too, in case r1 stored unseen (an i2pd verification re-store).
+    failover = r2.last_lease_set
+    assert failover is not None and told_to_publish_before(r2, failover)
+    assert r1.last_lease_set is not None and r1.last_lease_set.lease_set == failover.lease_set
+
+    # The follow-up is r1's alone.
+    await setup.advance_until(
+        lambda: r2.last_lease_set is not failover, "the follow-up", 1.0, 120.0
+    )
+    follow_up = r2.last_lease_set
+    assert follow_up is not None and not told_to_publish_before(r2, follow_up)
+    assert publishing(r1) and not publishing(r2)
 
 
 async def test_no_router_may_publish_when_every_publish_true_router_is_down(setup: Setup) -> None:

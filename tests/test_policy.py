@@ -36,6 +36,7 @@ from i2p_multihome.balancer.policy import (
     affinity_renew_at,
     backoff_delay_s,
     choose_publisher,
+    choose_stand_in,
     excluded_gateways,
     lease_set_expires_s,
     lease_target,
@@ -854,6 +855,62 @@ def test_publish_candidates_are_established_publish_true_routers_in_spec_order()
     )
     assert publish_candidates(spec, {"a", "b", "c"}) == ("b", "a")
     assert publish_candidates(spec, ()) == ()
+    # Routers that reported tunnels come first: one without cannot store yet.
+    assert publish_candidates(spec, {"a", "b", "c"}, {"a", "c"}) == ("a", "b")
+    assert publish_candidates(spec, {"a", "b", "c"}, {"a", "b"}) == ("b", "a")
+
+
+def test_a_stand_in_is_the_first_other_candidate_with_a_free_slot() -> None:
+    assert choose_stand_in(("a", "b", "c"), "a", {}, 100.0) == "b"
+    assert choose_stand_in(("a", "b", "c"), "a", {"b": 95.0}, 100.0) == "c"
+    assert choose_stand_in(("a", "b", "c"), "a", {"b": 95.0}, 115.0) == "b"
+    assert choose_stand_in(("a", "b"), "a", {"b": 95.0}, 100.0) is None
+    assert choose_stand_in(("a",), "a", {}, 100.0) is None
+    assert choose_stand_in(("a", "b"), None, {}, 100.0) == "a"
+
+
+@given(
+    st.lists(st.sampled_from("abcdef"), unique=True, max_size=6),
+    st.one_of(st.none(), st.sampled_from("abcdefg")),
+    st.dictionaries(st.sampled_from("abcdefg"), st.floats(0, 200)),
+    st.floats(0, 200),
+)
+def test_choose_stand_in_properties(
+    candidates: list[str], publisher: str | None, store_at: dict[str, float], now: float
+) -> None:
+    stand_in = choose_stand_in(candidates, publisher, store_at, now, 20.0)
+    free = [
+        c for c in candidates if c != publisher and (c not in store_at or now >= store_at[c] + 20.0)
+    ]
+    assert stand_in == (free[0] if free else None)
+
+
+def test_an_urgent_publish_has_a_stand_in_and_others_have_none() -> None:
+    lost = link("c", state=RouterState.DISCONNECTED, lost_at=99.0)
+    c1 = SelectedLease("c", lease("c1", 1, 300))
+    links = [link("a", A1, A2), link("b", B1), lost]
+    result = plan(links, [A1, B1, c1], 95.0, now=100.0, spec=THREE_ROUTERS)
+    assert result.publish_reason is PublishReason.ROUTER_LOST
+    assert (result.publisher, result.stand_in) == ("a", "b")
+    calm = plan([link("a", A1, A2), link("b", B1)], [A1, B1], 80.0, now=100.0)
+    assert calm.publish_reason is PublishReason.BELOW_TARGET and calm.stand_in is None
+
+
+def test_a_needed_publish_is_not_coalesced_when_nothing_published_lasts() -> None:
+    """Every published lease within the selection margin: clients find none they would
+    pick, so the replacement goes at once, urgently, not after the coalescing window."""
+    ending = [SelectedLease("a", lease("o", 1, 40)), SelectedLease("b", lease("p", 2, 45))]
+    fresh = SelectedLease("a", lease("n", 3, 600))
+    links = [link("a", fresh, ending[0]), link("b", ending[1])]
+    result = plan(links, ending, last_publish_at=95.0, now=100.0)
+    assert result.publish_reason is PublishReason.LEASES_ENDING
+    assert result.leases == (fresh,)
+    assert (result.publisher, result.stand_in) == ("a", "b")
+    # One published lease still lasting: the window holds as before.
+    lasting = SelectedLease("b", lease("q", 4, 300))
+    links = [link("a", fresh, ending[0]), link("b", ending[1], lasting)]
+    held = plan(links, [*ending, lasting], last_publish_at=95.0, now=100.0)
+    assert held.leases is None and held.wake_at == 115.0
 
 
 def test_the_publisher_stays_unless_lost_or_an_urgent_publish_finds_its_slot_busy() -> None:

@@ -77,7 +77,9 @@ RAMP_SPREAD_S = 50.0
 
 # Reconnection backoff: exponential from the first to the cap, jittered to 50-100 %.
 BACKOFF_INITIAL_S = 1.0
-BACKOFF_MAX_S = 30.0
+# A refused connection costs nothing, and a router back from a restart serves only once
+# its session is up again.
+BACKOFF_MAX_S = 10.0
 
 # The API version we announce in GetDate. i2pd before 2.58 echoes it back; newer routers
 # answer with their own, which is how the dontPublishLeaseSet inversion is detected.
@@ -185,6 +187,9 @@ class PublishPlan:
     # The one router that stores the LeaseSet at the floodfills from now on (None: no
     # router may); every other router holds it unpublished.
     publisher: str | None = None
+    # A second router that stores this urgent LeaseSet too (`choose_stand_in`), and no
+    # later one; None for other publishes.
+    stand_in: str | None = None
 
 
 def plan_publish(given: PublishInput) -> PublishPlan:
@@ -212,6 +217,7 @@ def plan_publish(given: PublishInput) -> PublishPlan:
     and whenever they wait for an answer; the merged LeaseSet goes to the others."""
     now, timing = given.now, given.timing
     established = {link.router: link for link in given.links if link.established}
+    reported = frozenset(name for name, link in established.items() if link.leases)
     all_waiting = frozenset(name for name, link in established.items() if link.awaiting_answer)
     reports = {name: link.leases for name, link in established.items()}
     max_leases = given.spec.lease_set.max_leases
@@ -237,7 +243,7 @@ def plan_publish(given: PublishInput) -> PublishPlan:
     renewed = (all_waiting | given.affinity_renew) & frozenset(affinity)
     answered_by_affinity = {name: affinity[name] for name in sorted(renewed)}
     retry_at = now + PUBLISH_RETRY_S
-    candidates = publish_candidates(given.spec, established)
+    candidates = publish_candidates(given.spec, established, reported)
 
     def ending_at(leases: Sequence[SelectedLease]) -> float | None:
         """When the next of `leases` comes within the selection margin of its end
@@ -266,7 +272,15 @@ def plan_publish(given: PublishInput) -> PublishPlan:
         reason: PublishReason,
         lost: tuple[str, ...] = (),
         failover_s: float | None = None,
+        urgent: bool = False,
     ) -> PublishPlan:
+        urgent = urgent or reason in URGENT_PUBLISH_REASONS
+        chosen = publisher(urgent)
+        stand_in = (
+            choose_stand_in(candidates, chosen, given.store_at, now, timing.min_interval_s)
+            if urgent
+            else None
+        )
         return PublishPlan(
             reason=reason.value,
             leases=leases,
@@ -278,7 +292,8 @@ def plan_publish(given: PublishInput) -> PublishPlan:
             retry_at=retry_at,
             affinity=affinity,
             affinity_answers=answered_by_affinity,
-            publisher=publisher(urgent=reason in URGENT_PUBLISH_REASONS),
+            publisher=chosen,
+            stand_in=stand_in,
         )
 
     def hold(reason: str, wake_at: float | None = None) -> PublishPlan:
@@ -322,8 +337,12 @@ def plan_publish(given: PublishInput) -> PublishPlan:
     target = lease_target(given.spec, len(merged_reports))
     need = publish_need(given.published, desired, merged_reports, given.now_ms, target)
     if need is not None:
-        if now >= ready_at:
-            return publish(desired, need)
+        # Nothing published lasts beyond the margin: clients already find no lease they
+        # would pick, so this one neither waits for the coalescing window nor for the
+        # publisher's store slot.
+        stranded = ending_at(given.published) is None
+        if now >= ready_at or stranded:
+            return publish(desired, need, urgent=stranded)
         return hold(f"{need.value} (coalesced)", ready_at)
     refresh_at = refresh_after(given.last_publish_at, given.last_publish_reason)
     if refresh_at is not None and now >= refresh_at:
@@ -345,12 +364,15 @@ URGENT_PUBLISH_REASONS = frozenset({PublishReason.ROUTER_LOST, PublishReason.ROU
 
 
 def publish_candidates(
-    spec: MultihomedDestinationSpec, established: Iterable[str]
+    spec: MultihomedDestinationSpec, established: Iterable[str], reported: Iterable[str] = ()
 ) -> tuple[str, ...]:
     """The routers that may store the LeaseSet (`publish: true`, with a session), in the
-    spec's order: the standby order."""
-    up = frozenset(established)
-    return tuple(r.name for r in spec.routers if r.publish and r.name in up)
+    standby order: those that `reported` tunnels first, each group in the spec's order.
+    A router without tunnels yet cannot store (i2pd drops the store, "Destination is not
+    ready", and does not try again until it is handed another LeaseSet)."""
+    up, ready = frozenset(established), frozenset(reported)
+    named = [r.name for r in spec.routers if r.publish and r.name in up]
+    return tuple(sorted(named, key=lambda name: name not in ready))
 
 
 def choose_publisher(
@@ -378,6 +400,31 @@ def choose_publisher(
         return current
     fallback = current if current in candidates else candidates[0]
     return next((name for name in candidates if slot_free(name)), fallback)
+
+
+def choose_stand_in(
+    candidates: Sequence[str],
+    publisher: str | None,
+    store_at: Mapping[str, float],
+    now: float,
+    slot_s: float = MIN_PUBLISH_INTERVAL_S,
+) -> str | None:
+    """A second router that stores an urgent LeaseSet too: the first candidate other than
+    the publisher whose store slot is free, as far as the balancer knows. It does not know
+    them all: i2pd verifies its own store by lookup 10 s after it, then every 100 s, and
+    stores again (restarting its 20-s slot) when the floodfill it asked lacks the newest
+    version, and a LeaseSet handed while a store awaits its confirmation is not stored
+    until that verification. Two routers whose stores both went unseen within the last
+    20 s are far less likely than one. The floodfills keep the first store of a version
+    and ignore the second."""
+    return next(
+        (
+            name
+            for name in candidates
+            if name != publisher and (store_at.get(name) is None or now >= store_at[name] + slot_s)
+        ),
+        None,
+    )
 
 
 def next_store_at(
