@@ -36,7 +36,6 @@ from i2p_multihome.balancer.policy import (
     affinity_renew_at,
     backoff_delay_s,
     choose_publisher,
-    choose_stand_in,
     excluded_gateways,
     lease_set_expires_s,
     lease_target,
@@ -324,6 +323,8 @@ def plan(
     spec: MultihomedDestinationSpec = TWO_ROUTERS,
     now_ms: int = NOW_MS,
     last_publish_reason: PublishReason | None = None,
+    publisher: str | None = None,
+    store_at: Mapping[str, float] | None = None,
 ) -> PublishPlan:
     return plan_publish(
         PublishInput(
@@ -335,6 +336,8 @@ def plan(
             now_ms=now_ms,
             timing=timing,
             last_publish_reason=last_publish_reason,
+            publisher=publisher,
+            store_at=store_at or {},
         )
     )
 
@@ -860,40 +863,18 @@ def test_publish_candidates_are_established_publish_true_routers_in_spec_order()
     assert publish_candidates(spec, {"a", "b", "c"}, {"a", "b"}) == ("b", "a")
 
 
-def test_a_stand_in_is_the_first_other_candidate_with_a_free_slot() -> None:
-    assert choose_stand_in(("a", "b", "c"), "a", {}, 100.0) == "b"
-    assert choose_stand_in(("a", "b", "c"), "a", {"b": 95.0}, 100.0) == "c"
-    assert choose_stand_in(("a", "b", "c"), "a", {"b": 95.0}, 115.0) == "b"
-    assert choose_stand_in(("a", "b"), "a", {"b": 95.0}, 100.0) is None
-    assert choose_stand_in(("a",), "a", {}, 100.0) is None
-    assert choose_stand_in(("a", "b"), None, {}, 100.0) == "a"
-
-
-@given(
-    st.lists(st.sampled_from("abcdef"), unique=True, max_size=6),
-    st.one_of(st.none(), st.sampled_from("abcdefg")),
-    st.dictionaries(st.sampled_from("abcdefg"), st.floats(0, 200)),
-    st.floats(0, 200),
-)
-def test_choose_stand_in_properties(
-    candidates: list[str], publisher: str | None, store_at: dict[str, float], now: float
-) -> None:
-    stand_in = choose_stand_in(candidates, publisher, store_at, now, 20.0)
-    free = [
-        c for c in candidates if c != publisher and (c not in store_at or now >= store_at[c] + 20.0)
-    ]
-    assert stand_in == (free[0] if free else None)
-
-
-def test_an_urgent_publish_has_a_stand_in_and_others_have_none() -> None:
+def test_an_urgent_publish_moves_to_a_router_that_has_not_stored() -> None:
     lost = link("c", state=RouterState.DISCONNECTED, lost_at=99.0)
     c1 = SelectedLease("c", lease("c1", 1, 300))
     links = [link("a", A1, A2), link("b", B1), lost]
-    result = plan(links, [A1, B1, c1], 95.0, now=100.0, spec=THREE_ROUTERS)
+    stored = {"a": 10.0}  # long ago, as far as the balancer knows
+    result = plan(links, [A1, B1, c1], 95.0, 100.0, spec=THREE_ROUTERS, publisher="a",
+                  store_at=stored)  # fmt: skip
     assert result.publish_reason is PublishReason.ROUTER_LOST
-    assert (result.publisher, result.stand_in) == ("a", "b")
-    calm = plan([link("a", A1, A2), link("b", B1)], [A1, B1], 80.0, now=100.0)
-    assert calm.publish_reason is PublishReason.BELOW_TARGET and calm.stand_in is None
+    assert result.publisher == "b"
+    calm = plan([link("a", A1, A2), link("b", B1)], [A1, B1], 80.0, 100.0, publisher="a",
+                store_at=stored)  # fmt: skip
+    assert calm.publish_reason is PublishReason.BELOW_TARGET and calm.publisher == "a"
 
 
 def test_a_needed_publish_is_not_coalesced_when_nothing_published_lasts() -> None:
@@ -905,7 +886,7 @@ def test_a_needed_publish_is_not_coalesced_when_nothing_published_lasts() -> Non
     result = plan(links, ending, last_publish_at=95.0, now=100.0)
     assert result.publish_reason is PublishReason.LEASES_ENDING
     assert result.leases == (fresh,)
-    assert (result.publisher, result.stand_in) == ("a", "b")
+    assert plan(links, ending, 95.0, 100.0, publisher="a", store_at={"a": 95.0}).publisher == "b"
     # One published lease still lasting: the window holds as before.
     lasting = SelectedLease("b", lease("q", 4, 300))
     links = [link("a", fresh, ending[0]), link("b", ending[1], lasting)]
@@ -913,17 +894,21 @@ def test_a_needed_publish_is_not_coalesced_when_nothing_published_lasts() -> Non
     assert held.leases is None and held.wake_at == 115.0
 
 
-def test_the_publisher_stays_unless_lost_or_an_urgent_publish_finds_its_slot_busy() -> None:
-    busy = {"a": 95.0}  # stored 5 s ago
+def test_the_publisher_stays_for_ordinary_versions_and_an_urgent_one_finds_a_free_slot() -> None:
     assert choose_publisher(("a", "b"), None, {}, 100.0, urgent=False) == "a"
-    assert choose_publisher(("a", "b"), "a", busy, 100.0, urgent=False) == "a"
-    assert choose_publisher(("a", "b"), "a", busy, 100.0, urgent=True) == "b"
-    assert choose_publisher(("a", "b"), "a", busy, 115.0, urgent=True) == "a"  # free again
-    assert choose_publisher(("b", "c"), "a", {}, 100.0, urgent=False) == "b"  # a was lost
-    # Every slot busy: the publisher stays (or the first takes over); nobody: None.
-    all_busy = {"a": 95.0, "b": 99.0}
-    assert choose_publisher(("a", "b"), "a", all_busy, 100.0, urgent=True) == "a"
-    assert choose_publisher(("a", "b"), "x", all_busy, 100.0, urgent=True) == "a"
+    assert choose_publisher(("a", "b"), "a", {"a": 95.0}, 100.0, urgent=False) == "a"
+    # Urgent: a may have stored since, unseen; b has not stored in its session at all.
+    assert choose_publisher(("a", "b"), "a", {"a": 10.0}, 100.0, urgent=True) == "b"
+    assert choose_publisher(("a", "b"), "a", {}, 100.0, urgent=True) == "a"
+    # Every candidate has stored: the publisher stays while its known slot is free, else
+    # the first whose slot is.
+    assert choose_publisher(("a", "b"), "a", {"a": 10.0, "b": 50.0}, 100.0, urgent=True) == "a"
+    assert choose_publisher(("a", "b"), "a", {"a": 95.0, "b": 50.0}, 100.0, urgent=True) == "b"
+    assert choose_publisher(("a", "b"), "a", {"a": 95.0, "b": 99.0}, 100.0, urgent=True) == "a"
+    # A lost publisher's place.
+    assert choose_publisher(("b", "c"), "a", {"b": 10.0}, 100.0, urgent=True) == "c"
+    assert choose_publisher(("b", "c"), "a", {}, 100.0, urgent=False) == "b"
+    assert choose_publisher(("a", "b"), "x", {"a": 95.0, "b": 99.0}, 100.0, urgent=True) == "a"
     assert choose_publisher((), "a", {}, 100.0, urgent=True) is None
 
 
@@ -942,12 +927,21 @@ def test_choose_publisher_properties(
         assert chosen is None
         return
     assert chosen in candidates
+
+    def free(name: str) -> bool:
+        return name not in store_at or now >= store_at[name] + 20.0
+
     if current in candidates and not urgent:
         assert chosen == current  # it changes rarely
     if current is not None and current in candidates and chosen != current:
-        # Moved only for an urgent publish, from a busy slot to a free one.
-        assert urgent and now < store_at[current] + 20.0
-        assert chosen not in store_at or now >= store_at[chosen] + 20.0
+        # Moved only for an urgent publish: to a router that has not stored, or, when
+        # every candidate has, from a busy slot to a free one.
+        assert urgent
+        assert chosen not in store_at or (
+            all(c in store_at for c in candidates) and not free(current) and free(chosen)
+        )
+    if urgent and any(c not in store_at for c in candidates):
+        assert chosen not in store_at
 
 
 def test_a_store_asked_for_within_the_slot_is_held_back_a_whole_slot() -> None:

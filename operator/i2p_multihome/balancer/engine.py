@@ -152,9 +152,6 @@ class Balancer:
         self._affinity_handed_at: dict[str, float] = {}  # router -> monotonic
         self._affinity_renew: set[str] = set()  # serving routers a new client came through
         self._publisher: str | None = None  # the one router that stores the LeaseSet
-        # A second router that stored the latest urgent LeaseSet; told not to publish
-        # before the next LeaseSet is handed over.
-        self._stand_in: str | None = None
         self._store_at: dict[str, float] = {}  # router -> monotonic: its latest store
         self.publishes = 0
         self._wake = asyncio.Event()
@@ -396,7 +393,7 @@ class Balancer:
             reply_version,
             ramped=ramped,
             nickname=f"{self.name}-{link.spec.name}",
-            publishing=link.spec.name in (self._publisher, self._stand_in),
+            publishing=link.spec.name == self._publisher,
             reconfigure=reconfigure,
         )
 
@@ -501,7 +498,6 @@ class Balancer:
             changed = await self._set_publisher(plan.publisher)
             wake_at = plan.wake_at
             if plan.leases is not None:
-                await self._set_stand_in(plan.stand_in)
                 if not await self._publish(plan, plan.leases):
                     wake_at = plan.retry_at
                     await self._hand_affinity(plan.affinity_answers)
@@ -546,18 +542,6 @@ class Balancer:
         self._on_change()
         return True
 
-    async def _set_stand_in(self, stand_in: str | None) -> None:
-        """Let `stand_in` store the LeaseSet about to be handed over, and stop the previous
-        one before it is handed a later LeaseSet (i2pd decides at each hand-over)."""
-        previous = self._stand_in
-        if stand_in == previous:
-            return
-        self._stand_in = stand_in
-        for name in (previous, stand_in):
-            link = self._links.get(name) if name is not None else None
-            if link is not None:
-                await self._reconfigure(link)
-
     def _schedule(self, at: float) -> None:
         """Have `run()` plan again at monotonic time `at` (the earliest request wins)."""
         # A due wake-up that `run()` has not taken yet must not give way to a later one: a
@@ -588,9 +572,9 @@ class Balancer:
         self._published = selected
         self._last_publish_at = self._clock.monotonic()
         self._last_publish_reason = plan.publish_reason
-        for storing in reached & {n for n in (self._publisher, self._stand_in) if n}:
-            self._store_at[storing] = policy.next_store_at(
-                self._store_at.get(storing),
+        if self._publisher in reached:
+            self._store_at[self._publisher] = policy.next_store_at(
+                self._store_at.get(self._publisher),
                 self._last_publish_at,
                 self._timing.min_publish_interval_s,
             )
@@ -614,7 +598,7 @@ class Balancer:
             extra=fields(
                 **self._log_fields, reason=plan.reason, leases=len(selected),
                 routers=",".join(routers), handed_to=",".join(handed_to), published=published_s,
-                publisher=self._publisher or "", stand_in=self._stand_in or "",
+                publisher=self._publisher or "",
             ),
         )  # fmt: skip
         self._on_change()

@@ -187,9 +187,6 @@ class PublishPlan:
     # The one router that stores the LeaseSet at the floodfills from now on (None: no
     # router may); every other router holds it unpublished.
     publisher: str | None = None
-    # A second router that stores this urgent LeaseSet too (`choose_stand_in`), and no
-    # later one; None for other publishes.
-    stand_in: str | None = None
 
 
 def plan_publish(given: PublishInput) -> PublishPlan:
@@ -274,13 +271,6 @@ def plan_publish(given: PublishInput) -> PublishPlan:
         failover_s: float | None = None,
         urgent: bool = False,
     ) -> PublishPlan:
-        urgent = urgent or reason in URGENT_PUBLISH_REASONS
-        chosen = publisher(urgent)
-        stand_in = (
-            choose_stand_in(candidates, chosen, given.store_at, now, timing.min_interval_s)
-            if urgent
-            else None
-        )
         return PublishPlan(
             reason=reason.value,
             leases=leases,
@@ -292,8 +282,7 @@ def plan_publish(given: PublishInput) -> PublishPlan:
             retry_at=retry_at,
             affinity=affinity,
             affinity_answers=answered_by_affinity,
-            publisher=chosen,
-            stand_in=stand_in,
+            publisher=publisher(urgent or reason in URGENT_PUBLISH_REASONS),
         )
 
     def hold(reason: str, wake_at: float | None = None) -> PublishPlan:
@@ -384,11 +373,16 @@ def choose_publisher(
     slot_s: float = MIN_PUBLISH_INTERVAL_S,
 ) -> str | None:
     """The one router that stores the LeaseSet at the floodfills. It changes rarely: a
-    floodfill sees each publisher as another reply tunnel. The current one stays while it
-    may publish, unless an urgent LeaseSet would wait for its store slot (i2pd stores a
-    destination at most once per 20 s and holds an earlier store back 20 s): then the
-    first candidate whose slot is free takes over, and stays. A lost publisher's place goes
-    to the first candidate with a free slot, else to the first candidate."""
+    floodfill sees each publisher as another reply tunnel. The current one stays for
+    every ordinary version. An urgent one (a failover) must not wait for a store slot
+    (i2pd stores a destination at most once per 20 s and holds an earlier store back
+    20 s), and a router that has stored may have stored again unseen: i2pd verifies its
+    store by lookup 10 s after it and then every 100 s, and stores again when the
+    floodfill it asked disagrees; a LeaseSet handed while a store awaits confirmation is
+    stored only at that verification. So an urgent LeaseSet goes to a router that has not
+    stored in its session (`store_at` has no entry: its slot is certainly free), else to
+    one whose known stores left its slot free, else stays; whoever takes over stays. A
+    lost publisher's place is taken the same way."""
     if not candidates:
         return None
 
@@ -396,35 +390,17 @@ def choose_publisher(
         at = store_at.get(name)
         return at is None or now >= at + slot_s
 
-    if current is not None and current in candidates and (not urgent or slot_free(current)):
-        return current
-    fallback = current if current in candidates else candidates[0]
-    return next((name for name in candidates if slot_free(name)), fallback)
-
-
-def choose_stand_in(
-    candidates: Sequence[str],
-    publisher: str | None,
-    store_at: Mapping[str, float],
-    now: float,
-    slot_s: float = MIN_PUBLISH_INTERVAL_S,
-) -> str | None:
-    """A second router that stores an urgent LeaseSet too: the first candidate other than
-    the publisher whose store slot is free, as far as the balancer knows. It does not know
-    them all: i2pd verifies its own store by lookup 10 s after it, then every 100 s, and
-    stores again (restarting its 20-s slot) when the floodfill it asked lacks the newest
-    version, and a LeaseSet handed while a store awaits its confirmation is not stored
-    until that verification. Two routers whose stores both went unseen within the last
-    20 s are far less likely than one. The floodfills keep the first store of a version
-    and ignore the second."""
-    return next(
-        (
-            name
-            for name in candidates
-            if name != publisher and (store_at.get(name) is None or now >= store_at[name] + slot_s)
-        ),
-        None,
-    )
+    staying = current if current in candidates else None
+    if staying is not None and not urgent:
+        return staying
+    never_stored = [name for name in candidates if name not in store_at]
+    if staying in never_stored:
+        return staying
+    if never_stored:
+        return never_stored[0]
+    if staying is not None and slot_free(staying):
+        return staying
+    return next((name for name in candidates if slot_free(name)), staying or candidates[0])
 
 
 def next_store_at(
