@@ -13,8 +13,10 @@ is exact, without asking the balancer.
 
 Measured:
 - LeaseSet versions each floodfill accepts per 10 minutes (i2pd logs "NetDb: LeaseSet2
-  updated: <b32>" at info level), over a window after a warm-up. Stores a floodfill
-  receives are logged only at debug level and are not counted.
+  updated: <b32>" at info level), over a window after a warm-up, and the stores it
+  receives (the publisher's own stores and other floodfills' floods, of new versions and
+  of ones it holds; "NetDb: Store request: LeaseSet2 ... for <b32>", logged at debug
+  level, which the floodfills are switched to for the window only).
 - Leases a client can find at a random moment: the usable leases (more than 51 s from their
   end) of the LeaseSet a floodfill holds, sampled every 5 s.
 - Kills (SIGKILL) of r1-r4, alternately (c)'s publisher and one of (c)'s other routers: for
@@ -53,6 +55,7 @@ from i2p_multihome_dev.testnet import (
     Testnet,
     TestnetError,
     check_host,
+    run_console_command,
 )
 from i2p_multihome_dev.testnet.tunnels import keys_file
 from results import write_results
@@ -71,6 +74,7 @@ GONE_CAP_S = 90.0
 REJOIN_TIMEOUT_S = 300.0
 
 UPDATED = "NetDb: LeaseSet2 updated: "
+STORE_REQUEST = "NetDb: Store request: LeaseSet2 of type "  # then "<type> for <b32>"
 
 
 @dataclass
@@ -126,21 +130,28 @@ def log_offsets(testnet: Testnet) -> dict[str, int]:
     return {r.name: testnet.log_file(r.name).stat().st_size for r in testnet.routers if r.floodfill}
 
 
-def count_updates(
-    testnet: Testnet, since: dict[str, int], labels: list[str]
+def count_log_lines(
+    testnet: Testnet, since: dict[str, int], labels: list[str], marker: str
 ) -> dict[str, dict[str, int]]:
-    """Accepted versions per destination label per floodfill since the offsets."""
+    """Per destination label per floodfill, the log lines since the offsets that hold
+    `marker` and end with the label."""
     counts = {label: dict.fromkeys(since, 0) for label in labels}
     for name, offset in since.items():
         with testnet.log_file(name).open("rb") as log:
             log.seek(offset)
             for raw in log:
                 line = raw.decode(errors="replace")
-                if UPDATED in line:
-                    label = line.split(UPDATED, 1)[1].strip()
+                if marker in line:
+                    label = line.rsplit(" ", 1)[-1].strip()
                     if label in counts:
                         counts[label][name] += 1
     return counts
+
+
+def set_floodfill_log_level(testnet: Testnet, level: str) -> None:
+    for router in testnet.routers:
+        if router.floodfill:
+            run_console_command(router.console, "set_loglevel", arguments={"level": level})
 
 
 def window(
@@ -149,6 +160,7 @@ def window(
     """Versions accepted per floodfill per 10 minutes, and usable leases sampled."""
     labels = [s.label_b32 for s in setups]
     offsets = log_offsets(testnet)
+    set_floodfill_log_level(testnet, "debug")
     usable_samples: dict[str, list[int]] = {s.key: [] for s in setups}
     not_serving: dict[str, int] = {s.key: 0 for s in setups}
     started = time.monotonic()
@@ -167,12 +179,18 @@ def window(
                 not_serving[setup.key] += not serving(lease_set, now)
         time.sleep(max(0.0, SAMPLE_S - (time.monotonic() - taken)))
     elapsed = time.monotonic() - started
-    counts = count_updates(testnet, offsets, labels)
+    set_floodfill_log_level(testnet, "info")
+    counts = count_log_lines(testnet, offsets, labels, UPDATED)
+    stores = count_log_lines(testnet, offsets, labels, STORE_REQUEST)
     versions = {
         s.key: {
             "per_floodfill": counts[s.label_b32],
             "per_floodfill_per_10_min": round(
                 statistics.fmean(counts[s.label_b32].values()) * 600 / elapsed, 2
+            ),
+            "stores_received": stores[s.label_b32],
+            "stores_received_per_floodfill_per_10_min": round(
+                statistics.fmean(stores[s.label_b32].values()) * 600 / elapsed, 2
             ),
         }
         for s in setups
@@ -422,18 +440,19 @@ def print_table(result: dict[str, Any]) -> None:
     b = versions["b"]["per_floodfill_per_10_min"]
     print()
     print(
-        f"{'setup':<30} {'versions/ff/10min':>17} {'vs a':>6} {'vs b':>6} "
+        f"{'setup':<30} {'versions/ff/10min':>17} {'vs a':>6} {'vs b':>6} {'stores/ff/10min':>15} "
         f"{'usable mean':>11} {'min':>4} {'failover median':>15} {'worst':>6} {'dead share':>10}"
     )
     for key, setup in result["setups"].items():
         v = versions[key]["per_floodfill_per_10_min"]
+        stores = versions[key].get("stores_received_per_floodfill_per_10_min", 0)
         f = failover.get(key, {})
         median = f.get("median_s")
         worst = f.get("worst_s")
         share = f.get("mean_dead_share")
         print(
             f"{key}) {setup['label']:<27} {v:>17.2f} {v / a if a else 0:>6.2f} "
-            f"{v / b if b else 0:>6.2f} {leases[key]['mean'] or 0:>11.1f} "
+            f"{v / b if b else 0:>6.2f} {stores:>15.1f} {leases[key]['mean'] or 0:>11.1f} "
             f"{leases[key]['min'] if leases[key]['min'] is not None else '-':>4} "
             f"{median if median is not None else '-':>15} "
             f"{worst if worst is not None else '-':>6} "

@@ -95,6 +95,7 @@ def test_local_destination_page() -> None:
 def test_command_token_comes_from_the_commands_page() -> None:
     commands = page("commands")
     assert parse_command_token(commands, "reload_tunnels_config") == "681378626"
+    assert parse_command_token(commands, "set_loglevel") == "681378626"  # after `&level=none`
     with pytest.raises(ConsoleParseError, match="offers no"):
         parse_command_token(commands, "reload")
     with pytest.raises(ConsoleParseError, match="not a Router commands page"):

@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import re
 import urllib.request
+from collections.abc import Mapping
 from typing import Literal
 
 from i2p_multihome.wire.codec import WireError
@@ -443,21 +444,32 @@ def fetch_local_destination(
 
 def parse_command_token(page: str, command: str) -> str:
     """The token the commands page hands out for `command` (i2pd runs no command without one,
-    and each page view makes a new one)."""
+    and each page view makes a new one); a link with arguments before the token (such as
+    set_loglevel's `level`) counts too."""
     if '<div class="content"><b>Router commands</b>' not in page:  # the one heading without ":"
         raise ConsoleParseError("not a Router commands page")
-    match = re.search(rf"\?cmd={re.escape(command)}&(?:amp;)?token=(\d{{1,10}})\"", page)
+    match = re.search(
+        rf"\?cmd={re.escape(command)}(?:&(?:amp;)?\w{{1,20}}=\w{{0,20}})*&(?:amp;)?"
+        rf"token=(\d{{1,10}})\"",
+        page,
+    )
     if match is None:
         raise ConsoleParseError(f"the commands page offers no {command}")
     return match.group(1)
 
 
-def run_console_command(console_url: str, command: str, timeout: float = 30.0) -> None:
+def run_console_command(
+    console_url: str,
+    command: str,
+    timeout: float = 30.0,
+    arguments: Mapping[str, str] | None = None,
+) -> None:
     """Run a router command (such as reload_tunnels_config) the way the console's own link
     does: fetch a token from the commands page, then the command with it. i2pd runs it before
     answering, so it has taken effect when this returns."""
     token = parse_command_token(_get(console_url, "page=commands", timeout), command)
-    answer = _get(console_url, f"cmd={command}&token={token}", timeout)
+    extra = "".join(f"&{key}={value}" for key, value in (arguments or {}).items())
+    answer = _get(console_url, f"cmd={command}{extra}&token={token}", timeout)
     if "<b>SUCCESS</b>" not in answer:
         error = re.search(r"<b>ERROR:</b>&nbsp;([^<\r\n]{0,200})", answer)
         raise ConsoleParseError(
