@@ -667,6 +667,23 @@ async def test_a_failover_moves_to_a_router_that_has_not_stored_and_then_stays(
     ]  # fmt: skip
 
 
+async def test_a_router_that_reported_no_tunnels_is_not_made_the_publisher(setup: Setup) -> None:
+    """i2pd drops the store of a destination without tunnels ("Destination is not ready")
+    and does not try again until it is handed another LeaseSet: the first router of the
+    spec waits its turn while it has reported no leases."""
+    r1 = await setup.add_router("r1", auto_request=False)
+    r2 = await setup.add_router("r2")
+    balancer = await setup.start()
+    await setup.converged(["r2"])
+    await eventually(lambda: publishing(r2), 1.0, "r2 told to publish")
+    assert not publishing(r1) and balancer.snapshot().publisher == "r2"
+
+    await r1.request_leases()
+    await setup.converges(["r1", "r2"])
+    assert balancer.snapshot().publisher == "r2"  # and it stays
+    assert not publishing(r1)
+
+
 async def test_no_router_may_publish_when_every_publish_true_router_is_down(setup: Setup) -> None:
     r1, r2 = [await setup.add_router(n) for n in ("r1", "r2")]
     balancer = await setup.start(make_spec([r1, r2], no_publish=("r2",)))
