@@ -50,6 +50,7 @@ from i2p_multihome.model.v1alpha1 import (
     I2CPEndpoint,
     LeaseSetSpec,
     MultihomedDestinationSpec,
+    RouterImplementation,
     RouterSpec,
     RouterState,
     TunnelDirection,
@@ -333,7 +334,8 @@ async def test_changes_are_coalesced_but_requests_answered_at_once(setup: Setup)
     publishes = balancer.publishes
     [request] = await r2.request_leases(make_leases("r2", 3, first_tunnel_id=2000))
     current = await asyncio.wait_for(request.answered, 0.5)
-    assert balancer.publishes == publishes + 1
+    # Counted once every hand-over of it has been written.
+    await eventually(lambda: balancer.publishes == publishes + 1, 0.5, "the publish counted")
     assert {lease.tunnel_id for lease in current.lease_set.leases} >= {2000, 2001, 2002}
     await eventually(lambda: r1.last_lease_set and r1.last_lease_set.raw == current.raw, 0.5)
 
@@ -532,19 +534,30 @@ async def test_dead_router_dropped_at_once_then_rejoins(setup: Setup) -> None:
 
 
 def publishing(router: FakeRouter) -> bool:
+    """The router's session options, as last set, make it publish."""
     return options_of(router).get("i2cp.dontPublishLeaseSet") == "false"
 
 
+def stores_latest(router: FakeRouter) -> bool:
+    """The router was public when it was handed its latest LeaseSet (i2pd stores it then)."""
+    latest = router.last_lease_set
+    return latest is not None and told_to_publish_before(router, latest)
+
+
 def told_to_publish_before(router: FakeRouter, lease_set: ReceivedLeaseSet) -> bool:
-    """The router's last ReconfigureSession before `lease_set` arrived made it publish."""
-    reconfigures = [
-        m.message
-        for m in router.received
-        if isinstance(m.message, messages.ReconfigureSession) and m.at <= lease_set.at
-    ]
-    return bool(reconfigures) and (
-        reconfigures[-1].config.options["i2cp.dontPublishLeaseSet"] == "false"
-    )
+    """The router's last ReconfigureSession before `lease_set` arrived made it publish (in
+    the order the router read them: the test clock may not move between them)."""
+    wanted = next(i for i, x in enumerate(router.lease_sets) if x is lease_set)
+    handed, public = -1, False
+    for record in router.received:
+        message = record.message
+        if isinstance(message, messages.ReconfigureSession):
+            public = message.config.options.get("i2cp.dontPublishLeaseSet") == "false"
+        elif isinstance(message, messages.CreateLeaseSet2):
+            handed += 1
+            if handed == wanted:
+                return public
+    raise AssertionError("the LeaseSet is not among the messages the router read")
 
 
 async def test_one_router_publishes_and_the_next_takes_over_when_it_is_lost(
@@ -553,8 +566,8 @@ async def test_one_router_publishes_and_the_next_takes_over_when_it_is_lost(
     r1, r2, r3 = [await setup.add_router(n) for n in ("r1", "r2", "r3")]
     balancer = await setup.start(min_publish_interval_s=5.0)
     await setup.converged()
-    await eventually(lambda: publishing(r1), 1.0, "r1 told to publish")
-    assert not publishing(r2) and not publishing(r3)
+    await eventually(lambda: stores_latest(r1), 1.0, "r1 told to publish")
+    assert not stores_latest(r2) and not stores_latest(r3)
     # Created unpublished, then made the publisher before its first LeaseSet arrived.
     assert r1.creates[0].config.options["i2cp.dontPublishLeaseSet"] == "true"
     first = r1.lease_sets[0]
@@ -569,7 +582,7 @@ async def test_one_router_publishes_and_the_next_takes_over_when_it_is_lost(
     failover = r2.last_lease_set
     assert failover is not None and "r1" not in setup.owners(failover)
     assert told_to_publish_before(r2, failover)
-    assert not publishing(r3)
+    assert not stores_latest(r3)
     assert balancer.snapshot().publisher == "r2"
     assert [(e.publisher, e.previous) for e in setup.events_of(PublisherChanged)] == [
         ("r1", None), ("r2", "r1"),
@@ -580,7 +593,7 @@ async def test_one_router_publishes_and_the_next_takes_over_when_it_is_lost(
     await setup.advance_until(lambda: len(r1.session_ids) == 2, "r1 to reconnect", 0.5, 60.0)
     await setup.converges()
     assert r1.creates[-1].config.options["i2cp.dontPublishLeaseSet"] == "true"
-    assert not publishing(r1) and publishing(r2) and not publishing(r3)
+    assert not stores_latest(r1) and stores_latest(r2) and not stores_latest(r3)
     assert balancer.snapshot().publisher == "r2"
 
 
@@ -592,7 +605,7 @@ async def test_a_failover_goes_to_a_router_whose_store_slot_is_free(setup: Setup
     r1, r2, r3 = [await setup.add_router(n) for n in ("r1", "r2", "r3")]
     balancer = await setup.start(min_publish_interval_s=interval)
     await setup.converged()
-    await eventually(lambda: publishing(r1), 1.0, "r1 told to publish")
+    await eventually(lambda: stores_latest(r1), 1.0, "r1 told to publish")
     await setup.clock.advance(1.0)  # r1 stored 1 s ago: its slot is busy for 4 s more
 
     await r3.die()
@@ -600,7 +613,7 @@ async def test_a_failover_goes_to_a_router_whose_store_slot_is_free(setup: Setup
     failover = r2.last_lease_set
     assert failover is not None and "r3" not in setup.owners(failover)
     assert told_to_publish_before(r2, failover)
-    assert not publishing(r1)
+    assert not stores_latest(r1)
     last_to_r1 = [m for m in r1.received if isinstance(m.message, messages.ReconfigureSession)]
     assert last_to_r1[-1].at <= r1.lease_sets[-1].at  # stopped before it was handed the LeaseSet
     assert balancer.snapshot().publisher == "r2"
@@ -644,14 +657,14 @@ async def test_a_failover_moves_to_a_router_that_has_not_stored_and_then_stays(
         make_spec([r1, r2, r3], no_publish=("r3",)), min_publish_interval_s=interval
     )
     await setup.converged()
-    await eventually(lambda: publishing(r1), 1.0, "r1 told to publish")
+    await eventually(lambda: stores_latest(r1), 1.0, "r1 told to publish")
     await setup.clock.advance(10 * interval)  # r1's known slot is long free
 
     await r3.die()
     await setup.converged(["r1", "r2"], within_s=1.0)
     failover = r2.last_lease_set
     assert failover is not None and told_to_publish_before(r2, failover)
-    assert publishing(r2) and not publishing(r1)
+    assert stores_latest(r2) and not stores_latest(r1)
     assert balancer.snapshot().publisher == "r2"
 
     await r3.revive()
@@ -660,11 +673,52 @@ async def test_a_failover_moves_to_a_router_that_has_not_stored_and_then_stays(
     await setup.clock.advance(10 * interval)
     await r3.die()
     await setup.converged(["r1", "r2"], within_s=1.0)
-    assert publishing(r2) and not publishing(r1)
+    assert stores_latest(r2) and not stores_latest(r1)
     assert balancer.snapshot().publisher == "r2"
     assert [(e.publisher, e.previous) for e in setup.events_of(PublisherChanged)] == [
         ("r1", None), ("r2", "r1"),
     ]  # fmt: skip
+
+
+async def test_the_publisher_is_public_only_while_handed_a_leaseset_it_must_store(
+    setup: Setup,
+) -> None:
+    """i2pd stores every LeaseSet it is handed while public, and asks for one whenever its
+    tunnels change: the answer with the current LeaseSet is handed unpublished."""
+    r1, r2 = [await setup.add_router(n) for n in ("r1", "r2")]
+    balancer = await setup.start()
+    await setup.converged()
+    await eventually(lambda: stores_latest(r1), 1.0, "r1 stores the first LeaseSet")
+    assert balancer.snapshot().publisher == "r1"
+    assert not publishing(r1) and not publishing(r2)  # between hand-overs
+    first = r1.last_lease_set
+    assert first is not None
+
+    [request] = await r1.request_leases()  # the same leases: the current LeaseSet answers
+    again = await asyncio.wait_for(request.answered, 1.0)
+    assert again.lease_set.published == first.lease_set.published
+    assert not told_to_publish_before(r1, again) and not publishing(r1)
+
+    # A new version is stored again.
+    await r2.request_leases(make_leases("r2", LEASES_PER_ROUTER - 1))  # one tunnel gone
+    await setup.advance_until(lambda: r1.last_lease_set is not again, "the next version")
+    assert stores_latest(r1) and not publishing(r1)
+
+
+async def test_a_java_publisher_stays_public_between_versions(setup: Setup) -> None:
+    """Java checks the flag again when its delayed store runs: it is not switched off."""
+    r1, r2 = [await setup.add_router(n, version="0.9.64") for n in ("r1", "r2")]
+    java = [
+        r.model_copy(update={"implementation": RouterImplementation.JAVA})
+        for r in make_spec([r1, r2]).routers
+    ]
+    await setup.start(make_spec([r1, r2]).model_copy(update={"routers": java}))
+    await setup.converged()
+    await eventually(lambda: stores_latest(r1), 1.0, "r1 stores the first LeaseSet")
+    assert publishing(r1) and not publishing(r2)
+    [request] = await r1.request_leases()
+    again = await asyncio.wait_for(request.answered, 1.0)
+    assert told_to_publish_before(r1, again) and publishing(r1)
 
 
 async def test_a_router_that_reported_no_tunnels_is_not_made_the_publisher(setup: Setup) -> None:
@@ -675,13 +729,13 @@ async def test_a_router_that_reported_no_tunnels_is_not_made_the_publisher(setup
     r2 = await setup.add_router("r2")
     balancer = await setup.start()
     await setup.converged(["r2"])
-    await eventually(lambda: publishing(r2), 1.0, "r2 told to publish")
-    assert not publishing(r1) and balancer.snapshot().publisher == "r2"
+    await eventually(lambda: stores_latest(r2), 1.0, "r2 told to publish")
+    assert not stores_latest(r1) and balancer.snapshot().publisher == "r2"
 
     await r1.request_leases()
     await setup.converges(["r1", "r2"])
     assert balancer.snapshot().publisher == "r2"  # and it stays
-    assert not publishing(r1)
+    assert not stores_latest(r1)
 
 
 async def test_no_router_may_publish_when_every_publish_true_router_is_down(setup: Setup) -> None:
@@ -689,11 +743,11 @@ async def test_no_router_may_publish_when_every_publish_true_router_is_down(setu
     balancer = await setup.start(make_spec([r1, r2], no_publish=("r2",)))
     await setup.converged()
     await eventually(lambda: balancer.snapshot().publisher == "r1", 1.0, "r1 publishes")
-    assert not publishing(r2)
+    assert not stores_latest(r2)
 
     await r1.die()
     await eventually(lambda: balancer.snapshot().publisher is None, 1.0, "no publisher")
-    assert not publishing(r2)  # publish: false means never
+    assert not stores_latest(r2)  # publish: false means never
     assert setup.events_of(PublisherChanged)[-1] == PublisherChanged(None, "r1")
 
 
@@ -1034,11 +1088,9 @@ async def test_dont_publish_flag_follows_router_version(setup: Setup) -> None:
 
     await eventually(lambda: all(r.sessions for r in setup.routers.values()), 3.0, "three sessions")
 
-    await eventually(
-        lambda: options_of(setup.routers["r1"])["i2cp.dontPublishLeaseSet"] == "false",
-        3.0, "r1 made the publisher",
-    )  # fmt: skip
+    await eventually(lambda: stores_latest(setup.routers["r1"]), 3.0, "r1 made the publisher")
     assert options_of(setup.routers["old"])["i2cp.dontPublishLeaseSet"] == "true"
+    assert not stores_latest(setup.routers["old"])
     # 2.58 is created with the inverted value and never sent the flag again.
     new = setup.routers["new"]
     assert new.creates[0].config.options["i2cp.dontPublishLeaseSet"] == "false"

@@ -44,6 +44,7 @@ from i2p_multihome.balancer.policy import (
     one_tunnel_held_back,
     options_for,
     plan_publish,
+    public_only_when_storing,
     publish_candidates,
     publish_is_inverted,
     publish_need,
@@ -726,6 +727,25 @@ def test_publish_is_inverted(
     implementation: RouterImplementation, reply: str, inverted: bool
 ) -> None:
     assert publish_is_inverted(implementation, CLIENT_API_VERSION, reply) is inverted
+
+
+@pytest.mark.parametrize(
+    ("implementation", "reply", "only_when_storing"),
+    [
+        (RouterImplementation.AUTO, CLIENT_API_VERSION, True),  # i2pd < 2.58 echoes
+        (RouterImplementation.I2PD, CLIENT_API_VERSION, True),
+        (RouterImplementation.I2PD, "0.9.57", True),
+        (RouterImplementation.AUTO, "0.9.64", False),  # not an echo: Java 2.7.0, say
+        (RouterImplementation.AUTO, "0.9.67", False),  # inverted: never sent the flag again
+        (RouterImplementation.I2PD, "0.9.67", False),
+        (RouterImplementation.JAVA, CLIENT_API_VERSION, False),
+        (RouterImplementation.JAVA, "0.9.64", False),
+    ],
+)
+def test_which_publishers_are_public_only_while_storing(
+    implementation: RouterImplementation, reply: str, only_when_storing: bool
+) -> None:
+    assert public_only_when_storing(implementation, CLIENT_API_VERSION, reply) is only_when_storing
 
 
 def test_an_echo_is_never_inverted_whatever_we_sent() -> None:

@@ -152,6 +152,9 @@ class Balancer:
         self._affinity_handed_at: dict[str, float] = {}  # router -> monotonic
         self._affinity_renew: set[str] = set()  # serving routers a new client came through
         self._publisher: str | None = None  # the one router that stores the LeaseSet
+        # The publisher while it is handed a LeaseSet it must store, when it is public
+        # only then (`policy.public_only_when_storing`).
+        self._storing: str | None = None
         self._store_at: dict[str, float] = {}  # router -> monotonic: its latest store
         self.publishes = 0
         self._wake = asyncio.Event()
@@ -387,13 +390,17 @@ class Balancer:
     def _options(
         self, link: _Link, reply_version: str, *, ramped: bool, reconfigure: bool = False
     ) -> dict[str, str]:
+        name = link.spec.name
+        storing_only = policy.public_only_when_storing(
+            link.spec.implementation, policy.CLIENT_API_VERSION, reply_version
+        )
         return policy.options_for(
             self.spec,
             link.spec,
             reply_version,
             ramped=ramped,
-            nickname=f"{self.name}-{link.spec.name}",
-            publishing=link.spec.name == self._publisher,
+            nickname=f"{self.name}-{name}",
+            publishing=name == self._publisher and (not storing_only or name == self._storing),
             reconfigure=reconfigure,
         )
 
@@ -497,17 +504,22 @@ class Balancer:
             self._affinity_renew -= renew
             changed = await self._set_publisher(plan.publisher)
             wake_at = plan.wake_at
-            if plan.leases is not None:
-                if not await self._publish(plan, plan.leases):
-                    wake_at = plan.retry_at
-                    await self._hand_affinity(plan.affinity_answers)
-            else:
-                if self._current is not None:
-                    # A new publisher stores only what it is handed (i2pd reads the flag
-                    # then): it gets the current LeaseSet now, not at the next version.
-                    extra = {plan.publisher} if changed and plan.publisher is not None else set()
-                    await self._hand_over(self._current, plan.resend_current_to | extra)
-                await self._hand_affinity(plan.affinity)
+            try:
+                if plan.leases is not None:
+                    if not await self._publish(plan, plan.leases):
+                        wake_at = plan.retry_at
+                        await self._hand_affinity(plan.affinity_answers)
+                else:
+                    if self._current is not None:
+                        # A new publisher stores only what it is handed (i2pd reads the
+                        # flag then): it gets the current LeaseSet now, not at the next
+                        # version. Answers to lease requests are not stored again.
+                        new = {plan.publisher} if changed and plan.publisher else set()
+                        await self._hand_to_store(self._current, frozenset(new))
+                        await self._hand_over(self._current, plan.resend_current_to - new)
+                    await self._hand_affinity(plan.affinity)
+            finally:
+                await self._publisher_at_rest()
             if wake_at is not None:
                 self._schedule(wake_at)
             # After this plan's hand-overs: each serving router's next refresh (routers that
@@ -561,7 +573,7 @@ class Balancer:
         held += self._affinity_published.values()
         published_s = policy.next_published_s(max(held, default=None), int(self._clock.wall()))
         lease_set = self._sign(selected, published_s)
-        reached = await self._hand_over(lease_set, plan.targets)
+        reached = await self._hand_to_store(lease_set, plan.targets)
         if not reached:
             log.warning(
                 "LeaseSet not published: no router took it",
@@ -616,6 +628,24 @@ class Balancer:
             self._keys.sign,
             flags=flags,
         )
+
+    async def _hand_to_store(self, lease_set: LeaseSet2, names: frozenset[str]) -> set[str]:
+        """`_hand_over`, the publisher among `names` told to publish first when it is
+        public only for such hand-overs; `_plan` tells it not to once the plan is carried
+        out (the router reads the flag as it takes the LeaseSet, and the messages of a
+        session in order)."""
+        publisher = self._links.get(self._publisher) if self._publisher in names else None
+        if publisher is not None:
+            self._storing = publisher.spec.name
+            await self._reconfigure(publisher)
+        return await self._hand_over(lease_set, names)
+
+    async def _publisher_at_rest(self) -> None:
+        """Undo `_hand_to_store`'s switch: later hand-overs are not stored."""
+        link = self._links.get(self._storing) if self._storing is not None else None
+        self._storing = None
+        if link is not None:
+            await self._reconfigure(link)
 
     async def _hand_over(self, lease_set: LeaseSet2, names: frozenset[str]) -> set[str]:
         """Send `lease_set` to the named routers' sessions; the names of those that took it."""
