@@ -558,9 +558,9 @@ def public_only_when_storing(
     minutes), each taking the 20-s store slot a failover needs. Its own verification
     (`Publish()` never checks the flag) still stores again when a floodfill lacks the
     LeaseSet. So for i2pd before 2.58 (it echoes our GetDate version) or `implementation:
-    i2pd`. Not for Java (its delayed store checks the flag again when it runs, and drops the
-    LeaseSet when it says no) nor for routers that read the flag inverted (never sent it by
-    ReconfigureSession: `options_for`)."""
+    i2pd`. Not for Java (its delayed store checks the flag again when it runs; newer
+    versions then drop the local LeaseSet) nor for routers that read the flag inverted
+    (never sent it by ReconfigureSession: `options_for`)."""
     if implementation is RouterImplementation.JAVA:
         return False
     if publish_is_inverted(implementation, sent_version, reply_version):
