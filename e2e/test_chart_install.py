@@ -221,6 +221,9 @@ def test_verbs_the_operator_does_not_need_are_not_granted(
         ("patch", "multihomeddestinations.multihome.i2p/status"),
         ("get", "secrets"),
         ("create", "secrets"),
+        ("get", "configmaps"),
+        ("create", "configmaps"),
+        ("patch", "configmaps"),
         ("create", "events"),
     ]
     for verb, resource in granted:
@@ -234,7 +237,8 @@ def test_verbs_the_operator_does_not_need_are_not_granted(
         ("delete", "multihomeddestinations.multihome.i2p"),
         ("update", "multihomeddestinations.multihome.i2p"),
         ("get", "pods"),
-        ("get", "configmaps"),
+        ("list", "configmaps"),
+        ("delete", "configmaps"),
         ("patch", "events"),
         ("list", "kopfpeerings.kopf.dev"),
     ]

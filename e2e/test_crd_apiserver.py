@@ -130,7 +130,7 @@ def test_example_is_accepted_and_defaulted_like_the_model(mhd: Cluster) -> None:
         "strategy": "FairFreshest",
         "clientAffinity": False,
     }
-    assert stored["spec"]["peerPolicy"] == {}
+    assert stored["spec"]["peerPolicy"] == {"gateways": "native"}
 
 
 def test_minimal_spec_gets_every_default(mhd: Cluster) -> None:
@@ -153,7 +153,7 @@ def test_minimal_spec_gets_every_default(mhd: Cluster) -> None:
             "outbound": {"quantity": 3, "length": 3, "lengthVariance": 0},
         },
         "leaseSet": {"maxLeases": 16, "strategy": "FairFreshest", "clientAffinity": False},
-        "peerPolicy": {},
+        "peerPolicy": {"gateways": "native"},
     }
     model = MultihomedDestinationManifest.model_validate(manifest(name, spec)).spec
     assert stored == without_empty(model.model_dump(by_alias=True, mode="json"))
@@ -255,6 +255,33 @@ INVALID = [
         (f'spec: Invalid value: "object": {crd.CLIENT_AFFINITY_MESSAGE}',),
     ),
     Invalid(
+        "shared-gateways-on-mixed-implementations",
+        _spec(
+            peerPolicy={"gateways": "shared"},
+            routers=[
+                {"name": "i2pd-0", "i2cp": {"host": "a"}, "implementation": "i2pd"},
+                {"name": "java-0", "i2cp": {"host": "b"}, "implementation": "java"},
+            ],
+        ),
+        (f'spec: Invalid value: "object": {crd.SHARED_MIXED_MESSAGE}',),
+    ),
+    Invalid(
+        "shared-gateways-with-zero-hop-leases",
+        _spec(
+            peerPolicy={"gateways": "shared"},
+            tunnels={"inbound": {"length": 1, "lengthVariance": -1}},
+        ),
+        (f'spec: Invalid value: "object": {crd.SHARED_ZERO_HOP_MESSAGE}',),
+    ),
+    Invalid(
+        "unknown-gateway-policy",
+        _spec(peerPolicy={"gateways": "random"}),
+        (
+            'spec.peerPolicy.gateways: Unsupported value: "random": '
+            'supported values: "native", "shared"',
+        ),
+    ),
+    Invalid(
         "router-name-not-dns-label",
         _spec(routers=[{"name": "I2PD_0", "i2cp": {"host": "a"}}]),
         (
@@ -295,6 +322,43 @@ def test_invalid_manifest_is_rejected_naming_the_field(mhd: Cluster, case: Inval
     if case.model_rejects:
         with pytest.raises(ValidationError):
             MultihomedDestinationManifest.model_validate(body)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        # One router: its zero-hop lease names only itself, as a single router's would.
+        {
+            "peerPolicy": {"gateways": "shared"},
+            "tunnels": {"inbound": {"length": 0}},
+            "routers": [{"name": "r0", "i2cp": {"host": "a"}}],
+        },
+        # auto beside java: what auto resolves to is the operator's concern, not the schema's.
+        _spec(
+            peerPolicy={"gateways": "shared"},
+            routers=[
+                {"name": "r0", "i2cp": {"host": "a"}},
+                {"name": "r1", "i2cp": {"host": "b"}, "implementation": "java"},
+            ],
+        ),
+        # Mixed implementations and zero hops are fine without `shared`.
+        _spec(
+            tunnels={"inbound": {"length": 0}},
+            routers=[
+                {"name": "r0", "i2cp": {"host": "a"}, "implementation": "i2pd"},
+                {"name": "r1", "i2cp": {"host": "b"}, "implementation": "java"},
+            ],
+        ),
+    ],
+    ids=["shared-one-router-zero-hop", "shared-auto-beside-java", "native-mixed-zero-hop"],
+)
+def test_gateway_policy_specs_the_rules_allow(mhd: Cluster, spec: dict[str, Any]) -> None:
+    name = unique("gateways")
+    mhd.kubectl("create", "-f", "-", stdin=json.dumps(manifest(name, spec)))
+    assert mhd.get(name)["spec"]["peerPolicy"]["gateways"] == spec.get("peerPolicy", {}).get(
+        "gateways", "native"
+    )
+    MultihomedDestinationManifest.model_validate(manifest(name, spec))
 
 
 def test_keys_cannot_be_changed_after_creation(mhd: Cluster) -> None:

@@ -391,6 +391,22 @@ class GapSampler:
         return [s for s in self.samples if s.gap]
 
 
+def stored_profiles(ns: Namespace, name: str) -> int:
+    """How many peers the destination's profile ConfigMap holds; it must be owned by the
+    destination (deleted with it) and hold nothing but router hashes and counters."""
+    configmap = ns.core.read_namespaced_config_map(f"{name}-peer-profiles", ns.name).to_dict()
+    (owner,) = configmap["metadata"]["owner_references"]
+    mhd = ns.mhd(name)
+    assert mhd is not None and owner["uid"] == mhd["metadata"]["uid"]
+    document = json.loads(configmap["data"]["profiles.json"])
+    assert document["version"] == 1
+    peers = document["peers"]
+    # Every router's leases were reported at least once: each named a gateway.
+    assert len(peers) >= 1
+    assert {name for p in peers for name in p["builders"]} == set(HOSTS4)
+    return len(peers)
+
+
 def test_operator_restart_keeps_keys_sessions_and_leaseset_without_gap(
     testnet: Testnet, crds: KubeCluster, tmp_path: Path
 ) -> None:
@@ -410,6 +426,9 @@ def test_operator_restart_keeps_keys_sessions_and_leaseset_without_gap(
                 time.sleep(4)
                 stopped_at = wall_second()
                 exit_s = operator.stop(signum)
+                if signum is signal.SIGTERM:
+                    # What the balancer learned of its routers' gateways went with it.
+                    saved = stored_profiles(ns, name)
                 # SIGTERM hands the sessions back (routers drop them with the connection).
                 label = f"operator-{number}"
                 operator = start_operator(
@@ -432,6 +451,16 @@ def test_operator_restart_keeps_keys_sessions_and_leaseset_without_gap(
 
                 status = wait_until(f"Ready again after {signum.name}", 120, restored, interval=1.0)
                 ready_after = time.monotonic() - restarted
+                # Both restarts start from the profiles the SIGTERM saved (SIGKILL saves none).
+                loaded = re.search(
+                    rf"peer profiles loaded namespace={ns.name} name={name} .*peers=(\d+)",
+                    operator.log_text(),
+                )
+                assert loaded is not None, "the new operator did not load the profiles"
+                if signum is signal.SIGTERM:
+                    assert int(loaded[1]) == saved
+                else:  # the SIGKILLed one may have saved a later state on its timer
+                    assert int(loaded[1]) >= saved
                 assert status["destination"]["b32"] == b32
                 for router in HOSTS4:
                     assert dest.sessions_on(router, b32) == 1, router

@@ -47,9 +47,11 @@ from i2p_multihome.balancer.events import (
 from i2p_multihome.i2cp.session import Endpoint
 from i2p_multihome.logs import KeyValueFormatter
 from i2p_multihome.model.v1alpha1 import (
+    GatewayPolicy,
     I2CPEndpoint,
     LeaseSetSpec,
     MultihomedDestinationSpec,
+    PeerPolicy,
     RouterImplementation,
     RouterSpec,
     RouterState,
@@ -1135,3 +1137,43 @@ async def test_key_material_never_logged(
         ):
             assert form.rstrip("=") not in text, "key material in the logs"
     assert keys.destination.b32 in text  # the public address is what identifies us
+
+
+# --- gateway policy --------------------------------------------------------------------------
+
+
+async def test_shared_gateways_publish_the_leases_asked_for_and_profile_every_tunnel(
+    setup: Setup,
+) -> None:
+    for name in ("r1", "r2"):
+        await setup.add_router(name, leases=4)  # each built twice the spec's 2
+    spec = make_spec(setup.routers.values(), quantity=2)
+    spec = spec.model_copy(update={"peer_policy": PeerPolicy(gateways=GatewayPolicy.SHARED)})
+    balancer = await setup.start(spec)
+    await setup.converged()
+
+    r1, r2 = setup.routers["r1"], setup.routers["r2"]
+    # Twice the spec's inbound tunnels, one held back until the ramp.
+    assert options_of(r1)["inbound.quantity"] == "3"
+    last = r1.last_lease_set
+    assert last is not None and len(last.lease_set.leases) == 4
+    assert sorted(setup.owners(last)) == ["r1", "r1", "r2", "r2"]
+    profiles = balancer.peer_profiles
+    assert len(profiles) == 8
+    assert {p.built for p in profiles.peers.values()} == {1}
+    assert {name for p in profiles.peers.values() for name in p.builders} == {"r1", "r2"}
+
+    # r1's tunnel through a published gateway fails long before its end.
+    gone = next(x for x in r1.leases if x.gateway in last.gateways)
+    await r1.request_leases([x for x in r1.leases if x != gone])
+    await setup.advance_until(
+        lambda: (p := balancer.peer_profiles.get(gone.gateway)) is not None and p.failed == 1,
+        "the early end profiled",
+    )
+    await setup.advance_until(
+        lambda: (x := r2.last_lease_set) is not None and gone.gateway not in x.gateways,
+        "a LeaseSet without it",
+    )
+    latest = r2.last_lease_set
+    assert latest is not None and len(latest.lease_set.leases) == 4
+    assert_all_requests_answered_fast(setup.routers.values())

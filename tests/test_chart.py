@@ -39,6 +39,7 @@ CORE_RULES = [
         "verbs": ["patch"],
     },
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 PEERING_VERBS = ["list", "watch", "patch"]

@@ -294,3 +294,42 @@ async def test_run_standalone_reuses_key_file(tmp_path: Path, routers: list[Fake
     keys = DestinationKeys.from_json(keys_path.read_text(encoding="utf-8"))
     assert keys.destination.b32 == seen[0]
     assert stat.S_IMODE(os.stat(keys_path).st_mode) == 0o600
+
+
+async def test_run_standalone_keeps_peer_profiles_in_its_file(
+    tmp_path: Path, routers: list[FakeRouter], caplog: pytest.LogCaptureFixture
+) -> None:
+    manifest = load_manifest(
+        write_yaml(
+            tmp_path / "m.yaml", manifest_document([router_entry(r.name, r.port) for r in routers])
+        )
+    )
+    keys_path, status_path = tmp_path / "keys.json", tmp_path / "status.json"
+    profiles_path = tmp_path / "profiles.json"
+    gateways = {b64encode(lease.gateway) for r in routers for lease in r.leases}
+
+    profiles_path.write_text("{not json", encoding="utf-8")  # a damaged file: start afresh
+    task = asyncio.create_task(run_standalone(manifest, str(keys_path), status_path, profiles_path))
+    await eventually(lambda: ready(status_path, 2), 5.0, "Ready=True")
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(task, 8.0)
+    warned = [r.getMessage() for r in caplog.records]
+    assert "peer profiles unreadable, starting afresh" in warned
+    saved = json.loads(profiles_path.read_text(encoding="utf-8"))
+    assert {p["peer"] for p in saved["peers"]} == gateways
+    assert {b for p in saved["peers"] for b in p["builders"]} == {"r1", "r2"}
+
+    # The next run starts from them, and counts the new sessions' tunnels on top.
+    for router in routers:
+        await eventually(lambda r=router: not r.sessions, 2.0, "old session gone")
+    caplog.clear()
+    status_path.unlink()
+    task = asyncio.create_task(run_standalone(manifest, str(keys_path), status_path, profiles_path))
+    await eventually(lambda: ready(status_path, 2), 5.0, "Ready=True again")
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(task, 8.0)
+    assert not any("peer profiles" in r.getMessage() for r in caplog.records)
+    again = json.loads(profiles_path.read_text(encoding="utf-8"))
+    assert {p["peer"]: p["built"] for p in again["peers"]} == {
+        p["peer"]: pytest.approx(p["built"] + 1, rel=1e-3) for p in saved["peers"]
+    }

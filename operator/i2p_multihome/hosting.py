@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from i2p_multihome.balancer.engine import Balancer, EndpointResolver, Timing, plain_endpoint
 from i2p_multihome.balancer.events import BalancerEvent, FailoverPublished
+from i2p_multihome.balancer.profiles import PeerProfiles
 from i2p_multihome.balancer.reporter import StatusReporter, StatusSink
 from i2p_multihome.balancer.snapshot import BalancerSnapshot
 from i2p_multihome.clock import SYSTEM_CLOCK, Clock
@@ -23,6 +24,12 @@ from i2p_multihome.wire.keys import DestinationKeys
 from i2p_multihome.wire.structures import Destination
 
 log = logging.getLogger(__name__)
+
+# Peer profiles are saved this often and when the destination is stopped: a crash loses
+# at most this much of what the balancer learned (the profiles remember 48 h).
+PROFILE_SAVE_INTERVAL_S = 300.0
+
+ProfileSaver = Callable[[PeerProfiles], Awaitable[None]]
 
 
 class TaskEnded(Exception):
@@ -46,6 +53,9 @@ class HostedDestination:
         timing: Timing | None = None,
         clock: Clock = SYSTEM_CLOCK,
         log_fields: Mapping[str, object] | None = None,
+        peer_profiles: PeerProfiles | None = None,
+        save_profiles: ProfileSaver | None = None,
+        profile_save_interval_s: float = PROFILE_SAVE_INTERVAL_S,
     ) -> None:
         self._log_fields = dict(log_fields or {"destination": keys.destination.b32})
         self.dataplane = DataPlane(
@@ -69,7 +79,11 @@ class HostedDestination:
             resolve_endpoint=resolve_endpoint,
             timing=timing,
             clock=clock,
+            peer_profiles=peer_profiles,
         )
+        self._clock = clock
+        self._save_profiles = save_profiles
+        self._profile_save_interval_s = profile_save_interval_s
         self.reporter = StatusReporter(
             self.snapshot,
             sink,
@@ -92,6 +106,10 @@ class HostedDestination:
             "data plane": asyncio.create_task(self.dataplane.run(), name="data-plane"),
             "status": asyncio.create_task(self.reporter.run(), name="status"),
         }
+        if self._save_profiles is not None:
+            self._tasks["profiles"] = asyncio.create_task(
+                self._keep_profiles(), name="peer-profiles"
+            )
 
     async def failed(self) -> TaskEnded:
         """Wait until a task ends on its own (a bug: each runs until stopped); what ended
@@ -111,15 +129,37 @@ class HostedDestination:
         await self.balancer.apply_spec(spec)
         self.reporter.changed()
 
-    async def stop(self, destroy_sessions: bool) -> None:
+    async def stop(self, destroy_sessions: bool, keep_profiles: bool = True) -> None:
         """With `destroy_sessions`, clients' streams are reset and every router drops the
-        destination; without, the sessions just close (a takeover or restart follows)."""
+        destination; without, the sessions just close (a takeover or restart follows). The
+        peer profiles are saved once more unless not `keep_profiles` (a deleted
+        destination's go with it)."""
         if destroy_sessions:
             await self.dataplane.shutdown()
         await self.balancer.stop(destroy_sessions=destroy_sessions)
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if keep_profiles:
+            await self.save_profiles()
+
+    async def save_profiles(self) -> bool:
+        """Store the balancer's peer profiles now; False (logged) when that failed."""
+        if self._save_profiles is None:
+            return False
+        try:
+            await self._save_profiles(self.balancer.peer_profiles)
+        except Exception as exc:  # a failed save costs only what was learned since
+            log.warning(
+                "peer profiles not saved", extra=fields(**self._log_fields, error=repr(exc))
+            )
+            return False
+        return True
+
+    async def _keep_profiles(self) -> None:
+        while True:
+            await self._clock.sleep(self._profile_save_interval_s)
+            await self.save_profiles()
 
     async def report(self) -> bool:
         """Write the status now (the last one, after `stop`)."""

@@ -10,14 +10,21 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from i2p_multihome.balancer.profiles import (
+    PeerProfiles,
+    ProfileDocumentError,
+    from_json_text,
+    to_json_text,
+)
 from i2p_multihome.balancer.reporter import StatusSink
-from i2p_multihome.hosting import HostedDestination, TaskEnded
+from i2p_multihome.hosting import HostedDestination, ProfileSaver, TaskEnded
 from i2p_multihome.logs import fields
 from i2p_multihome.model.v1alpha1 import (
     MultihomedDestinationManifest,
@@ -55,8 +62,12 @@ def load_manifest(path: str) -> MultihomedDestinationManifest:
 
 
 def write_json_atomically(path: Path, document: dict[str, Any]) -> None:
+    write_text_atomically(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+def write_text_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -80,14 +91,45 @@ class BalancerFailed(Exception):
     """A task of the standalone balancer ended on its own."""
 
 
+def load_profiles_file(path: Path, now_s: float, log_fields: dict[str, object]) -> PeerProfiles:
+    """The profiles a previous run saved in `path`; none when there is no such file or it
+    cannot be read (logged: the balancer learns them again)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return PeerProfiles()
+    except OSError as exc:
+        log.warning("peer profiles not read", extra=fields(**log_fields, error=str(exc)))
+        return PeerProfiles()
+    try:
+        return from_json_text(text, now_s)
+    except ProfileDocumentError as exc:
+        log.warning(
+            "peer profiles unreadable, starting afresh", extra=fields(**log_fields, error=str(exc))
+        )
+        return PeerProfiles()
+
+
 async def run_standalone(
-    manifest: MultihomedDestinationManifest, keys_path: str, status_path: Path | None
+    manifest: MultihomedDestinationManifest,
+    keys_path: str,
+    status_path: Path | None,
+    profiles_path: Path | None = None,
 ) -> None:
     """Host the destination until SIGINT or SIGTERM, then reset its streams and destroy
     every session. Raises BalancerFailed if a task of it ends on its own."""
     keys = load_or_create(keys_path)
-    log_fields = {"destination": keys.destination.b32}
+    log_fields: dict[str, object] = {"destination": keys.destination.b32}
     sink: StatusSink = StatusFileSink(status_path) if status_path is not None else NoStatus()
+    saver: ProfileSaver | None = None
+    profiles = None
+    if profiles_path is not None:
+        profiles = load_profiles_file(profiles_path, time.time(), log_fields)
+        target = profiles_path
+
+        async def saver(current: PeerProfiles) -> None:
+            await asyncio.to_thread(write_text_atomically, target, to_json_text(current))
+
     hosted = HostedDestination(
         manifest.metadata.name,
         manifest.spec,
@@ -95,6 +137,8 @@ async def run_standalone(
         sink,
         namespace=manifest.metadata.namespace or "default",
         log_fields=log_fields,
+        peer_profiles=profiles,
+        save_profiles=saver,
     )
     log.info(
         "standalone balancer",
@@ -136,7 +180,7 @@ async def run_standalone(
 def _command(args: argparse.Namespace) -> int:
     try:
         manifest = load_manifest(args.manifest)
-        asyncio.run(run_standalone(manifest, args.keys, args.status_file))
+        asyncio.run(run_standalone(manifest, args.keys, args.status_file, args.profiles_file))
     except (ManifestError, KeyFileError) as exc:
         print(f"i2p-multihome balance: {exc}", file=sys.stderr)
         return 2
@@ -158,4 +202,9 @@ def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         help="key file (created if missing); an i2pd private key .dat is imported",
     )
     parser.add_argument("--status-file", type=Path, help="JSON status, rewritten on change")
+    parser.add_argument(
+        "--profiles-file",
+        type=Path,
+        help="peer profiles (JSON), read at start and saved every 5 minutes and at exit",
+    )
     parser.set_defaults(func=_command)

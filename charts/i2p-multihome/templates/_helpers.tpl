@@ -55,7 +55,8 @@ app.kubernetes.io/component: i2pd
 The operator's rules, and nothing else (each was found necessary by running the operator
 without it: e2e/test_chart_install.py). kopf lists and watches MultihomedDestinations and
 patches them (finalizer, annotations); the operator patches their status, reads or creates
-the keys Secret, reads router credentials Secrets, and posts Events. Neither ever GETs a
+the keys Secret, reads router credentials Secrets, reads, creates and patches each
+destination's peer-profile ConfigMap, and posts Events. Neither ever GETs a
 single MultihomedDestination. kopf also tries to watch CustomResourceDefinitions (and, when
 not cluster-wide, Namespaces); without rights it logs that and serves what exists at start.
 */}}
@@ -69,6 +70,9 @@ not cluster-wide, Namespaces); without rights it logs that and serves what exist
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

@@ -16,7 +16,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from i2p_multihome.balancer import policy
+from i2p_multihome.balancer import gateways, policy, profiles
 from i2p_multihome.balancer.events import (
     BalancerEvent,
     FailoverPublished,
@@ -47,7 +47,7 @@ from i2p_multihome.clock import SYSTEM_CLOCK, Clock, wait_event
 from i2p_multihome.i2cp.connection import ConnectionClosed
 from i2p_multihome.i2cp.session import Endpoint, RouterSession, SessionLost, SessionRefused
 from i2p_multihome.logs import fields
-from i2p_multihome.model.v1alpha1 import MultihomedDestinationSpec, RouterSpec
+from i2p_multihome.model.v1alpha1 import GatewayPolicy, MultihomedDestinationSpec, RouterSpec
 from i2p_multihome.wire import messages
 from i2p_multihome.wire.encoding import b64encode
 from i2p_multihome.wire.keys import DestinationKeys
@@ -131,6 +131,7 @@ class Balancer:
         timing: Timing | None = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
+        peer_profiles: profiles.PeerProfiles | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -156,6 +157,11 @@ class Balancer:
         # only then (`policy.public_only_when_storing`).
         self._storing: str | None = None
         self._store_at: dict[str, float] = {}  # router -> monotonic: its latest store
+        # What the routers' leases tell of their inbound gateways, and under the `shared`
+        # gateway policy the set the published leases go through.
+        self.peer_profiles = peer_profiles or profiles.PeerProfiles()
+        self._tiers = profiles.Tiers()
+        self._shared_gateways: frozenset[bytes] = frozenset()
         self.publishes = 0
         self._wake = asyncio.Event()
         self._wake_at: float | None = None
@@ -357,6 +363,14 @@ class Balancer:
         before = link.state
         transition = step(before, event)
         link.state = transition.state
+        if isinstance(event, LeasesReported) and before.established and link.state.established:
+            self.peer_profiles = profiles.observe_leases(
+                self.peer_profiles,
+                link.spec.name,
+                before.leases,
+                link.state.leases,
+                int(self._clock.wall() * 1000),
+            )
         backoff = None
         for effect in transition.effects:
             match effect:
@@ -402,6 +416,7 @@ class Balancer:
             nickname=f"{self.name}-{name}",
             publishing=name == self._publisher and (not storing_only or name == self._storing),
             reconfigure=reconfigure,
+            random_key=b64encode(self._keys.tier_slicing_key),
         )
 
     async def _reconfigure(self, link: _Link) -> None:
@@ -473,6 +488,44 @@ class Balancer:
             return False
         return True
 
+    def _gateway_set(self) -> frozenset[bytes] | None:
+        """Under the `shared` gateway policy, the set the published leases go through:
+        tiers and set recomputed every 45 s (and while the set is empty). None: native."""
+        if self.spec.peer_policy.gateways is not GatewayPolicy.SHARED:
+            return None
+        now_s = self._clock.wall()
+        if self._shared_gateways and not profiles.tiers_due(self._tiers, now_s):
+            return self._shared_gateways
+        self._tiers = profiles.compute_tiers(self.peer_profiles, now_s)
+        reports = [link.state.leases for link in self._links.values() if link.state.established]
+        size = gateways.shared_set_size(
+            policy.lease_target(self.spec, sum(1 for leases in reports if leases)),
+            len(self._tiers.fast),
+            self.spec.tunnels.inbound.length,
+        )
+        chosen = gateways.choose_shared_gateways(
+            self._shared_gateways,
+            self.peer_profiles,
+            self._tiers,
+            profiles.gateways_of(reports),
+            size,
+            now_s,
+        )
+        if chosen != self._shared_gateways:
+            log.info(
+                "shared gateways chosen",
+                extra=fields(
+                    **self._log_fields,
+                    gateways=len(chosen),
+                    kept=len(chosen & self._shared_gateways),
+                    fast=len(self._tiers.fast),
+                    high_capacity=len(self._tiers.high_capacity),
+                    failing=len(self._tiers.failing),
+                ),
+            )
+        self._shared_gateways = chosen
+        return chosen
+
     async def _plan(self) -> None:
         """Decide (policy) and carry out: publish, answer waiting routers, plan the next
         look."""
@@ -499,6 +552,7 @@ class Balancer:
                     publisher=self._publisher,
                     store_at=dict(self._store_at),
                     last_publish_reason=self._last_publish_reason,
+                    shared_gateways=self._gateway_set(),
                 )
             )
             self._affinity_renew -= renew

@@ -8,9 +8,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from i2p_multihome.balancer import gateways
 from i2p_multihome.balancer.events import PublishReason
 from i2p_multihome.balancer.link import LinkState
 from i2p_multihome.model.v1alpha1 import (
+    GatewayPolicy,
     MultihomedDestinationSpec,
     RouterImplementation,
     RouterSpec,
@@ -101,10 +103,17 @@ def select_leases(
     max_leases: int,
     excluded_gateways: Iterable[bytes] = (),
     margin_s: int = SELECTION_MARGIN_S,
+    preferred_gateways: frozenset[bytes] | None = None,
 ) -> tuple[SelectedLease, ...]:
     """Merge every live router's leases into at most `max_leases`: round-robin across routers
     so each is represented, each router's freshest (latest-ending) lease first, nothing that
-    ends within `margin_s`, no excluded gateway, no duplicate tunnel."""
+    ends within `margin_s`, no excluded gateway, no duplicate tunnel. With
+    `preferred_gateways` (the `shared` gateway policy), leases through them first and the
+    others only to fill what they leave."""
+    if preferred_gateways is not None:
+        return _members_first(
+            reports, now_ms, max_leases, excluded_gateways, margin_s, preferred_gateways
+        )
     excluded = frozenset(excluded_gateways)
     cutoff = now_ms + margin_s * 1000
     seen: set[tuple[bytes, int]] = set()
@@ -127,6 +136,38 @@ def select_leases(
         depth += 1
     # In the order a single router lists them (i2pd: its newest tunnels first), so the
     # LeaseSet does not show the routers it was merged from as groups.
+    return tuple(sorted(chosen, key=lambda s: _freshest_first(s.lease)))
+
+
+def _members_first(
+    reports: Mapping[str, Sequence[Lease]],
+    now_ms: int,
+    max_leases: int,
+    excluded_gateways: Iterable[bytes],
+    margin_s: int,
+    members: frozenset[bytes],
+) -> tuple[SelectedLease, ...]:
+    """Leases through `members`, round-robin; then, while places are left, the freshest
+    other lease of the router with the fewest chosen so far."""
+    excluded = frozenset(excluded_gateways)
+
+    def through(inside: bool) -> dict[str, list[Lease]]:
+        return {
+            name: [x for x in leases if (x.gateway in members) == inside]
+            for name, leases in reports.items()
+        }
+
+    chosen = list(select_leases(through(True), now_ms, max_leases, excluded, margin_s))
+    counts = Counter(s.router for s in chosen)
+    rest = {
+        name: [s.lease for s in select_leases({name: leases}, now_ms, max_leases, excluded,
+                                              margin_s)]
+        for name, leases in through(False).items()
+    }  # fmt: skip
+    while len(chosen) < max_leases and (left := [name for name in sorted(rest) if rest[name]]):
+        name = min(left, key=lambda n: counts[n])
+        chosen.append(SelectedLease(name, rest[name].pop(0)))
+        counts[name] += 1
     return tuple(sorted(chosen, key=lambda s: _freshest_first(s.lease)))
 
 
@@ -161,6 +202,8 @@ class PublishInput:
     publisher: str | None = None
     store_at: Mapping[str, float] = field(default_factory=dict)
     last_publish_reason: PublishReason | None = None
+    # The `shared` gateway policy's set (`gateways.choose_shared_gateways`); None: native.
+    shared_gateways: frozenset[bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -227,14 +270,28 @@ def plan_publish(given: PublishInput) -> PublishPlan:
         if (leases := select_leases({name: reports[name]}, given.now_ms, max_leases, excluded,
                                     MIN_REMAINING_S))
     }  # fmt: skip
+
     # Under affinity the merged LeaseSet holds only the serving routers' leases, so that no
     # client reaches a router that bundles the merged LeaseSet; the publishing routers'
     # leases stand in while no serving router has a usable one.
+    def merge(
+        reports: Mapping[str, Sequence[Lease]], margin_s: int = SELECTION_MARGIN_S
+    ) -> tuple[SelectedLease, ...]:
+        if given.shared_gateways is None:
+            return select_leases(reports, given.now_ms, max_leases, excluded, margin_s)
+        # Routers build extra tunnels to choose from under `shared`; the LeaseSet still
+        # holds only as many leases as the spec asks for.
+        building = sum(1 for leases in reports.values() if leases)
+        return select_leases(
+            reports, given.now_ms, lease_target(given.spec, building), excluded, margin_s,
+            given.shared_gateways,
+        )  # fmt: skip
+
     merged_reports = {name: reports[name] for name in hosts}
-    desired = select_leases(merged_reports, given.now_ms, max_leases, excluded)
+    desired = merge(merged_reports)
     if not desired:
         merged_reports = reports
-        desired = select_leases(reports, given.now_ms, max_leases, excluded)
+        desired = merge(reports)
     targets = frozenset(established) - frozenset(affinity)
     waiting = all_waiting - frozenset(affinity)
     renewed = (all_waiting | given.affinity_renew) & frozenset(affinity)
@@ -299,9 +356,7 @@ def plan_publish(given: PublishInput) -> PublishPlan:
             return publish(desired, PublishReason.FIRST)
         # Leases between the hard floor and the selection margin still beat leaving a
         # waiting router unanswered.
-        short_lived = select_leases(
-            merged_reports, given.now_ms, max_leases, excluded, MIN_REMAINING_S
-        )
+        short_lived = merge(merged_reports, MIN_REMAINING_S)
         if short_lived and all_waiting:
             return publish(short_lived, PublishReason.FIRST_SHORT_LIVED)
         return PublishPlan(reason="no usable leases", publisher=publisher(urgent=False))
@@ -584,6 +639,19 @@ def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+def resolved_implementation(
+    implementation: RouterImplementation, sent_version: str, reply_version: str
+) -> RouterImplementation:
+    """i2pd or java: the spec's, or for `auto` the SetDate reply's (i2pd before 2.58 echoes
+    ours; a non-echoed 0.9.67 or later is taken as i2pd 2.58+, as `publish_is_inverted`
+    does; an older one is Java's own API version)."""
+    if implementation is not RouterImplementation.AUTO:
+        return implementation
+    if reply_version == sent_version or _version_tuple(reply_version) >= (0, 9, 67):
+        return RouterImplementation.I2PD
+    return RouterImplementation.JAVA
+
+
 def session_options(
     spec: MultihomedDestinationSpec,
     router: RouterSpec,
@@ -591,9 +659,13 @@ def session_options(
     nickname: str,
     *,
     publishing: bool = False,
+    implementation: RouterImplementation = RouterImplementation.I2PD,
+    random_key: str | None = None,
 ) -> dict[str, str]:
-    """The I2CP session options a router gets for this destination: `publishing` for the
-    one router that stores the LeaseSet at the floodfills (`choose_publisher`)."""
+    """The I2CP session options a router (of the resolved `implementation`) gets for this
+    destination: `publishing` for the one router that stores the LeaseSet at the
+    floodfills (`choose_publisher`); `random_key` is the destination's fast-tier slicing
+    key for Java routers under the `shared` gateway policy."""
     options = {
         "i2cp.fastReceive": "true",
         "i2cp.leaseSetType": "3",
@@ -601,16 +673,34 @@ def session_options(
         "inbound.nickname": nickname,
         "outbound.nickname": nickname,
     }
-    options |= _tunnel_options("inbound", spec.tunnels.inbound)
+    inbound = spec.tunnels.inbound
+    shared = spec.peer_policy.gateways is GatewayPolicy.SHARED
+    if shared:
+        inbound = inbound.model_copy(
+            update={"quantity": gateways.inbound_quantity(inbound.quantity)}
+        )
+    options |= _tunnel_options("inbound", inbound)
     options |= _tunnel_options("outbound", spec.tunnels.outbound)
+    java = implementation is RouterImplementation.JAVA
     if peers := spec.peer_policy.explicit_peers:
-        # i2pd builds every tunnel of a session through the first `length` peers of the
-        # list, in order (TunnelPool::SelectExplicitPeers): given one list, every router's
-        # tunnels would hang on the same first peer. Each router starts it at its own place
-        # in `routers` (Java I2P picks from the list at random either way).
-        names = [r.name for r in spec.routers]
-        start = names.index(router.name) if router.name in names else 0
-        options["explicitPeers"] = ",".join(rotated(peers, start))
+        if java:
+            # Java reads them per pool (the bare key is router-wide configuration) and
+            # picks from them, shuffled, for one build in four.
+            options["inbound.explicitPeers"] = ",".join(peers)
+            options["outbound.explicitPeers"] = ",".join(peers)
+        else:
+            # i2pd builds one tunnel each way through the first `length` peers of the list,
+            # in order (TunnelPool::SelectExplicitPeers): given one list, every router's
+            # tunnels would hang on the same first peer. Each router starts it at its own
+            # place in `routers`.
+            names = [r.name for r in spec.routers]
+            start = names.index(router.name) if router.name in names else 0
+            options["explicitPeers"] = ",".join(rotated(peers, start))
+    if java and shared and random_key is not None:
+        # One key for every router, so each slices its fast tier alike; without it every
+        # pool (and every ReconfigureSession) draws its own.
+        options["inbound.randomKey"] = random_key
+        options["outbound.randomKey"] = random_key
     # Always explicit: ReconfigureSession changes only the options it carries. A router
     # that reads the flag inverted cannot have its role switched (see `options_for`): every
     # such router with publish: true publishes.
@@ -629,6 +719,7 @@ def options_for(
     nickname: str,
     publishing: bool = False,
     reconfigure: bool = False,
+    random_key: str | None = None,
 ) -> dict[str, str]:
     """The options a router's session should have now: `session_options` for the version
     the router answered in SetDate, one inbound tunnel short until its ramp turn.
@@ -638,7 +729,17 @@ def options_for(
     (`Reconfigure` reads it the right way), later i2pd in both, and both answer SetDate
     with 0.9.67; it keeps the value it was created with."""
     inverted = publish_is_inverted(router.implementation, CLIENT_API_VERSION, reply_version)
-    options = session_options(spec, router, inverted, nickname, publishing=publishing)
+    options = session_options(
+        spec,
+        router,
+        inverted,
+        nickname,
+        publishing=publishing,
+        implementation=resolved_implementation(
+            router.implementation, CLIENT_API_VERSION, reply_version
+        ),
+        random_key=random_key,
+    )
     if reconfigure and inverted:
         del options["i2cp.dontPublishLeaseSet"]
     return options if ramped else one_tunnel_held_back(options)

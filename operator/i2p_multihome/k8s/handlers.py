@@ -17,9 +17,10 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from i2p_multihome.balancer.engine import EndpointError, EndpointResolver
+from i2p_multihome.balancer.profiles import PeerProfiles
 from i2p_multihome.hosting import TaskEnded
 from i2p_multihome.i2cp.session import Endpoint
-from i2p_multihome.k8s import secrets
+from i2p_multihome.k8s import profilestore, secrets
 from i2p_multihome.k8s.runtime import (
     ApiServerStatusSink,
     DestinationRuntime,
@@ -157,12 +158,24 @@ async def host_destination(
             message=f"new destination {result.keys.destination.b32} in Secret {secret}",
         )
     previous = [Condition.model_validate(c) for c in (status.get("conditions") or [])]
+    owner = _owner_reference(body)
+    profiles = await asyncio.to_thread(
+        profilestore.load_profiles, state.core, namespace, name, time.time()
+    )
+
+    async def save_profiles(current: PeerProfiles) -> None:
+        await asyncio.to_thread(
+            profilestore.save_profiles, state.core, namespace, name, current, owner
+        )
+
     runtime = DestinationRuntime(
         namespace, name, parsed, result.keys, generation, previous, state.custom,
         post_event=lambda kind, reason, message: kopf.event(
             body, type=kind, reason=reason, message=message
         ),
         resolve_endpoint=endpoint_resolver(state.core, namespace),
+        peer_profiles=profiles,
+        save_profiles=save_profiles,
     )  # fmt: skip
     state.runtimes[(namespace, name)] = runtime
     runtime.start()

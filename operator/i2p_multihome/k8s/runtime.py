@@ -20,10 +20,11 @@ from i2p_multihome.balancer.events import (
     RouterRefused,
     SessionEstablished,
 )
+from i2p_multihome.balancer.profiles import PeerProfiles
 from i2p_multihome.balancer.snapshot import BalancerSnapshot
 from i2p_multihome.balancer.status import timestamp
 from i2p_multihome.clock import SYSTEM_CLOCK, Clock
-from i2p_multihome.hosting import HostedDestination
+from i2p_multihome.hosting import HostedDestination, ProfileSaver
 from i2p_multihome.k8s import metrics
 from i2p_multihome.model.v1alpha1 import (
     GROUP,
@@ -100,6 +101,8 @@ class DestinationRuntime(HostedDestination):
         resolve_endpoint: EndpointResolver,
         timing: Timing | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        peer_profiles: PeerProfiles | None = None,
+        save_profiles: ProfileSaver | None = None,
     ) -> None:
         self.namespace = namespace
         self.name = name
@@ -119,14 +122,18 @@ class DestinationRuntime(HostedDestination):
             timing=timing,
             clock=clock,
             log_fields={"namespace": namespace, "name": name, "destination": keys.destination.b32},
+            peer_profiles=peer_profiles,
+            save_profiles=save_profiles,
         )
 
     async def update(self, spec: MultihomedDestinationSpec, generation: int | None) -> None:
         self._routers_seen = sorted({*self._routers_seen, *(r.name for r in spec.routers)})
         await super().update(spec, generation)
 
-    async def stop(self, destroy_sessions: bool) -> None:
-        await super().stop(destroy_sessions)
+    async def stop(self, destroy_sessions: bool, keep_profiles: bool = True) -> None:
+        # The operator destroys the sessions only when the object is deleted, and its
+        # profile ConfigMap goes with it.
+        await super().stop(destroy_sessions, keep_profiles=keep_profiles and not destroy_sessions)
         if destroy_sessions:
             metrics.forget(self.namespace, self.name, self._routers_seen)
 

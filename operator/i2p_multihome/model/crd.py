@@ -26,6 +26,8 @@ from i2p_multihome.model.v1alpha1 import (
     GROUP,
     KIND,
     PLURAL,
+    SHARED_MIXED_MESSAGE,
+    SHARED_ZERO_HOP_MESSAGE,
     UNIQUE_PORTS_MESSAGE,
     VERSION,
     MultihomedDestinationSpec,
@@ -61,6 +63,22 @@ PUBLISHING_ROUTER_MESSAGE = (
 CLIENT_AFFINITY_RULE = (
     "!has(self.leaseSet) || !has(self.leaseSet.clientAffinity) || "
     "!self.leaseSet.clientAffinity || self.routers.exists(r, has(r.publish) && !r.publish)"
+)
+
+# spec.peerPolicy.gateways: shared (see the model's messages for why).
+_SHARED = (
+    "!has(self.peerPolicy) || !has(self.peerPolicy.gateways) || "
+    "self.peerPolicy.gateways != 'shared' || "
+)
+SHARED_MIXED_RULE = _SHARED + (
+    "!(self.routers.exists(r, has(r.implementation) && r.implementation == 'i2pd') && "
+    "self.routers.exists(r, has(r.implementation) && r.implementation == 'java'))"
+)
+SHARED_ZERO_HOP_RULE = _SHARED + (
+    "size(self.routers) < 2 || !has(self.tunnels) || !has(self.tunnels.inbound) || "
+    "(has(self.tunnels.inbound.length) ? self.tunnels.inbound.length : 3) + "
+    "(has(self.tunnels.inbound.lengthVariance) && self.tunnels.inbound.lengthVariance < 0 "
+    "? self.tunnels.inbound.lengthVariance : 0) > 0"
 )
 
 # spec.ports: a list-map keyed by name; each (port, protocol) once, since a client's packet
@@ -262,6 +280,8 @@ def spec_schema() -> Schema:
     ]
     spec["x-kubernetes-validations"] = [
         {"rule": CLIENT_AFFINITY_RULE, "message": CLIENT_AFFINITY_MESSAGE},
+        {"rule": SHARED_MIXED_RULE, "message": SHARED_MIXED_MESSAGE},
+        {"rule": SHARED_ZERO_HOP_RULE, "message": SHARED_ZERO_HOP_MESSAGE},
     ]
     return spec
 

@@ -106,15 +106,32 @@ MAX_EXPLICIT_PEERS = 5
 MAX_EXCLUDED_PEERS = 1024
 
 
+class GatewayPolicy(StrEnum):
+    NATIVE = "native"
+    SHARED = "shared"
+
+
 class PeerPolicy(Model):
+    gateways: GatewayPolicy = Field(
+        default=GatewayPolicy.NATIVE,
+        description="Which inbound gateways the published leases show. native: every "
+        "router's own, as they come (what one router of the hosting implementation shows; "
+        "right for i2pd, whose picks are near-uniform). shared: one reduced set, sized for "
+        "the leases asked for and a single router's slice of its fast tier, kept stable "
+        "from the balancer's peer profiles; routers build twice the inbound tunnels to "
+        "choose from, and Java routers share one randomKey. Needs one implementation and "
+        "tunnels of at least one hop when several routers host.",
+    )
     explicit_peers: list[Annotated[str, Field(min_length=44, max_length=44)]] = Field(
         default_factory=list,
         max_length=MAX_EXPLICIT_PEERS,
-        description="Base64 router hashes every router builds its tunnels through (at most "
-        "5: the I2CP option that carries them holds 255 bytes). i2pd builds every tunnel "
-        "through the first peers of the list, as many as the tunnel length, in order; each "
-        "router is given the list starting at its own place in `routers`, so that the "
-        "routers do not all depend on the first peer.",
+        description="Base64 router hashes the routers build their tunnels through (at most "
+        "5: the I2CP option that carries them holds 255 bytes). i2pd (explicitPeers) builds "
+        "one tunnel each way through the first peers of the list, as many as the tunnel "
+        "length, in order; each i2pd router is given the list starting at its own place "
+        "in `routers`, so that the routers do not all depend on the first peer. Java "
+        "(inbound.explicitPeers, outbound.explicitPeers) picks from the list for one build "
+        "in four.",
     )
     excluded_peers: list[Annotated[str, Field(min_length=44, max_length=44)]] = Field(
         default_factory=list,
@@ -194,6 +211,18 @@ CLIENT_AFFINITY_MESSAGE = (
 )
 
 
+SHARED_MIXED_MESSAGE = (
+    "spec.peerPolicy.gateways: shared hides the routers behind one LeaseSet, and i2pd and "
+    "Java routers show in it as two: give every router the same implementation, or use "
+    "gateways: native"
+)
+SHARED_ZERO_HOP_MESSAGE = (
+    "spec.peerPolicy.gateways: shared with several routers needs inbound tunnels of at "
+    "least one hop (tunnels.inbound.length plus a negative lengthVariance above 0): a "
+    "zero-hop lease names its router as gateway, so the LeaseSet would name them all"
+)
+
+
 UNIQUE_PORT_NAMES_MESSAGE = "port names in spec.ports must be unique"
 UNIQUE_PORTS_MESSAGE = (
     "spec.ports: each (port, protocol) may appear once; give the repeated entry another port"
@@ -231,6 +260,18 @@ class MultihomedDestinationSpec(Model):
             raise ValueError("spec.routers: at least one router must have publish: true")
         if self.lease_set.client_affinity and all(r.publish for r in self.routers):
             raise ValueError(CLIENT_AFFINITY_MESSAGE)
+        return self
+
+    @model_validator(mode="after")
+    def _check_shared_gateways(self) -> MultihomedDestinationSpec:
+        if self.peer_policy.gateways is not GatewayPolicy.SHARED:
+            return self
+        kinds = {r.implementation for r in self.routers} - {RouterImplementation.AUTO}
+        if len(kinds) > 1:
+            raise ValueError(SHARED_MIXED_MESSAGE)
+        inbound = self.tunnels.inbound
+        if len(self.routers) > 1 and inbound.length + min(inbound.length_variance, 0) <= 0:
+            raise ValueError(SHARED_ZERO_HOP_MESSAGE)
         return self
 
 

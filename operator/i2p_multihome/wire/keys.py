@@ -33,6 +33,7 @@ from i2p_multihome.wire.structures import (
 KEY_FILE_FORMAT = "i2p-multihome-keys/1"
 _DERIVED_X25519_INFO = b"i2p-multihome LeaseSet2 X25519 key"
 _DERIVED_ELGAMAL_INFO = b"i2p-multihome LeaseSet2 ElGamal key"
+_DERIVED_TIER_KEY_INFO = b"i2p-multihome fast-tier randomKey"
 
 # I2P's ElGamal group: the 2048-bit MODP prime of RFC 3526 (group 14), generator 2.
 ELGAMAL_PRIME = int(
@@ -101,6 +102,16 @@ class DestinationKeys:
         ).derive(self.signing_seed)
         exponent = int.from_bytes(material, "big") % (ELGAMAL_PRIME - 3) + 2
         return exponent.to_bytes(ELGAMAL_KEY_LEN, "big")
+
+    @functools.cached_property
+    def tier_slicing_key(self) -> bytes:
+        """The 32 bytes every Java router hosting the destination gets as its pools'
+        `randomKey` (the `shared` gateway policy), so they all slice their fast tiers alike:
+        derived from the signing key, so kept with the keys and the same on every start. It
+        reveals nothing of them (HKDF is one-way)."""
+        return HKDF(hashes.SHA256(), 32, salt=None, info=_DERIVED_TIER_KEY_INFO).derive(
+            self.signing_seed
+        )
 
     @functools.cached_property
     def elgamal_key(self) -> EncryptionKey:

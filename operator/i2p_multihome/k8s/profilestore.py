@@ -1,0 +1,80 @@
+"""Peer profiles kept across operator restarts in a ConfigMap the destination owns (deleted
+with it), never in its status: they are the balancer's memory, not something to report.
+Blocking client calls: run them with `asyncio.to_thread`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from i2p_multihome.balancer.profiles import (
+    PeerProfiles,
+    ProfileDocumentError,
+    from_json_text,
+    to_json_text,
+)
+from i2p_multihome.k8s.secrets import MANAGED_BY
+from i2p_multihome.logs import fields
+
+log = logging.getLogger(__name__)
+
+PROFILES_FIELD = "profiles.json"
+
+
+def profiles_configmap_name(name: str) -> str:
+    return f"{name}-peer-profiles"
+
+
+def load_profiles(core: client.CoreV1Api, namespace: str, name: str, now_s: float) -> PeerProfiles:
+    """The profiles stored for destination `name`; none when there are none yet or they
+    cannot be read (the balancer learns them again; the reason is logged)."""
+    configmap = profiles_configmap_name(name)
+
+    def where(**more: object) -> dict[str, object]:
+        return fields(namespace=namespace, name=name, configmap=configmap, **more)
+
+    try:
+        stored = core.read_namespaced_config_map(configmap, namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            log.warning("peer profiles not read", extra=where(error=exc.reason))
+        return PeerProfiles()
+    try:
+        profiles = from_json_text((stored.data or {}).get(PROFILES_FIELD, ""), now_s)
+    except ProfileDocumentError as exc:
+        log.warning("peer profiles unreadable, starting afresh", extra=where(error=str(exc)))
+        return PeerProfiles()
+    log.info("peer profiles loaded", extra=where(peers=len(profiles)))
+    return profiles
+
+
+def save_profiles(
+    core: client.CoreV1Api,
+    namespace: str,
+    name: str,
+    profiles: PeerProfiles,
+    owner: dict[str, Any],
+) -> None:
+    """Write the profiles, creating the ConfigMap (owned by the destination) if needed."""
+    configmap = profiles_configmap_name(name)
+    data = {PROFILES_FIELD: to_json_text(profiles)}
+    try:
+        core.patch_namespaced_config_map(configmap, namespace, {"data": data})
+        return
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    body = client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(
+            name=configmap, namespace=namespace, labels=MANAGED_BY, owner_references=[owner]
+        ),
+        data=data,
+    )
+    try:
+        core.create_namespaced_config_map(namespace, body)
+    except ApiException as exc:
+        if exc.status != 409:  # created meanwhile: the next save patches it
+            raise
