@@ -493,31 +493,24 @@ class Balancer:
         tiers and set recomputed every 45 s (and while the set is empty). None: native."""
         if self.spec.peer_policy.gateways is not GatewayPolicy.SHARED:
             return None
-        now_s = self._clock.wall()
-        if self._shared_gateways and not profiles.tiers_due(self._tiers, now_s):
-            return self._shared_gateways
-        self._tiers = profiles.compute_tiers(self.peer_profiles, now_s)
         reports = [link.state.leases for link in self._links.values() if link.state.established]
-        size = gateways.shared_set_size(
-            policy.lease_target(self.spec, sum(1 for leases in reports if leases)),
-            len(self._tiers.fast),
-            self.spec.tunnels.inbound.length,
-        )
-        chosen = gateways.choose_shared_gateways(
-            self._shared_gateways,
-            self.peer_profiles,
+        previous = self._shared_gateways
+        self._tiers, chosen = gateways.shared_gateways_at(
+            previous,
             self._tiers,
-            profiles.gateways_of(reports),
-            size,
-            now_s,
+            self.peer_profiles,
+            reports,
+            policy.lease_target(self.spec, sum(1 for leases in reports if leases)),
+            self.spec.tunnels.inbound.length,
+            self._clock.wall(),
         )
-        if chosen != self._shared_gateways:
+        if chosen != previous:
             log.info(
                 "shared gateways chosen",
                 extra=fields(
                     **self._log_fields,
                     gateways=len(chosen),
-                    kept=len(chosen & self._shared_gateways),
+                    kept=len(chosen & previous),
                     fast=len(self._tiers.fast),
                     high_capacity=len(self._tiers.high_capacity),
                     failing=len(self._tiers.failing),

@@ -15,9 +15,16 @@ Pure functions of (profiles, tiers, leases, spec, clock)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from i2p_multihome.balancer.profiles import PeerProfiles, Tiers
+from i2p_multihome.balancer.profiles import (
+    PeerProfiles,
+    Tiers,
+    compute_tiers,
+    gateways_of,
+    tiers_due,
+)
+from i2p_multihome.wire.structures import Lease
 
 # A member that carries no lease keeps its place this long after its last one: i2pd
 # rebuilds a tunnel through the same peers, so a lineage shows its gateway again within a
@@ -81,6 +88,26 @@ def choose_shared_gateways(
         key=best_first,
     )[: max(size - len(staying), 0)]
     return frozenset(staying) | frozenset(joining)
+
+
+def shared_gateways_at(
+    previous: frozenset[bytes],
+    tiers: Tiers,
+    profiles: PeerProfiles,
+    reports: Sequence[Sequence[Lease]],
+    lease_target: int,
+    inbound_length: int,
+    now_s: float,
+) -> tuple[Tiers, frozenset[bytes]]:
+    """The tiers and the shared set at `now_s`: as they were until the tiers are due again
+    (every 45 s), or at once while the set is empty; `reports` are the connected routers'
+    leases."""
+    if previous and not tiers_due(tiers, now_s):
+        return tiers, previous
+    tiers = compute_tiers(profiles, now_s)
+    size = shared_set_size(lease_target, len(tiers.fast), inbound_length)
+    chosen = choose_shared_gateways(previous, profiles, tiers, gateways_of(reports), size, now_s)
+    return tiers, chosen
 
 
 def inbound_quantity(quantity: int) -> int:

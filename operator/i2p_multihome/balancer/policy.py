@@ -271,9 +271,6 @@ def plan_publish(given: PublishInput) -> PublishPlan:
                                     MIN_REMAINING_S))
     }  # fmt: skip
 
-    # Under affinity the merged LeaseSet holds only the serving routers' leases, so that no
-    # client reaches a router that bundles the merged LeaseSet; the publishing routers'
-    # leases stand in while no serving router has a usable one.
     def merge(
         reports: Mapping[str, Sequence[Lease]], margin_s: int = SELECTION_MARGIN_S
     ) -> tuple[SelectedLease, ...]:
@@ -287,6 +284,9 @@ def plan_publish(given: PublishInput) -> PublishPlan:
             given.shared_gateways,
         )  # fmt: skip
 
+    # Under affinity the merged LeaseSet holds only the serving routers' leases, so that no
+    # client reaches a router that bundles the merged LeaseSet; the publishing routers'
+    # leases stand in while no serving router has a usable one.
     merged_reports = {name: reports[name] for name in hosts}
     desired = merge(merged_reports)
     if not desired:
