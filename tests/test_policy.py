@@ -23,6 +23,7 @@ from i2p_multihome.balancer.policy import (
     MIN_PUBLISH_INTERVAL_S,
     MIN_REMAINING_S,
     PUBLISH_RETRY_S,
+    PUBLISHER_SETTLE_S,
     RAMP_FIRST_S,
     RAMP_SPREAD_S,
     SELECTION_MARGIN_S,
@@ -305,6 +306,7 @@ def link(
     state: RouterState = RouterState.ESTABLISHED,
     waiting: bool = False,
     lost_at: float | None = None,
+    since_s: float | None = NOW_MS / 1000 - 3600,  # an hour-old session: settled
 ) -> LinkState:
     return LinkState(
         name,
@@ -312,6 +314,7 @@ def link(
         leases=tuple(s.lease for s in leases),
         awaiting_answer=waiting,
         lost_at=lost_at,
+        since_s=since_s,
     )
 
 
@@ -897,6 +900,26 @@ def test_an_urgent_publish_moves_to_a_router_that_has_not_stored() -> None:
     assert calm.publish_reason is PublishReason.BELOW_TARGET and calm.publisher == "a"
 
 
+def test_a_just_restarted_router_takes_an_urgent_store_only_when_no_settled_one_can() -> None:
+    """i2pd drops a store while the destination has no outbound tunnel ("Destination is
+    not ready"), though it may have reported inbound ones: a 9-s old session is not
+    settled."""
+    lost = link("c", state=RouterState.DISCONNECTED, lost_at=99.0)
+    c1 = SelectedLease("c", lease("c1", 1, 300))
+    fresh_b = link("b", B1, since_s=NOW_MS / 1000 - 9)
+    result = plan([link("a", A1, A2), fresh_b, lost], [A1, B1, c1], 95.0, 100.0,
+                  spec=THREE_ROUTERS, publisher="a", store_at={"a": 10.0})  # fmt: skip
+    assert result.publish_reason is PublishReason.ROUTER_LOST
+    assert result.publisher == "a"  # its known slot is free
+    busy = plan([link("a", A1, A2), fresh_b, lost], [A1, B1, c1], 95.0, 100.0,
+                spec=THREE_ROUTERS, publisher="a", store_at={"a": 95.0})  # fmt: skip
+    assert busy.publisher == "b"  # the only free slot, settled or not
+    settled_b = link("b", B1, since_s=NOW_MS / 1000 - PUBLISHER_SETTLE_S)
+    moved = plan([link("a", A1, A2), settled_b, lost], [A1, B1, c1], 95.0, 100.0,
+                 spec=THREE_ROUTERS, publisher="a", store_at={"a": 10.0})  # fmt: skip
+    assert moved.publisher == "b"
+
+
 def test_a_needed_publish_is_not_coalesced_when_nothing_published_lasts() -> None:
     """Every published lease within the selection margin: clients find none they would
     pick, so the replacement goes at once, urgently, not after the coalescing window."""
@@ -930,6 +953,13 @@ def test_the_publisher_stays_for_ordinary_versions_and_an_urgent_one_finds_a_fre
     assert choose_publisher(("b", "c"), "a", {}, 100.0, urgent=False) == "b"
     assert choose_publisher(("a", "b"), "x", {"a": 95.0, "b": 99.0}, 100.0, urgent=True) == "a"
     assert choose_publisher((), "a", {}, 100.0, urgent=True) is None
+    # Unsettled sessions come after the current publisher's free slot and after settled
+    # free slots; at start (nobody settled) the first candidate publishes.
+    assert choose_publisher(("a", "b"), "a", {"a": 10.0}, 100.0, True, 20.0, {"a"}) == "a"
+    assert choose_publisher(("a", "b", "c"), "a", {"a": 95.0, "c": 10.0}, 100.0, True, 20.0,
+                            {"a", "c"}) == "c"  # fmt: skip
+    assert choose_publisher(("a", "b"), "a", {"a": 95.0}, 100.0, True, 20.0, {"a"}) == "b"
+    assert choose_publisher(("a", "b"), None, {}, 100.0, False, 20.0, ()) == "a"
 
 
 @given(
@@ -962,6 +992,31 @@ def test_choose_publisher_properties(
         )
     if urgent and any(c not in store_at for c in candidates):
         assert chosen not in store_at
+
+
+@given(
+    st.lists(st.sampled_from("abcdef"), unique=True, min_size=1, max_size=6),
+    st.one_of(st.none(), st.sampled_from("abcdefg")),
+    st.dictionaries(st.sampled_from("abcdefg"), st.floats(0, 200)),
+    st.floats(0, 200),
+    st.frozensets(st.sampled_from("abcdefg")),
+)
+def test_an_urgent_store_goes_to_an_unsettled_router_only_when_nothing_else_can(
+    candidates: list[str],
+    current: str | None,
+    store_at: dict[str, float],
+    now: float,
+    settled: frozenset[str],
+) -> None:
+    chosen = choose_publisher(candidates, current, store_at, now, True, 20.0, settled)
+    assert chosen in candidates
+
+    def free(name: str) -> bool:
+        return name not in store_at or now >= store_at[name] + 20.0
+
+    if chosen not in settled and chosen != current:
+        assert not any(free(c) and c in settled for c in candidates)
+        assert current not in candidates or not free(current)
 
 
 def test_a_store_asked_for_within_the_slot_is_held_back_a_whole_slot() -> None:

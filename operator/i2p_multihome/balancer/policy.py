@@ -64,6 +64,10 @@ AFFINITY_REFRESH_S = 60.0
 # usable: the model (benchmarks/bench_leaseset.py) showed no second without a usable lease
 # at a quarter, and seconds without at none.
 MIN_LASTING_SHARE = 0.25
+# A session this young does not take over an urgent store while an older one can: i2pd
+# drops a store while the destination has no outbound tunnel yet, though it may already
+# have reported inbound ones (seen in the soak: 6 and 9 s after a restart).
+PUBLISHER_SETTLE_S = 30.0
 # When no router took a new LeaseSet (every send failed), plan again this soon.
 PUBLISH_RETRY_S = 1.0
 
@@ -316,10 +320,18 @@ def plan_publish(given: PublishInput) -> PublishPlan:
             at + timing.refresh_interval_s if timing.refresh_interval_s else None,
         )
 
+    now_s = given.now_ms / 1000
+    settled = frozenset(
+        name
+        for name, link in established.items()
+        if link.since_s is not None and now_s - link.since_s >= PUBLISHER_SETTLE_S
+    )
+
     def publisher(urgent: bool) -> str | None:
         return choose_publisher(
-            candidates, given.publisher, given.store_at, now, urgent, timing.min_interval_s
-        )
+            candidates, given.publisher, given.store_at, now, urgent, timing.min_interval_s,
+            settled,
+        )  # fmt: skip
 
     def publish(
         leases: tuple[SelectedLease, ...],
@@ -426,6 +438,7 @@ def choose_publisher(
     now: float,
     urgent: bool,
     slot_s: float = MIN_PUBLISH_INTERVAL_S,
+    settled: Iterable[str] | None = None,
 ) -> str | None:
     """The one router that stores the LeaseSet at the floodfills. It changes rarely: a
     floodfill sees each publisher as another reply tunnel. The current one stays for
@@ -434,12 +447,17 @@ def choose_publisher(
     20 s), and a router that has stored may have stored again unseen: i2pd verifies its
     store by lookup 10 s after it and then every 100 s, and stores again when the
     floodfill it asked disagrees; a LeaseSet handed while a store awaits confirmation is
-    stored only at that verification. So an urgent LeaseSet goes to a router that has not
-    stored in its session (`store_at` has no entry: its slot is certainly free), else to
-    one whose known stores left its slot free, else stays; whoever takes over stays. A
-    lost publisher's place is taken the same way."""
+    stored only at that verification. So an urgent LeaseSet goes to a `settled` router
+    that has not stored in its session (`store_at` has no entry: its slot is certainly
+    free), else to one whose known stores left its slot free (the current one first),
+    else stays; whoever takes over stays. A session younger than PUBLISHER_SETTLE_S is
+    not settled (None: every candidate is): i2pd drops a store while the destination has
+    no outbound tunnel yet ("Destination is not ready") and does not try again, though its
+    inbound tunnels may already be reported. A lost publisher's place is taken the same
+    way."""
     if not candidates:
         return None
+    ready = frozenset(candidates if settled is None else settled)
 
     def slot_free(name: str) -> bool:
         at = store_at.get(name)
@@ -448,14 +466,17 @@ def choose_publisher(
     staying = current if current in candidates else None
     if staying is not None and not urgent:
         return staying
-    never_stored = [name for name in candidates if name not in store_at]
+    never_stored = [name for name in candidates if name not in store_at and name in ready]
     if staying in never_stored:
         return staying
     if never_stored:
         return never_stored[0]
     if staying is not None and slot_free(staying):
         return staying
-    return next((name for name in candidates if slot_free(name)), staying or candidates[0])
+    free = [name for name in candidates if slot_free(name)]
+    return next(
+        (name for name in sorted(free, key=lambda n: n not in ready)), staying or candidates[0]
+    )
 
 
 def next_store_at(
