@@ -26,28 +26,29 @@ from i2p_multihome_dev.invisibility.features import (
     Sample,
     hourly_samples,
 )
-from i2p_multihome_dev.invisibility.simulate import EPOCH_S, Scenario, simulate
+from i2p_multihome_dev.invisibility.simulate import EPOCH_S, SIZE_RULES, Scenario, simulate
 from results import write_results
 
 TARGET_ADVANTAGE = 0.05
 TARGET_UPPER95 = 0.10
 POSITIVE_CONTROL_MIN = 0.8
 POPULATIONS = ("single", "single-b", "native", "shared")
+Job = tuple[Scenario, str, int, int, str]
 
 
-def _destination(job: tuple[Scenario, str, int, int]) -> list[Sample]:
-    scenario, population, hours, seed = job
+def _destination(job: Job) -> list[Sample]:
+    scenario, population, hours, seed, rule = job
     kind = "single" if population == "single-b" else population
-    observations = simulate(scenario, kind, hours, seed)  # type: ignore[arg-type]
+    observations = simulate(scenario, kind, hours, seed, SIZE_RULES[rule])  # type: ignore[arg-type]
     return hourly_samples(f"{scenario.name}-{population}-{seed}", population, observations,
                           float(EPOCH_S), hours)  # fmt: skip
 
 
 def run_simulation(
-    scenarios: list[Scenario], destinations: int, hours: int, seed: int, workers: int
+    scenarios: list[Scenario], destinations: int, hours: int, seed: int, workers: int, rule: str
 ) -> dict[str, Any]:
-    jobs = [
-        (scenario, population, hours, seed * 1_000_003 + index * 101 + p)
+    jobs: list[Job] = [
+        (scenario, population, hours, seed * 1_000_003 + index * 101 + p, rule)
         for scenario in scenarios
         for p, population in enumerate(POPULATIONS)
         for index in range(destinations)
@@ -87,11 +88,19 @@ def main() -> None:
     sim.add_argument("--tiers", default="12,40,75")
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--workers", type=int, default=2)
+    sim.add_argument(
+        "--set-size",
+        choices=sorted(SIZE_RULES),
+        default="leases",
+        help="how the shared set is sized (leases: the product's rule)",
+    )
     args = parser.parse_args()
 
     scenarios = [Scenario("java", fast_tier=int(t)) for t in args.tiers.split(",")]
     scenarios.append(Scenario("i2pd"))
-    outcome = run_simulation(scenarios, args.destinations, args.hours, args.seed, args.workers)
+    outcome = run_simulation(
+        scenarios, args.destinations, args.hours, args.seed, args.workers, args.set_size
+    )
     rows = outcome["rows"]
     print(
         f"{'scenario':<16} {'population':<10} {'group':<8} {'advantage':>9} {'upper95':>8} "
@@ -125,6 +134,7 @@ def main() -> None:
             "warm_up_hours": 1,
             "scenarios": [vars(s) | {"name": s.name} for s in scenarios],
             "seed": args.seed,
+            "shared_set_size_rule": args.set_size,
         },
         "simulated_s": outcome["simulated_s"],
         "results": rows,

@@ -15,7 +15,7 @@ Pure functions of (profiles, tiers, leases, spec, clock)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from i2p_multihome.balancer.profiles import (
     PeerProfiles,
@@ -90,6 +90,18 @@ def choose_shared_gateways(
     return frozenset(staying) | frozenset(joining)
 
 
+# How big the shared set is: from the leases the spec asks for, the tiers, the profiles,
+# the inbound tunnel length and the clock.
+SetSizeRule = Callable[[int, Tiers, PeerProfiles, int, float], int]
+
+
+def set_size_for_leases(
+    lease_target: int, tiers: Tiers, profiles: PeerProfiles, inbound_length: int, now_s: float
+) -> int:
+    """`shared_set_size` of the leases asked for and the fast tier as a `SetSizeRule`."""
+    return shared_set_size(lease_target, len(tiers.fast), inbound_length)
+
+
 def shared_gateways_at(
     previous: frozenset[bytes],
     tiers: Tiers,
@@ -98,6 +110,7 @@ def shared_gateways_at(
     lease_target: int,
     inbound_length: int,
     now_s: float,
+    size_rule: SetSizeRule = set_size_for_leases,
 ) -> tuple[Tiers, frozenset[bytes]]:
     """The tiers and the shared set at `now_s`: as they were until the tiers are due again
     (every 45 s), or at once while the set is empty; `reports` are the connected routers'
@@ -105,7 +118,7 @@ def shared_gateways_at(
     if previous and not tiers_due(tiers, now_s):
         return tiers, previous
     tiers = compute_tiers(profiles, now_s)
-    size = shared_set_size(lease_target, len(tiers.fast), inbound_length)
+    size = size_rule(lease_target, tiers, profiles, inbound_length, now_s)
     chosen = choose_shared_gateways(previous, profiles, tiers, gateways_of(reports), size, now_s)
     return tiers, chosen
 

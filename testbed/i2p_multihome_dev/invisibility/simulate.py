@@ -179,8 +179,40 @@ def destination_spec(scenario: Scenario, population: Population) -> MultihomedDe
     )
 
 
+def set_size_per_router(
+    lease_target: int,
+    tiers: profiles.Tiers,
+    known: profiles.PeerProfiles,
+    inbound_length: int,
+    now_s: float,
+    window_s: float = 3600.0,
+) -> int:
+    """A candidate `SetSizeRule`: as many gateways as one of the routers built through in
+    the last hour (the median router), i.e. a single router's slice as the routers show it,
+    and at least a quarter of the leases asked for."""
+    counts: dict[str, int] = {}
+    for profile in known.peers.values():
+        for router, at in profile.builders.items():
+            if now_s - at <= window_s:
+                counts[router] = counts.get(router, 0) + 1
+    if not counts:
+        return lease_target
+    ordered = sorted(counts.values())
+    return max((lease_target + 3) // 4, ordered[len(ordered) // 2])
+
+
+SIZE_RULES: dict[str, gateways.SetSizeRule] = {
+    "leases": gateways.set_size_for_leases,
+    "per-router": set_size_per_router,
+}
+
+
 def simulate(
-    scenario: Scenario, population: Population, hours: int, seed: int
+    scenario: Scenario,
+    population: Population,
+    hours: int,
+    seed: int,
+    size_rule: gateways.SetSizeRule = gateways.set_size_for_leases,
 ) -> list[Observation]:
     """The observations of one destination of `population` over `hours`."""
     rng = random.Random(seed)
@@ -231,7 +263,7 @@ def simulate(
             if population == "shared":
                 tiers, shared = gateways.shared_gateways_at(
                     shared, tiers, known, list(reports.values()),
-                    policy.lease_target(spec, len(routers)), scenario.hops, now_s,
+                    policy.lease_target(spec, len(routers)), scenario.hops, now_s, size_rule,
                 )  # fmt: skip
             plan = policy.plan_publish(
                 policy.PublishInput(
