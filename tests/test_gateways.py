@@ -170,45 +170,44 @@ def _spec(
     )
 
 
-def test_plan_publishes_the_leases_asked_for_through_the_set() -> None:
-    # Each router built twice the spec's 2 inbound tunnels; the LeaseSet holds 2 x 2.
-    r0 = tuple(lease(f"g0{i}", i, 300 + i) for i in range(4))
-    r1 = tuple(lease(f"g1{i}", 10 + i, 300 + i) for i in range(4))
-    members = frozenset({gw("g00"), gw("g01"), gw("g10")})
+def _first_leases(
+    reports: dict[str, tuple[Lease, ...]],
+    spec: MultihomedDestinationSpec,
+    members: frozenset[bytes] | None,
+) -> tuple[SelectedLease, ...]:
     plan = plan_publish(
         PublishInput(
-            links=(
-                LinkState("r0", state=RouterState.ESTABLISHED, leases=r0),
-                LinkState("r1", state=RouterState.ESTABLISHED, leases=r1),
+            links=tuple(
+                LinkState(name, state=RouterState.ESTABLISHED, leases=leases)
+                for name, leases in reports.items()
             ),
             published=None,
             last_publish_at=None,
-            spec=_spec(),
+            spec=spec,
             now=100.0,
             now_ms=NOW_MS,
             shared_gateways=members,
         )
     )
-    assert plan.leases is not None and len(plan.leases) == 4
-    gateways = {s.lease.gateway for s in plan.leases}
+    assert plan.leases is not None
+    return plan.leases
+
+
+def test_plan_publishes_the_leases_asked_for_through_the_set() -> None:
+    # Each router built twice the spec's 2 inbound tunnels; the LeaseSet holds 2 x 2.
+    reports = {
+        "r0": tuple(lease(f"g0{i}", i, 300 + i) for i in range(4)),
+        "r1": tuple(lease(f"g1{i}", 10 + i, 300 + i) for i in range(4)),
+    }
+    members = frozenset({gw("g00"), gw("g01"), gw("g10")})
+    leases = _first_leases(reports, _spec(), members)
+    assert len(leases) == 4
+    gateways = {s.lease.gateway for s in leases}
     assert gateways >= members
     # The fourth is the freshest of the rest, from the router with fewer members.
     assert gateways - members == {gw("g13")}
-    native = plan_publish(
-        PublishInput(
-            links=(
-                LinkState("r0", state=RouterState.ESTABLISHED, leases=r0),
-                LinkState("r1", state=RouterState.ESTABLISHED, leases=r1),
-            ),
-            published=None,
-            last_publish_at=None,
-            spec=_spec(GatewayPolicy.NATIVE),
-            now=100.0,
-            now_ms=NOW_MS,
-        )
-    )
-    assert native.leases is not None and len(native.leases) == 8
-    assert all(isinstance(s, SelectedLease) for s in native.leases)
+    # native publishes every usable lease.
+    assert len(_first_leases(reports, _spec(GatewayPolicy.NATIVE), None)) == 8
 
 
 # --- what routers are told ----------------------------------------------------------------
