@@ -91,8 +91,8 @@ def main() -> None:
     sim.add_argument(
         "--set-size",
         choices=sorted(SIZE_RULES),
-        default="leases",
-        help="how the shared set is sized (leases: the product's rule)",
+        default="per-router",
+        help="how the shared set is sized (per-router: the product's rule)",
     )
     args = parser.parse_args()
 

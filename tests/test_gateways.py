@@ -14,8 +14,7 @@ from i2p_multihome.balancer.gateways import (
     MEMBER_GRACE_S,
     choose_shared_gateways,
     inbound_quantity,
-    shared_set_size,
-    slice_size,
+    set_size_per_router,
 )
 from i2p_multihome.balancer.link import LinkState
 from i2p_multihome.balancer.policy import (
@@ -69,17 +68,20 @@ def profiles(*items: PeerProfile) -> PeerProfiles:
 # --- the set --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("fast", "length", "size"),
-    [(30, 3, 8), (12, 3, 3), (11, 3, 6), (5, 3, 5), (30, 2, 15), (6, 2, 3), (30, 1, 30)],
-)
-def test_slice_size_follows_javas_slicing(fast: int, length: int, size: int) -> None:
-    assert slice_size(fast, length) == size
+def test_the_set_is_sized_like_the_median_routers_builds_of_the_last_hour() -> None:
+    def built(name: str, routers: dict[str, float]) -> PeerProfile:
+        return PeerProfile(gw(name), NOW_S, built=1.0, last_seen_s=NOW_S, builders=routers)
 
-
-def test_the_set_holds_every_lease_asked_for_and_at_least_a_slice() -> None:
-    assert shared_set_size(12, 30, 3) == 12
-    assert shared_set_size(2, 30, 3) == 8
+    recent, old = NOW_S - 60, NOW_S - 3601
+    known = profiles(
+        *(built(f"a{i}", {"r0": recent}) for i in range(9)),  # r0 built through 9
+        *(built(f"b{i}", {"r1": recent, "r2": recent}) for i in range(6)),  # r1, r2: 6
+        *(built(f"c{i}", {"r2": recent, "r0": old}) for i in range(2)),  # r2: 8
+    )
+    assert set_size_per_router(12, Tiers(), known, 3, NOW_S) == 8  # of 6, 8, 9
+    # At least a quarter of the leases asked for; all of them before any build.
+    assert set_size_per_router(40, Tiers(), known, 3, NOW_S) == 10
+    assert set_size_per_router(12, Tiers(), PeerProfiles(), 3, NOW_S) == 12
 
 
 def test_members_stay_while_they_carry_leases_or_did_lately() -> None:
@@ -87,7 +89,7 @@ def test_members_stay_while_they_carry_leases_or_did_lately() -> None:
     known = profiles(
         seen("a"), seen("b", ago_s=MEMBER_GRACE_S - 1), seen("c", ago_s=MEMBER_GRACE_S + 1)
     )
-    available = {gw("a"), gw("x"), gw("y")}
+    available = dict.fromkeys([gw("a"), gw("x"), gw("y")], 1)
     tiers = Tiers(fast=(gw("y"),), high_capacity=(gw("y"),))
     chosen = choose_shared_gateways(previous, known, tiers, available, 3, NOW_S)
     # a carries a lease, b had one within the grace; c's place goes to the fast y, not x.
@@ -98,7 +100,7 @@ def test_a_failing_member_leaves_at_once() -> None:
     previous = frozenset({gw("a"), gw("b")})
     tiers = Tiers(failing=frozenset({gw("a")}))
     chosen = choose_shared_gateways(
-        previous, profiles(seen("a"), seen("b")), tiers, {gw("a"), gw("b"), gw("c")}, 2, NOW_S
+        previous, profiles(seen("a"), seen("b")), tiers, dict.fromkeys(map(gw, "abc"), 1), 2, NOW_S
     )
     assert chosen == {gw("b"), gw("c")}
 
@@ -107,8 +109,20 @@ def test_a_shrunk_set_keeps_its_best_members() -> None:
     previous = frozenset({gw("a"), gw("b"), gw("c")})
     known = profiles(seen("a", built=1), seen("b", built=5), seen("c", built=3))
     tiers = Tiers(high_capacity=(gw("b"), gw("c")), fast=(gw("b"),))
-    chosen = choose_shared_gateways(previous, known, tiers, previous, 2, NOW_S)
+    chosen = choose_shared_gateways(previous, known, tiers, dict.fromkeys(previous, 1), 2, NOW_S)
     assert chosen == {gw("b"), gw("c")}
+
+
+def test_free_places_go_to_the_gateways_carrying_most_tunnels() -> None:
+    """Two routers rarely build through one gateway; one that carries several tunnels
+    fills several leases from inside the set."""
+    carrying = {gw("x"): 1, gw("y"): 3, gw("z"): 2}
+    tiers = Tiers(fast=(gw("x"),), high_capacity=(gw("x"),))
+    known = profiles(seen("x"), seen("y"), seen("z"))
+    assert choose_shared_gateways(frozenset(), known, tiers, carrying, 2, NOW_S) == {
+        gw("y"),
+        gw("z"),
+    }
 
 
 @given(
@@ -124,12 +138,14 @@ def test_the_set_is_bounded_never_failing_and_stable_when_nothing_changes(
     def hashes(names: frozenset[int]) -> frozenset[bytes]:
         return frozenset(gw(str(n)) for n in names)
 
+    carrying = dict.fromkeys(hashes(available), 1)
+
     known = profiles(*(seen(str(n)) for n in previous | available))
     tiers = Tiers(failing=hashes(failing))
-    chosen = choose_shared_gateways(hashes(previous), known, tiers, hashes(available), size, NOW_S)
+    chosen = choose_shared_gateways(hashes(previous), known, tiers, carrying, size, NOW_S)
     assert len(chosen) <= size
     assert not chosen & hashes(failing)
-    assert choose_shared_gateways(chosen, known, tiers, hashes(available), size, NOW_S) == chosen
+    assert choose_shared_gateways(chosen, known, tiers, carrying, size, NOW_S) == chosen
     healthy = (previous | available) - failing
     assert len(chosen) == min(size, len(healthy))
 
@@ -201,11 +217,12 @@ def test_plan_publishes_the_leases_asked_for_through_the_set() -> None:
     }
     members = frozenset({gw("g00"), gw("g01"), gw("g10")})
     leases = _first_leases(reports, _spec(), members)
-    assert len(leases) == 4
-    gateways = {s.lease.gateway for s in leases}
-    assert gateways >= members
-    # The fourth is the freshest of the rest, from the router with fewer members.
-    assert gateways - members == {gw("g13")}
+    # Members carry 3 of the 4 asked for: leases from outside fill only to three quarters.
+    assert {s.lease.gateway for s in leases} == members
+    fewer = _first_leases(reports, _spec(), frozenset({gw("g00"), gw("g10")}))
+    gateways = {s.lease.gateway for s in fewer}
+    # The third is the freshest of the rest, from the first router with the fewest.
+    assert len(fewer) == 3 and gateways - {gw("g00"), gw("g10")} == {gw("g03")}
     # native publishes every usable lease.
     assert len(_first_leases(reports, _spec(GatewayPolicy.NATIVE), None)) == 8
 

@@ -15,76 +15,64 @@ Pure functions of (profiles, tiers, leases, spec, clock)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from i2p_multihome.balancer.profiles import (
     PeerProfiles,
     Tiers,
     compute_tiers,
-    gateways_of,
     tiers_due,
 )
 from i2p_multihome.wire.structures import Lease
 
-# A member that carries no lease keeps its place this long after its last one: i2pd
-# rebuilds a tunnel through the same peers, so a lineage shows its gateway again within a
-# lease's lifetime (600 s) unless it ended.
-MEMBER_GRACE_S = 600.0
+# A member that carries no lease keeps its place this long after its last one: a Java
+# router reuses a path for half its builds and draws the rest from the same slice, so a
+# slice peer comes back within the hour (the simulator: 12.5 distinct gateways an hour at a
+# 40-peer tier against 13.6 with 10 minutes; a single router shows 8.8).
+MEMBER_GRACE_S = 3600.0
+# The window in which a router's builds size the set.
+ROUTER_WINDOW_S = 3600.0
 # Routers build this many times the spec's inbound tunnels, at most 16, so that enough of
 # their leases run through members.
 EXTRA_INBOUND_FACTOR = 2
 MAX_INBOUND_QUANTITY = 16
 
 
-def slice_size(fast_tier: int, inbound_length: int) -> int:
-    """How many of its fast tier a single Java router draws inbound gateways from."""
-    if inbound_length >= 3 and fast_tier >= 12:
-        return (fast_tier + 3) // 4
-    if inbound_length >= 2 and fast_tier >= 6:
-        return (fast_tier + 1) // 2
-    return fast_tier
-
-
-def shared_set_size(lease_target: int, fast_tier: int, inbound_length: int) -> int:
-    """Enough members for every lease asked for (two routers rarely build through one
-    gateway, so each lease needs its own), and at least a single router's slice."""
-    return max(lease_target, slice_size(fast_tier, inbound_length))
-
-
 def choose_shared_gateways(
     previous: frozenset[bytes],
     profiles: PeerProfiles,
     tiers: Tiers,
-    available: Iterable[bytes],
+    available: Mapping[bytes, int],
     size: int,
     now_s: float,
     grace_s: float = MEMBER_GRACE_S,
 ) -> frozenset[bytes]:
     """The shared set from `previous`: members that are not failing and carry a lease now
-    (`available`) or did within `grace_s` stay (the best ones when the set shrank); free
-    places go to available gateways by tier (fast, then high capacity, then the rest) and
-    capacity, ties by hash."""
-    now_available = frozenset(available)
+    (`available`: gateway -> tunnels through it now) or did within `grace_s` stay (the best
+    ones when the set shrank); free places go to available gateways carrying the most
+    tunnels (so that few leases must come from outside the set), then by tier (fast, high
+    capacity, the rest) and capacity, ties by hash."""
 
     def recently_used(peer: bytes) -> bool:
         profile = profiles.get(peer)
         return profile is not None and now_s - profile.last_seen_s <= grace_s
 
-    def best_first(peer: bytes) -> tuple[int, float, bytes]:
+    def best_first(peer: bytes) -> tuple[int, int, float, bytes]:
         profile = profiles.get(peer)
         capacity = profile.capacity(now_s) if profile is not None else 0.0
-        return (tiers.rank(peer), -capacity, peer)
+        return (-available.get(peer, 0), tiers.rank(peer), -capacity, peer)
 
     staying = sorted(
         (
             peer
             for peer in previous
-            if peer not in tiers.failing and (peer in now_available or recently_used(peer))
+            if peer not in tiers.failing and (peer in available or recently_used(peer))
         ),
         key=best_first,
     )[: max(size, 0)]
     joining = sorted(
-        (peer for peer in now_available - frozenset(staying) if peer not in tiers.failing),
+        (peer for peer in available.keys() - frozenset(staying) if peer not in tiers.failing),
         key=best_first,
     )[: max(size - len(staying), 0)]
     return frozenset(staying) | frozenset(joining)
@@ -95,11 +83,27 @@ def choose_shared_gateways(
 SetSizeRule = Callable[[int, Tiers, PeerProfiles, int, float], int]
 
 
-def set_size_for_leases(
-    lease_target: int, tiers: Tiers, profiles: PeerProfiles, inbound_length: int, now_s: float
+def set_size_per_router(
+    lease_target: int,
+    tiers: Tiers,
+    profiles: PeerProfiles,
+    inbound_length: int,
+    now_s: float,
+    window_s: float = ROUTER_WINDOW_S,
 ) -> int:
-    """`shared_set_size` of the leases asked for and the fast tier as a `SetSizeRule`."""
-    return shared_set_size(lease_target, len(tiers.fast), inbound_length)
+    """As many gateways as the median router built through in the last hour: a single
+    router's slice as the routers themselves show it (Java routers given one randomKey
+    draw from the same quarter of their fast tiers), and at least a quarter of the leases
+    asked for; the leases asked for while no router has built yet."""
+    counts: Counter[str] = Counter()
+    for profile in profiles.peers.values():
+        for router, at in profile.builders.items():
+            if now_s - at <= window_s:
+                counts[router] += 1
+    if not counts:
+        return lease_target
+    ordered = sorted(counts.values())
+    return max((lease_target + 3) // 4, ordered[len(ordered) // 2])
 
 
 def shared_gateways_at(
@@ -110,7 +114,7 @@ def shared_gateways_at(
     lease_target: int,
     inbound_length: int,
     now_s: float,
-    size_rule: SetSizeRule = set_size_for_leases,
+    size_rule: SetSizeRule = set_size_per_router,
 ) -> tuple[Tiers, frozenset[bytes]]:
     """The tiers and the shared set at `now_s`: as they were until the tiers are due again
     (every 45 s), or at once while the set is empty; `reports` are the connected routers'
@@ -119,8 +123,13 @@ def shared_gateways_at(
         return tiers, previous
     tiers = compute_tiers(profiles, now_s)
     size = size_rule(lease_target, tiers, profiles, inbound_length, now_s)
-    chosen = choose_shared_gateways(previous, profiles, tiers, gateways_of(reports), size, now_s)
+    chosen = choose_shared_gateways(previous, profiles, tiers, tunnels_by_gateway(reports), size,
+                                    now_s)  # fmt: skip
     return tiers, chosen
+
+
+def tunnels_by_gateway(reports: Iterable[Sequence[Lease]]) -> Counter[bytes]:
+    return Counter(x.gateway for leases in reports for x in leases)
 
 
 def inbound_quantity(quantity: int) -> int:

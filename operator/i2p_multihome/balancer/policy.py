@@ -4,6 +4,7 @@ and no clocks: callers pass the time in."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -68,6 +69,10 @@ MIN_LASTING_SHARE = 0.25
 # drops a store while the destination has no outbound tunnel yet, though it may already
 # have reported inbound ones (seen in the soak: 6 and 9 s after a restart).
 PUBLISHER_SETTLE_S = 30.0
+# Under the `shared` gateway policy, leases through gateways outside the set fill the
+# LeaseSet only up to this share of the leases the spec asks for: each one shows a gateway
+# a single router would not.
+SHARED_FILL_SHARE = 0.75
 # When no router took a new LeaseSet (every send failed), plan again this soon.
 PUBLISH_RETRY_S = 1.0
 
@@ -108,16 +113,18 @@ def select_leases(
     excluded_gateways: Iterable[bytes] = (),
     margin_s: int = SELECTION_MARGIN_S,
     preferred_gateways: frozenset[bytes] | None = None,
+    fill_to: int | None = None,
 ) -> tuple[SelectedLease, ...]:
     """Merge every live router's leases into at most `max_leases`: round-robin across routers
     so each is represented, each router's freshest (latest-ending) lease first, nothing that
     ends within `margin_s`, no excluded gateway, no duplicate tunnel. With
     `preferred_gateways` (the `shared` gateway policy), leases through them first and the
-    others only to fill what they leave."""
+    others only to fill what they leave, up to `fill_to` leases (default: `max_leases`)."""
     if preferred_gateways is not None:
         return _members_first(
-            reports, now_ms, max_leases, excluded_gateways, margin_s, preferred_gateways
-        )
+            reports, now_ms, max_leases, excluded_gateways, margin_s, preferred_gateways,
+            max_leases if fill_to is None else min(fill_to, max_leases),
+        )  # fmt: skip
     excluded = frozenset(excluded_gateways)
     cutoff = now_ms + margin_s * 1000
     seen: set[tuple[bytes, int]] = set()
@@ -150,9 +157,10 @@ def _members_first(
     excluded_gateways: Iterable[bytes],
     margin_s: int,
     members: frozenset[bytes],
+    fill_to: int,
 ) -> tuple[SelectedLease, ...]:
-    """Leases through `members`, round-robin; then, while places are left, the freshest
-    other lease of the router with the fewest chosen so far."""
+    """Leases through `members`, round-robin; then, while fewer than `fill_to`, the
+    freshest other lease of the router with the fewest chosen so far."""
     excluded = frozenset(excluded_gateways)
 
     def through(inside: bool) -> dict[str, list[Lease]]:
@@ -168,7 +176,7 @@ def _members_first(
                                               margin_s)]
         for name, leases in through(False).items()
     }  # fmt: skip
-    while len(chosen) < max_leases and (left := [name for name in sorted(rest) if rest[name]]):
+    while len(chosen) < fill_to and (left := [name for name in sorted(rest) if rest[name]]):
         name = min(left, key=lambda n: counts[n])
         chosen.append(SelectedLease(name, rest[name].pop(0)))
         counts[name] += 1
@@ -282,10 +290,10 @@ def plan_publish(given: PublishInput) -> PublishPlan:
             return select_leases(reports, given.now_ms, max_leases, excluded, margin_s)
         # Routers build extra tunnels to choose from under `shared`; the LeaseSet still
         # holds only as many leases as the spec asks for.
-        building = sum(1 for leases in reports.values() if leases)
+        target = lease_target(given.spec, sum(1 for leases in reports.values() if leases))
         return select_leases(
-            reports, given.now_ms, lease_target(given.spec, building), excluded, margin_s,
-            given.shared_gateways,
+            reports, given.now_ms, target, excluded, margin_s, given.shared_gateways,
+            math.ceil(target * SHARED_FILL_SHARE),
         )  # fmt: skip
 
     # Under affinity the merged LeaseSet holds only the serving routers' leases, so that no

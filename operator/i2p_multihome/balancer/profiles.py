@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -318,7 +318,3 @@ def _number(entry: Mapping[str, Any], key: str) -> float:
     if not math.isfinite(value) or value < 0 or value > 1e12:
         raise ProfileDocumentError(f"{key} out of range")
     return float(value)
-
-
-def gateways_of(reports: Iterable[Sequence[Lease]]) -> frozenset[bytes]:
-    return frozenset(x.gateway for leases in reports for x in leases)

@@ -38,6 +38,9 @@ LEASE_LIFETIME_S = 600
 REBUILD_BEFORE_END_S = 30  # i2pd: 90 s before the tunnel's 660-s expiry
 TICK_S = 10
 OBSERVE_EVERY_S = 60
+# The observer sees what a floodfill's console shows: leases more than 51 s from their end
+# (i2pd's GetNonExpiredLeases; clients skip the others too).
+OBSERVER_CUTOFF_S = 51
 EPOCH_S = 1_700_000_000
 
 Implementation = Literal["java", "i2pd"]
@@ -179,31 +182,30 @@ def destination_spec(scenario: Scenario, population: Population) -> MultihomedDe
     )
 
 
-def set_size_per_router(
+def slice_size(fast_tier: int, inbound_length: int) -> int:
+    """How many of its fast tier a single Java router draws inbound gateways from."""
+    if inbound_length >= 3 and fast_tier >= 12:
+        return (fast_tier + 3) // 4
+    if inbound_length >= 2 and fast_tier >= 6:
+        return (fast_tier + 1) // 2
+    return fast_tier
+
+
+def set_size_for_leases(
     lease_target: int,
     tiers: profiles.Tiers,
     known: profiles.PeerProfiles,
     inbound_length: int,
     now_s: float,
-    window_s: float = 3600.0,
 ) -> int:
-    """A candidate `SetSizeRule`: as many gateways as one of the routers built through in
-    the last hour (the median router), i.e. a single router's slice as the routers show it,
-    and at least a quarter of the leases asked for."""
-    counts: dict[str, int] = {}
-    for profile in known.peers.values():
-        for router, at in profile.builders.items():
-            if now_s - at <= window_s:
-                counts[router] = counts.get(router, 0) + 1
-    if not counts:
-        return lease_target
-    ordered = sorted(counts.values())
-    return max((lease_target + 3) // 4, ordered[len(ordered) // 2])
+    """The rule the product had first, for comparison: every lease asked for its own
+    gateway, and at least a Java slice of the balancer's fast tier."""
+    return max(lease_target, slice_size(len(tiers.fast), inbound_length))
 
 
 SIZE_RULES: dict[str, gateways.SetSizeRule] = {
-    "leases": gateways.set_size_for_leases,
-    "per-router": set_size_per_router,
+    "per-router": gateways.set_size_per_router,
+    "leases": set_size_for_leases,
 }
 
 
@@ -212,7 +214,7 @@ def simulate(
     population: Population,
     hours: int,
     seed: int,
-    size_rule: gateways.SetSizeRule = gateways.set_size_for_leases,
+    size_rule: gateways.SetSizeRule = gateways.set_size_per_router,
 ) -> list[Observation]:
     """The observations of one destination of `population` over `hours`."""
     rng = random.Random(seed)
@@ -290,7 +292,7 @@ def simulate(
                     tuple(
                         ObservedLease(s.lease.gateway, s.lease.tunnel_id, s.lease.end_ms // 1000)
                         for s in published
-                        if s.lease.end_ms > now_ms
+                        if s.lease.end_ms > now_ms + OBSERVER_CUTOFF_S * 1000
                     ),
                     published_s,
                 )
