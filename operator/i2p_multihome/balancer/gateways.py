@@ -5,12 +5,13 @@ A single Java router draws its inbound gateways from a slice of its fast tier (a
 for 1-hop tunnels, half for 2 hops, a quarter for 3 or more; no slicing below 6 and 12 fast
 peers), so over hours its LeaseSet shows a few dozen gateways at most; N routers publishing
 a merged LeaseSet would show N times as many (Proposal 140's own analysis). Under `shared`
-the balancer keeps one set of gateways, big enough for the leases the spec asks for and
-at least a slice of the fast tier, and publishes leases through its members first. Members
-stay while they carry a lease or had one within a lease's lifetime and are not failing
-(hysteresis: the set changes as tunnel lineages end, not with every rotation); places free
-up for gateways that carry leases now, best tier first. When too few leases run through
-members, the best remaining leases fill the LeaseSet: reliability beats invisibility.
+the balancer keeps one set of gateways, as many as the median router built through in the
+last hour (a router's slice as the routers show it), and publishes leases through its
+members first. Members stay while they carry a lease or had one within the hour and are
+not failing (hysteresis: the set changes as lineages end, not with every rotation); free
+places go to the gateways in use now that carry the most tunnels, best tier first. Leases
+through other gateways fill the LeaseSet only part of the way (`policy.SHARED_FILL_SHARE`):
+reliability beats invisibility, but each shows a gateway a single router would not.
 Pure functions of (profiles, tiers, leases, spec, clock)."""
 
 from __future__ import annotations
