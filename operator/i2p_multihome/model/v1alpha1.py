@@ -116,11 +116,12 @@ class PeerPolicy(Model):
         default=GatewayPolicy.NATIVE,
         description="Which inbound gateways the published leases show. native: every "
         "router's own, as they come (what one router of the hosting implementation shows; "
-        "right for i2pd, whose picks are near-uniform). shared: one reduced set, sized for "
-        "the leases asked for and a single router's slice of its fast tier, kept stable "
-        "from the balancer's peer profiles; routers build twice the inbound tunnels to "
-        "choose from, and Java routers share one randomKey. Needs one implementation and "
-        "tunnels of at least one hop when several routers host.",
+        "right for i2pd, whose picks are near-uniform). shared: one reduced set, as many "
+        "gateways as the median router built through in the last hour, kept stable from "
+        "the balancer's peer profiles; routers build twice the inbound tunnels to choose "
+        "from, other gateways fill at most three quarters of the leases asked for, and "
+        "Java routers share one randomKey. Needs one implementation and tunnels of at "
+        "least one hop when several routers host.",
     )
     explicit_peers: list[Annotated[str, Field(min_length=44, max_length=44)]] = Field(
         default_factory=list,
