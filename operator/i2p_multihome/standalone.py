@@ -163,7 +163,8 @@ async def run_standalone(
             task.cancel()
         await asyncio.gather(stopping, failing, return_exceptions=True)
         log.info("stopping: destroying sessions", extra=fields(**log_fields))
-        await hosted.stop(destroy_sessions=True)
+        # The profiles are saved once, by the stop below that every way out takes.
+        await hosted.stop(destroy_sessions=True, keep_profiles=False)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
