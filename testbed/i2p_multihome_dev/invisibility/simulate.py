@@ -134,7 +134,8 @@ class SimRouter:
 
     def _churn(self, good: list[bytes]) -> None:
         count = round(self.scenario.tier_churn_per_hour * len(self.tier))
-        outside = [p for p in good if p not in set(self.tier)]
+        inside = set(self.tier)
+        outside = [p for p in good if p not in inside]
         for _ in range(min(count, len(outside))):
             self.tier[self.rng.randrange(len(self.tier))] = outside.pop(
                 self.rng.randrange(len(outside))
