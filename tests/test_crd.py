@@ -245,7 +245,10 @@ def test_bounds_come_from_the_models(spec_schema: Schema) -> None:
     assert peers["maxItems"] == 5 and 5 * 45 - 1 <= 255 < 6 * 45 - 1
     routers = spec_schema["properties"]["routers"]
     assert routers["minItems"] == 1
-    assert spec_schema["required"] == ["routers"]
+    # spec.routers or spec.routersFrom: a CEL rule wants exactly one, so neither is required.
+    assert "required" not in spec_schema
+    assert "default" not in routers and "default" not in spec_schema["properties"]["routersFrom"]
+    assert routers["maxItems"] == 64
     assert routers["items"]["required"] == ["name", "i2cp"]
 
 
@@ -281,6 +284,15 @@ def test_nested_objects_default_to_empty_so_inner_defaults_apply(spec_schema: Sc
             "tunnels": {"inbound": {"quantity": 5}},
             "leaseSet": {"maxLeases": 8},
             "peerPolicy": {"excludedPeers": ["A" * 44]},
+        },
+        {"routersFrom": {"service": {"name": "i2pd", "port": "i2cp"}}},
+        {
+            "routersFrom": {
+                "service": {"name": "i2p-java", "port": "i2cp"},
+                "implementation": "java",
+                "tls": True,
+                "credentialsSecretRef": {"name": "i2cp-auth"},
+            }
         },
     ],
 )

@@ -31,7 +31,11 @@ from i2p_multihome.dataplane.stats import DataPlaneStats
 from i2p_multihome.i2cp.session import Endpoint
 from i2p_multihome.k8s import handlers, metrics, secrets
 from i2p_multihome.k8s.runtime import DestinationRuntime, kubernetes_event
-from i2p_multihome.model.v1alpha1 import MultihomedDestinationSpec, RouterState
+from i2p_multihome.model.v1alpha1 import (
+    ROUTERS_SOURCE_MESSAGE,
+    MultihomedDestinationSpec,
+    RouterState,
+)
 from i2p_multihome.wire.encoding import b64encode
 from i2p_multihome.wire.keys import DestinationKeys
 from i2p_multihome.wire.structures import Lease
@@ -83,7 +87,12 @@ def test_spec_errors_name_every_bad_field() -> None:
 
 
 def test_missing_routers_is_named() -> None:
-    assert spec_error({}) == "invalid spec: spec.routers: Field required"
+    assert spec_error({}) == f"invalid spec: {ROUTERS_SOURCE_MESSAGE}"
+    both = {
+        "routers": [{"name": "r1", "i2cp": {"host": "h"}}],
+        "routersFrom": {"service": {"name": "i2pd", "port": "i2cp"}},
+    }
+    assert spec_error(both) == f"invalid spec: {ROUTERS_SOURCE_MESSAGE}"
 
 
 def test_spec_wide_rules_read_cleanly() -> None:

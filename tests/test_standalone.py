@@ -91,8 +91,16 @@ def test_load_manifest_skips_other_documents(tmp_path: Path) -> None:
         ),
         pytest.param(
             {**manifest_document([]), "spec": {}},
-            ["spec.routers", "Field required"],
+            ["exactly one of spec.routers", "spec.routersFrom"],
             id="routers-missing",
+        ),
+        pytest.param(
+            {
+                **manifest_document([]),
+                "spec": {"routersFrom": {"service": {"name": "i2pd", "port": "i2cp"}}},
+            },
+            ["spec.routersFrom", "only the operator", "list them in spec.routers"],
+            id="routers-from-a-service",
         ),
         pytest.param(
             manifest_document([router_entry("a", 1, publish=False)]),

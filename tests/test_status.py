@@ -150,8 +150,18 @@ def test_nothing_published_yet() -> None:
 
 
 def test_no_routers_is_not_ready() -> None:
+    """Only spec.routersFrom gives no routers (a Service without ready endpoints): every
+    condition says so, even while the last LeaseSet has not expired."""
     s = snapshot((), HEALTHY.published)
-    assert summary(s)["Ready"] == ("False", "NotPublished")
+    assert summary(s) == {
+        "Ready": ("False", "NoRouters"),
+        "RoutersConnected": ("False", "NoRouters"),
+        "LeaseSetPublished": ("True", "Published"),
+        "Degraded": ("True", "NoRouters"),
+    }
+    messages = {c.type: c.message for c in build_conditions(s, NOW_S)}
+    assert "spec.routersFrom" in messages["RoutersConnected"]
+    assert "ready endpoint" in messages["Ready"]
 
 
 def test_last_transition_time_kept_while_status_unchanged() -> None:

@@ -49,13 +49,19 @@ def load_manifest(path: str) -> MultihomedDestinationManifest:
     for document in documents:
         if isinstance(document, dict) and document.get("kind") == "MultihomedDestination":
             try:
-                return MultihomedDestinationManifest.model_validate(document)
+                manifest = MultihomedDestinationManifest.model_validate(document)
             except ValidationError as exc:
                 problems = "; ".join(
                     f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}"
                     for e in exc.errors()
                 )
                 raise ManifestError(f"{path}: invalid MultihomedDestination: {problems}") from None
+            if manifest.spec.routers_from is not None:
+                raise ManifestError(
+                    f"{path}: spec.routersFrom finds routers through a Kubernetes Service, "
+                    "which only the operator reads; list them in spec.routers for balance"
+                )
+            return manifest
     kinds = sorted({str(d.get("kind")) for d in documents if isinstance(d, dict)})
     found = f" (found kind: {', '.join(kinds)})" if kinds else ""
     raise ManifestError(f"{path}: no document with kind: MultihomedDestination{found}")

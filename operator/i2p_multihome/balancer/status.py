@@ -101,6 +101,15 @@ def build_conditions(
             "AllConnected" if not down else "RoutersDown",
             f"{total - len(down)}/{total} routers have a session"
             + (f"; down: {', '.join(down)}" if down else ""),
+        )
+        if total
+        else (
+            # Only spec.routersFrom can give no routers: spec.routers has at least one.
+            "RoutersConnected",
+            False,
+            "NoRouters",
+            "no router to host on: the Service in spec.routersFrom has no ready endpoint "
+            "with the named port",
         ),
         (
             "LeaseSetPublished",
@@ -112,10 +121,14 @@ def build_conditions(
         ),
         (
             "Degraded",
-            bool(down or idle),
+            bool(down or idle or not total),
             "RoutersDown"
             if down
-            else ("RoutersWithoutLeases" if idle else "AllRoutersContributing"),
+            else (
+                "RoutersWithoutLeases"
+                if idle
+                else ("AllRoutersContributing" if total else "NoRouters")
+            ),
             "; ".join(
                 part
                 for part in (
@@ -124,7 +137,7 @@ def build_conditions(
                 )
                 if part
             )
-            or "every router contributes leases",
+            or ("every router contributes leases" if total else "no router to host on"),
         ),
     ]
     ready = bool(live) and total > len(down)
@@ -133,10 +146,14 @@ def build_conditions(
         (
             "Ready",
             ready,
-            "LeaseSetPublished" if ready else "NotPublished",
+            "LeaseSetPublished" if ready else ("NotPublished" if total else "NoRouters"),
             "the merged LeaseSet is published and at least one router hosts the destination"
             if ready
-            else "waiting for a published LeaseSet",
+            else (
+                "waiting for a published LeaseSet"
+                if total
+                else "no router to host on (spec.routersFrom finds no ready endpoint)"
+            ),
         ),
     )
     by_type = {c.type: c for c in previous}

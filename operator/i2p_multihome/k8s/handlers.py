@@ -1,6 +1,7 @@
 """kopf handlers: thin. Each MultihomedDestination gets one daemon that hosts its balancer;
 spec updates are applied in place; deletion destroys the sessions before kopf releases the
-finalizer."""
+finalizer. EndpointSlices are indexed (kopf fills the index before any handler runs), so a
+destination with spec.routersFrom starts on its Service's ready endpoints and follows them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +22,7 @@ from i2p_multihome.balancer.engine import EndpointError, EndpointResolver
 from i2p_multihome.balancer.profiles import PeerProfiles
 from i2p_multihome.hosting import TaskEnded
 from i2p_multihome.i2cp.session import Endpoint
-from i2p_multihome.k8s import profilestore, secrets
+from i2p_multihome.k8s import endpoints, profilestore, secrets
 from i2p_multihome.k8s.runtime import (
     ApiServerStatusSink,
     DestinationRuntime,
@@ -40,6 +42,7 @@ from i2p_multihome.model.v1alpha1 import (
 log = logging.getLogger(__name__)
 
 PREFIX = "multihome.i2p"
+ENDPOINT_SLICES = ("discovery.k8s.io", "v1", "endpointslices")
 RETRY_DELAY_S = 15.0
 
 
@@ -80,6 +83,60 @@ def _describe(error: ErrorDetails) -> str:
     if not error["loc"]:
         return message  # the spec-wide rules name their fields themselves
     return f"spec.{'.'.join(str(p) for p in error['loc'])}: {message}"
+
+
+def index_router_endpoints(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], endpoints.SliceView] | None:
+    """The index `router_endpoints`: (namespace, Service) -> what each of its EndpointSlices
+    holds (kopf drops a deleted slice's entry)."""
+    service = labels.get(endpoints.SERVICE_NAME_LABEL)
+    if namespace is None or not service:
+        return None
+    view = endpoints.read_slice(body)
+    if view.skipped:
+        log.debug(
+            "endpoint slice entries skipped",
+            extra=fields(namespace=namespace, service=service, skipped=view.skipped),
+        )
+    return {(namespace, service): view}
+
+
+def _slices(kwargs: dict[str, Any], namespace: str, service: str | None) -> Iterable[Any]:
+    """What the index holds of `service`'s EndpointSlices (kopf passes each index to every
+    handler as a keyword named by its id)."""
+    if service is None:
+        return ()
+    index: kopf.Index[tuple[str, str], endpoints.SliceView] = kwargs["router_endpoints"]
+    found: Iterable[Any] = index.get((namespace, service), ())
+    return found
+
+
+def _followed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> bool:
+    """Whether a destination follows this EndpointSlice's Service (so other Services'
+    slices never wake a handler)."""
+    state: OperatorState = memo.state
+    service = labels.get(endpoints.SERVICE_NAME_LABEL)
+    return any(
+        key[0] == namespace and runtime.follows(service or "")
+        for key, runtime in state.runtimes.items()
+    )
+
+
+async def endpoints_changed(
+    *,
+    namespace: str | None,
+    labels: kopf.Labels,
+    memo: Any,
+    **kwargs: Any,
+) -> None:
+    """An EndpointSlice of a followed Service changed: its destinations follow the ready
+    endpoints."""
+    state: OperatorState = memo.state
+    service = labels.get(endpoints.SERVICE_NAME_LABEL)
+    for (ns, _name), runtime in list(state.runtimes.items()):
+        if ns == namespace and service and runtime.follows(service):
+            await runtime.endpoints_changed(_slices(kwargs, ns, service))
 
 
 def _owner_reference(body: kopf.Body) -> dict[str, Any]:
@@ -124,7 +181,7 @@ async def host_destination(
     status: kopf.Status,
     stopped: kopf.DaemonStopped,
     memo: Any,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     """The daemon: runs this destination's balancer until the object or operator goes."""
     assert namespace is not None  # the resource is namespaced
@@ -159,6 +216,7 @@ async def host_destination(
         )
     previous = [Condition.model_validate(c) for c in (status.get("conditions") or [])]
     owner = _owner_reference(body)
+    service = parsed.routers_from.service.name if parsed.routers_from else None
     profiles = await asyncio.to_thread(
         profilestore.load_profiles, state.core, namespace, name, time.time()
     )
@@ -176,11 +234,13 @@ async def host_destination(
         resolve_endpoint=endpoint_resolver(state.core, namespace),
         peer_profiles=profiles,
         save_profiles=save_profiles,
+        slices=_slices(kwargs, namespace, service),
     )  # fmt: skip
     state.runtimes[(namespace, name)] = runtime
     runtime.start()
     log.info("hosting destination", extra=fields(namespace=namespace, name=name,
-             destination=result.keys.destination.b32, routers=len(parsed.routers)))  # fmt: skip
+             destination=result.keys.destination.b32, routers=len(runtime.balancer.spec.routers),
+             service=service or ""))  # fmt: skip
     failure: TaskEnded | None = None
     try:
         failure = await _until_stopped_or_failed(stopped, runtime)
@@ -222,14 +282,24 @@ async def _until_stopped_or_failed(
 
 
 async def spec_changed(
-    *, spec: kopf.Spec, name: str, namespace: str | None, meta: kopf.Meta, memo: Any, **_: Any
+    *,
+    spec: kopf.Spec,
+    name: str,
+    namespace: str | None,
+    meta: kopf.Meta,
+    memo: Any,
+    **kwargs: Any,
 ) -> None:
     """Reconfigure in place: same keys, healthy sessions kept."""
     state: OperatorState = memo.state
     runtime = state.runtimes.get((namespace or "", name))
     if runtime is None:
         return  # the daemon is (re)starting and reads the new spec itself
-    await runtime.update(_parse_spec(dict(spec)), meta.get("generation"))
+    parsed = _parse_spec(dict(spec))
+    service = parsed.routers_from.service.name if parsed.routers_from else None
+    await runtime.redeclare(
+        parsed, meta.get("generation"), _slices(kwargs, namespace or "", service)
+    )
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
@@ -243,3 +313,12 @@ def register(registry: kopf.OperatorRegistry) -> None:
     kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, field="spec", id="reconfigure")(
         spec_changed
     )
+    # Only slices that belong to a Service; the index id is the handlers' keyword.
+    service_slices = {endpoints.SERVICE_NAME_LABEL: kopf.PRESENT}
+    kopf.index(*ENDPOINT_SLICES, registry=registry, id="router_endpoints", labels=service_slices)(
+        index_router_endpoints
+    )
+    kopf.on.event(
+        *ENDPOINT_SLICES, registry=registry, id="follow-endpoints", labels=service_slices,
+        when=_followed,
+    )(endpoints_changed)  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from kubernetes import client
 
@@ -26,6 +26,8 @@ from i2p_multihome.balancer.status import timestamp
 from i2p_multihome.clock import SYSTEM_CLOCK, Clock
 from i2p_multihome.hosting import HostedDestination, ProfileSaver
 from i2p_multihome.k8s import metrics
+from i2p_multihome.k8s.endpoints import SliceView, changes, hosted_spec
+from i2p_multihome.logs import fields
 from i2p_multihome.model.v1alpha1 import (
     GROUP,
     PLURAL,
@@ -86,7 +88,8 @@ class ApiServerStatusSink:
 
 class DestinationRuntime(HostedDestination):
     """A hosted destination that reports to the API server: its status subresource, Events
-    and Prometheus metrics."""
+    and Prometheus metrics. `spec` is the object's spec as declared; with spec.routersFrom
+    the balancer runs it on the routers found in `slices`, and again whenever they change."""
 
     def __init__(
         self,
@@ -103,14 +106,19 @@ class DestinationRuntime(HostedDestination):
         clock: Clock = SYSTEM_CLOCK,
         peer_profiles: PeerProfiles | None = None,
         save_profiles: ProfileSaver | None = None,
+        slices: Iterable[SliceView] = (),
     ) -> None:
         self.namespace = namespace
         self.name = name
+        self.declared = spec
+        self._generation = generation
+        self._updating = asyncio.Lock()
         self._post_event = post_event
-        self._routers_seen = [r.name for r in spec.routers]
+        hosted = hosted_spec(spec, slices)
+        self._routers_seen = [r.name for r in hosted.routers]
         super().__init__(
             f"{namespace}-{name}",
-            spec,
+            hosted,
             keys,
             ApiServerStatusSink(custom, namespace, name),
             namespace=namespace,
@@ -126,9 +134,52 @@ class DestinationRuntime(HostedDestination):
             save_profiles=save_profiles,
         )
 
-    async def update(self, spec: MultihomedDestinationSpec, generation: int | None) -> None:
+    def follows(self, service: str) -> bool:
+        """Whether the routers are the endpoints of `service` (in this namespace)."""
+        source = self.declared.routers_from
+        return source is not None and source.service.name == service
+
+    @property
+    def service(self) -> str | None:
+        source = self.declared.routers_from
+        return source.service.name if source is not None else None
+
+    async def redeclare(
+        self, spec: MultihomedDestinationSpec, generation: int | None, slices: Iterable[SliceView]
+    ) -> None:
+        """The object's spec changed: run the new one (on the routers `slices` name, with
+        spec.routersFrom)."""
+        async with self._updating:
+            self.declared = spec
+            self._generation = generation
+            await self._host(hosted_spec(spec, slices))
+
+    async def endpoints_changed(self, slices: Iterable[SliceView]) -> None:
+        """The Service's EndpointSlices changed: follow its ready endpoints."""
+        async with self._updating:
+            hosted = hosted_spec(self.declared, slices)
+            if hosted.routers != self.balancer.spec.routers:
+                await self._host(hosted)
+
+    async def _host(self, spec: MultihomedDestinationSpec) -> None:
+        joined, left = changes(self.balancer.spec.routers, spec.routers)
         self._routers_seen = sorted({*self._routers_seen, *(r.name for r in spec.routers)})
-        await super().update(spec, generation)
+        await super().update(spec, self._generation)
+        if self.declared.routers_from is not None and (joined or left):
+            message = (
+                f"{len(spec.routers)} ready endpoints of Service "
+                f"{self.declared.routers_from.service.name}"
+                + (f"; joined: {', '.join(joined)}" if joined else "")
+                + (f"; left: {', '.join(left)}" if left else "")
+            )
+            log.info(
+                "routers found changed",
+                extra=fields(
+                    namespace=self.namespace, name=self.name, routers=len(spec.routers),
+                    joined=",".join(joined), left=",".join(left),
+                ),
+            )  # fmt: skip
+            self._post_event("Normal", "RoutersChanged", message)
 
     async def stop(self, destroy_sessions: bool, keep_profiles: bool = True) -> None:
         # The operator destroys the sessions only when the object is deleted, and its

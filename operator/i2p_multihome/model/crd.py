@@ -26,6 +26,8 @@ from i2p_multihome.model.v1alpha1 import (
     GROUP,
     KIND,
     PLURAL,
+    ROUTERS_FROM_AFFINITY_MESSAGE,
+    ROUTERS_SOURCE_MESSAGE,
     SHARED_MIXED_MESSAGE,
     SHARED_ZERO_HOP_MESSAGE,
     UNIQUE_PORTS_MESSAGE,
@@ -60,10 +62,16 @@ PUBLISHING_ROUTER_MESSAGE = (
 )
 
 # spec.leaseSet.clientAffinity serves clients from the routers with publish: false.
-CLIENT_AFFINITY_RULE = (
-    "!has(self.leaseSet) || !has(self.leaseSet.clientAffinity) || "
-    "!self.leaseSet.clientAffinity || self.routers.exists(r, has(r.publish) && !r.publish)"
+_NO_AFFINITY = (
+    "!has(self.leaseSet) || !has(self.leaseSet.clientAffinity) || !self.leaseSet.clientAffinity"
 )
+CLIENT_AFFINITY_RULE = (
+    _NO_AFFINITY + " || !has(self.routers) || self.routers.exists(r, has(r.publish) && !r.publish)"
+)
+ROUTERS_FROM_AFFINITY_RULE = _NO_AFFINITY + " || !has(self.routersFrom)"
+
+# spec.routers or spec.routersFrom: the routers listed, or found through a Service.
+ROUTERS_SOURCE_RULE = "has(self.routers) != has(self.routersFrom)"
 
 # spec.peerPolicy.gateways: shared (see the model's messages for why).
 _SHARED = (
@@ -71,11 +79,13 @@ _SHARED = (
     "self.peerPolicy.gateways != 'shared' || "
 )
 SHARED_MIXED_RULE = _SHARED + (
+    "!has(self.routers) || "
     "!(self.routers.exists(r, has(r.implementation) && r.implementation == 'i2pd') && "
     "self.routers.exists(r, has(r.implementation) && r.implementation == 'java'))"
 )
 SHARED_ZERO_HOP_RULE = _SHARED + (
-    "size(self.routers) < 2 || !has(self.tunnels) || !has(self.tunnels.inbound) || "
+    "(has(self.routers) && size(self.routers) < 2) || "
+    "!has(self.tunnels) || !has(self.tunnels.inbound) || "
     "(has(self.tunnels.inbound.length) ? self.tunnels.inbound.length : 3) + "
     "(has(self.tunnels.inbound.lengthVariance) && self.tunnels.inbound.lengthVariance < 0 "
     "? self.tunnels.inbound.lengthVariance : 0) > 0"
@@ -279,7 +289,9 @@ def spec_schema() -> Schema:
         {"rule": IMMUTABLE_KEYS_RULE, "message": IMMUTABLE_KEYS_MESSAGE},
     ]
     spec["x-kubernetes-validations"] = [
+        {"rule": ROUTERS_SOURCE_RULE, "message": ROUTERS_SOURCE_MESSAGE},
         {"rule": CLIENT_AFFINITY_RULE, "message": CLIENT_AFFINITY_MESSAGE},
+        {"rule": ROUTERS_FROM_AFFINITY_RULE, "message": ROUTERS_FROM_AFFINITY_MESSAGE},
         {"rule": SHARED_MIXED_RULE, "message": SHARED_MIXED_MESSAGE},
         {"rule": SHARED_ZERO_HOP_RULE, "message": SHARED_ZERO_HOP_MESSAGE},
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -66,6 +67,37 @@ class RouterSpec(Model):
         description="Router software, for options whose meaning differs between them "
         "(i2cp.dontPublishLeaseSet). auto: detected from the I2CP handshake, which cannot "
         "tell Java I2P 2.9+ from i2pd 2.58+: set java on Java routers.",
+    )
+
+
+# Kubernetes names a Service port with an IANA service name: at most 15 characters.
+SERVICE_PORT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class RouterServiceRef(Model):
+    name: Annotated[
+        str, Field(min_length=1, max_length=63, pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    ] = Field(description="A Service in the destination's namespace, usually headless.")
+    port: Annotated[str, Field(min_length=1, max_length=15, pattern=SERVICE_PORT_NAME_PATTERN)] = (
+        Field(description="The name of the Service port that carries I2CP.")
+    )
+
+
+class RoutersFrom(Model):
+    service: RouterServiceRef = Field(
+        description="The routers are this Service's ready endpoints, read from its "
+        "EndpointSlices; each is named by its pod (targetRef), else its hostname, else its "
+        "address. An endpoint that turns ready joins; one that goes or turns not ready "
+        "leaves as a lost router does."
+    )
+    implementation: RouterImplementation = Field(
+        default=RouterImplementation.AUTO,
+        description="Router software of every endpoint (see spec.routers[].implementation).",
+    )
+    tls: bool = Field(default=False, description="I2CP over TLS (Java routers, i2cp.SSL=true).")
+    credentials_secret_ref: SecretRef | None = Field(
+        default=None,
+        description="Secret with `username` and `password` for Java routers with i2cp.auth.",
     )
 
 
@@ -230,9 +262,32 @@ UNIQUE_PORTS_MESSAGE = (
 )
 
 
+ROUTERS_SOURCE_MESSAGE = (
+    "give exactly one of spec.routers (a list of routers) and spec.routersFrom (a Service "
+    "whose ready endpoints are the routers)"
+)
+ROUTERS_FROM_AFFINITY_MESSAGE = (
+    "spec.leaseSet.clientAffinity needs routers with publish: false, and every router "
+    "found through spec.routersFrom publishes: list the routers in spec.routers or turn "
+    "clientAffinity off"
+)
+MAX_ROUTERS = 64
+
+
 class MultihomedDestinationSpec(Model):
     keys: KeysSpec = KeysSpec()
-    routers: Annotated[list[RouterSpec], Field(min_length=1, max_length=64)]
+    # Not required: spec.routersFrom may stand in its place (a validator wants exactly one).
+    # A default factory gives the CRD no default, so `has(self.routers)` stays meaningful.
+    routers: Annotated[list[RouterSpec], Field(min_length=1, max_length=MAX_ROUTERS)] = Field(
+        default_factory=list,
+        description="The routers that host the destination, by I2CP address.",
+    )
+    routers_from: RoutersFrom | None = Field(
+        default=None,
+        description="Find the routers through a Service instead of listing them: its ready "
+        "endpoints (up to 64, by name) host the destination, with no edit to this object "
+        "when the Service scales.",
+    )
     tunnels: TunnelsSpec = TunnelsSpec()
     lease_set: LeaseSetSpec = LeaseSetSpec()
     peer_policy: PeerPolicy = PeerPolicy()
@@ -253,6 +308,12 @@ class MultihomedDestinationSpec(Model):
 
     @model_validator(mode="after")
     def _check_routers(self) -> MultihomedDestinationSpec:
+        if bool(self.routers) == (self.routers_from is not None):
+            raise ValueError(ROUTERS_SOURCE_MESSAGE)
+        if self.routers_from is not None:
+            if self.lease_set.client_affinity:
+                raise ValueError(ROUTERS_FROM_AFFINITY_MESSAGE)
+            return self
         names = [r.name for r in self.routers]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -271,9 +332,15 @@ class MultihomedDestinationSpec(Model):
         if len(kinds) > 1:
             raise ValueError(SHARED_MIXED_MESSAGE)
         inbound = self.tunnels.inbound
-        if len(self.routers) > 1 and inbound.length + min(inbound.length_variance, 0) <= 0:
+        several = len(self.routers) > 1 or self.routers_from is not None
+        if several and inbound.length + min(inbound.length_variance, 0) <= 0:
             raise ValueError(SHARED_ZERO_HOP_MESSAGE)
         return self
+
+    def with_routers(self, routers: Sequence[RouterSpec]) -> MultihomedDestinationSpec:
+        """This spec hosted on `routers` (those found through spec.routersFrom; none is
+        allowed here: a Service may have no ready endpoint)."""
+        return self.model_copy(update={"routers": list(routers)})
 
 
 class ObjectMeta(BaseModel):
