@@ -14,7 +14,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from i2p_multihome.balancer.engine import EndpointError, plain_endpoint
+from fakerouter import FakeRouter, eventually, make_leases
+from i2p_multihome.balancer.engine import EndpointError, Timing, plain_endpoint
 from i2p_multihome.balancer.events import (
     BalancerEvent,
     FailoverPublished,
@@ -30,6 +31,7 @@ from i2p_multihome.balancer.snapshot import BalancerSnapshot, RouterSnapshot
 from i2p_multihome.dataplane.stats import DataPlaneStats
 from i2p_multihome.i2cp.session import Endpoint
 from i2p_multihome.k8s import handlers, metrics, secrets
+from i2p_multihome.k8s.endpoints import SliceEndpoint, SliceView
 from i2p_multihome.k8s.runtime import DestinationRuntime, kubernetes_event
 from i2p_multihome.model.v1alpha1 import (
     ROUTERS_SOURCE_MESSAGE,
@@ -437,3 +439,99 @@ def test_dataplane_counts_grow_the_counters_by_their_difference_nudges_included(
     assert value("i2p_multihome_dropped_packets_total", **labels, reason="no_port") == 2
     metrics.forget("m-dp", "web", [])
     assert value("i2p_multihome_client_nudges_total", **labels, result="sent") is None
+
+
+# --------------------------------------------------------------------------- routersFrom
+
+
+class RecordingStatusApi:
+    """What DestinationRuntime's status sink calls on the API (CustomObjectsApi)."""
+
+    def __init__(self) -> None:
+        self.statuses: list[dict[str, Any]] = []
+
+    def patch_namespaced_custom_object_status(self, *args: Any, **kwargs: Any) -> None:
+        self.statuses.append(args[-1]["status"])
+
+
+def fake_router_slice(*routers: tuple[FakeRouter, bool]) -> SliceView:
+    """One EndpointSlice per router (each listens on its own port), as the endpoint
+    controller writes them for pods named after the routers."""
+    return SliceView(
+        ports=(("i2cp", routers[0][0].port),),
+        endpoints=tuple(SliceEndpoint(r.name, "127.0.0.1", ready) for r, ready in routers),
+    )
+
+
+def gateways_of(name: str) -> set[bytes]:
+    return {lease.gateway for lease in make_leases(name, 2)}
+
+
+def holds(router: FakeRouter, gateways: set[bytes]) -> bool:
+    """Whether the last LeaseSet `router` was handed has a lease through `gateways`."""
+    last = router.last_lease_set
+    return last is not None and bool(last.gateways & gateways)
+
+
+async def test_routers_from_follows_the_ready_endpoints() -> None:
+    """spec.routersFrom: the balancer runs on the ready endpoints; one that turns ready
+    joins (a session, its leases published), one that turns not ready leaves (its session
+    destroyed, its leases out of the next LeaseSet at once), and none leaves a destination
+    that says why it is not ready."""
+    declared = MultihomedDestinationSpec.model_validate(
+        {
+            "routersFrom": {"service": {"name": "i2pd", "port": "i2cp"}},
+            "tunnels": {"inbound": {"quantity": 2, "length": 1}},
+        }
+    )
+    posted: list[tuple[str, str, str]] = []
+    api = RecordingStatusApi()
+    async with (
+        FakeRouter("ep-a", leases=make_leases("ep-a", 2)) as a,
+        FakeRouter("ep-b", leases=make_leases("ep-b", 2)) as b,
+    ):
+
+        def slices(*ready: tuple[FakeRouter, bool]) -> list[SliceView]:
+            return [fake_router_slice(entry) for entry in ready]
+
+        hosted = DestinationRuntime(
+            "ns", "web", declared, KEYS, 1, [], api,  # type: ignore[arg-type]
+            post_event=lambda kind, reason, message: posted.append((kind, reason, message)),
+            resolve_endpoint=plain_endpoint,
+            # Publish within 0.3 s of a change, on the real clock the fake routers run on.
+            timing=Timing(min_publish_interval_s=0.3, heartbeat_s=3600, ramp_spread_s=0.0),
+            slices=slices((a, True), (b, False)),
+        )  # fmt: skip
+        assert [r.name for r in hosted.balancer.spec.routers] == ["ep-a"]
+        assert hosted.follows("i2pd") and not hosted.follows("other")
+        hosted.start()
+        try:
+            await eventually(lambda: a.last_lease_set is not None, what="ep-a's LeaseSet")
+            assert not b.connections
+
+            await hosted.endpoints_changed(slices((a, True), (b, True)))
+            await eventually(lambda: holds(a, gateways_of("ep-b")), what="ep-b's leases")
+            joined = ("Normal", "RoutersChanged", "2 ready endpoints of Service i2pd; joined: ep-b")
+            assert joined in posted
+
+            await hosted.endpoints_changed(slices((a, False), (b, True)))
+            assert [m.session_id for m in a.destroys] == a.session_ids
+            await eventually(
+                lambda: holds(b, gateways_of("ep-b")) and not holds(b, gateways_of("ep-a")),
+                what="ep-a's leases gone",
+            )
+            left = ("Normal", "RoutersChanged", "1 ready endpoint of Service i2pd; left: ep-a")
+            assert left in posted
+
+            unchanged = len(posted)
+            await hosted.endpoints_changed(slices((a, False), (b, True)))
+            assert len(posted) == unchanged  # the same routers: nothing to do, nothing said
+
+            await hosted.endpoints_changed([])
+            assert [m.session_id for m in b.destroys] == b.session_ids
+            assert await hosted.report()
+            conditions = {c["type"]: c for c in api.statuses[-1]["conditions"]}
+            assert conditions["Ready"]["reason"] == "NoRouters"
+            assert api.statuses[-1]["routersConnected"] == "0/0"
+        finally:
+            await hosted.stop(destroy_sessions=False)

@@ -166,8 +166,9 @@ class DestinationRuntime(HostedDestination):
         self._routers_seen = sorted({*self._routers_seen, *(r.name for r in spec.routers)})
         await super().update(spec, self._generation)
         if self.declared.routers_from is not None and (joined or left):
+            count = len(spec.routers)
             message = (
-                f"{len(spec.routers)} ready endpoints of Service "
+                f"{count} ready endpoint{'' if count == 1 else 's'} of Service "
                 f"{self.declared.routers_from.service.name}"
                 + (f"; joined: {', '.join(joined)}" if joined else "")
                 + (f"; left: {', '.join(left)}" if left else "")
