@@ -29,6 +29,8 @@ from i2p_multihome.balancer.snapshot import BalancerSnapshot, RouterSnapshot
 from i2p_multihome.balancer.status import build_status
 from i2p_multihome.model import crd
 from i2p_multihome.model.v1alpha1 import (
+    ROUTERS_FROM_AFFINITY_MESSAGE,
+    ROUTERS_SOURCE_MESSAGE,
     MultihomedDestinationManifest,
     MultihomedDestinationStatus,
     RouterState,
@@ -159,6 +161,7 @@ def test_minimal_spec_gets_every_default(mhd: Cluster) -> None:
     assert stored == without_empty(model.model_dump(by_alias=True, mode="json"))
 
 
+ROUTERS_FROM: dict[str, Any] = {"service": {"name": "i2pd", "port": "i2cp"}}
 VALID_SPEC: dict[str, Any] = {
     "routers": [
         {"name": "i2pd-0", "i2cp": {"host": "i2pd-0.i2pd"}},
@@ -224,7 +227,43 @@ INVALID = [
             "in body should be less than or equal to 7",
         ),
     ),
-    Invalid("missing-routers", {"leaseSet": {"maxLeases": 4}}, ("spec.routers: Required value",)),
+    Invalid(
+        "missing-routers",
+        {"leaseSet": {"maxLeases": 4}},
+        (f'spec: Invalid value: "object": {ROUTERS_SOURCE_MESSAGE}',),
+    ),
+    Invalid(
+        "routers-and-routers-from",
+        _spec(routersFrom=ROUTERS_FROM),
+        (f'spec: Invalid value: "object": {ROUTERS_SOURCE_MESSAGE}',),
+    ),
+    Invalid(
+        "routers-from-with-client-affinity",
+        {"routersFrom": ROUTERS_FROM, "leaseSet": {"clientAffinity": True}},
+        (f'spec: Invalid value: "object": {ROUTERS_FROM_AFFINITY_MESSAGE}',),
+    ),
+    Invalid(
+        "routers-from-shared-zero-hop",
+        {
+            "routersFrom": ROUTERS_FROM,
+            "peerPolicy": {"gateways": "shared"},
+            "tunnels": {"inbound": {"length": 0}},
+        },
+        (f'spec: Invalid value: "object": {crd.SHARED_ZERO_HOP_MESSAGE}',),
+    ),
+    Invalid(
+        "routers-from-port-number",
+        {"routersFrom": {"service": {"name": "i2pd", "port": 7654}}},
+        (
+            'spec.routersFrom.service.port: Invalid value: "integer": '
+            'spec.routersFrom.service.port in body must be of type string: "integer"',
+        ),
+    ),
+    Invalid(
+        "routers-from-without-service",
+        {"routersFrom": {"implementation": "i2pd"}},
+        ("spec.routersFrom.service: Required value",),
+    ),
     Invalid(
         "empty-routers",
         _spec(routers=[]),
@@ -359,6 +398,17 @@ def test_gateway_policy_specs_the_rules_allow(mhd: Cluster, spec: dict[str, Any]
         "gateways", "native"
     )
     MultihomedDestinationManifest.model_validate(manifest(name, spec))
+
+
+def test_routers_from_is_accepted_and_defaulted_like_the_model(mhd: Cluster) -> None:
+    name = unique("routers-from")
+    body = manifest(name, {"routersFrom": ROUTERS_FROM})
+    mhd.kubectl("create", "-f", "-", stdin=json.dumps(body))
+    stored = mhd.get(name)["spec"]
+    assert "routers" not in stored
+    assert stored["routersFrom"] == {**ROUTERS_FROM, "implementation": "auto", "tls": False}
+    model = MultihomedDestinationManifest.model_validate(body).spec
+    assert stored == without_empty(model.model_dump(by_alias=True, mode="json"))
 
 
 def test_keys_cannot_be_changed_after_creation(mhd: Cluster) -> None:
