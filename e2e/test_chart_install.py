@@ -225,6 +225,8 @@ def test_verbs_the_operator_does_not_need_are_not_granted(
         ("create", "configmaps"),
         ("patch", "configmaps"),
         ("create", "events"),
+        ("list", "endpointslices.discovery.k8s.io"),
+        ("watch", "endpointslices.discovery.k8s.io"),
     ]
     for verb, resource in granted:
         assert namespaced.can_i(verb, resource), f"{verb} {resource} should be granted"
@@ -241,6 +243,11 @@ def test_verbs_the_operator_does_not_need_are_not_granted(
         ("delete", "configmaps"),
         ("patch", "events"),
         ("list", "kopfpeerings.kopf.dev"),
+        ("get", "endpointslices.discovery.k8s.io"),
+        ("create", "endpointslices.discovery.k8s.io"),
+        ("patch", "endpointslices.discovery.k8s.io"),
+        ("delete", "endpointslices.discovery.k8s.io"),
+        ("list", "endpoints"),
     ]
     for verb, resource in refused:
         assert not namespaced.can_i(verb, resource), f"{verb} {resource} must not be granted"
@@ -267,6 +274,7 @@ def test_cluster_wide_install_grants_the_same_verbs_in_every_namespace(
         assert cluster_wide.can_i("watch", "multihomeddestinations.multihome.i2p", where)
         assert cluster_wide.can_i("patch", "multihomeddestinations.multihome.i2p/status", where)
         assert cluster_wide.can_i("create", "secrets", where)
+        assert cluster_wide.can_i("watch", "endpointslices.discovery.k8s.io", where)
         assert not cluster_wide.can_i("delete", "secrets", where)
         assert not cluster_wide.can_i("list", "secrets", where)
         assert not cluster_wide.can_i("delete", "multihomeddestinations.multihome.i2p", where)

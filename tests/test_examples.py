@@ -45,8 +45,18 @@ def test_every_example_is_a_valid_manifest(path: Path) -> None:
 def test_examples_cover_java_tls_credentials_and_key_import() -> None:
     assert {p.name for p in EXAMPLES} >= {
         "multihomed-destination.yaml", "java-routers.yaml", "i2pd-key-import.yaml",
-        "client-affinity.yaml",
+        "client-affinity.yaml", "routers-from-service.yaml",
     }  # fmt: skip
+
+
+def test_routers_from_example_follows_the_charts_router_service() -> None:
+    manifest, _ = example("routers-from-service.yaml")
+    assert manifest.spec.routers == []
+    source = manifest.spec.routers_from
+    assert source is not None
+    # The chart's headless Service for release `i2p-multihome` and its I2CP port's name.
+    assert (source.service.name, source.service.port) == ("i2p-multihome-i2pd", "i2cp")
+    assert source.implementation is RouterImplementation.I2PD
 
 
 def test_affinity_example_has_serving_routers_and_a_publisher() -> None:

@@ -415,6 +415,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
             "kube-apiserver": [str(tools.kube_apiserver), "--version"],
             "kubectl": [str(tools.kubectl), "version", "--client"],
             "helm": [str(toolchain.ensure_helm()), "version", "--short"],
+            # Not a control-plane binary: the chart's scanner, installed with them so that
+            # the test run does not pay for it.
+            "checkov": [str(toolchain.ensure_checkov()), "--version"],
         }
         report = {
             name: {"path": argv[0], "version": _first_line(argv)} for name, argv in probes.items()

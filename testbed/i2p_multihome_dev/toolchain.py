@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 # Debian's kubectl 1.32; its storage layer detects etcd 3.4 and falls back where needed.
 KUBE_VERSION = "v1.33.13"
 HELM_VERSION = "v3.21.4"
+# The chart's outside scanner (tests/test_chart.py). It pins dozens of libraries of its own,
+# so it lives in a virtualenv of its own rather than beside the product's dependencies.
+CHECKOV_VERSION = "3.3.30"
 
 _CACHE_ENV = "I2P_MULTIHOME_CACHE"
 _DEFAULT_CACHE = Path("/var/cache/i2p-multihome")
@@ -98,6 +102,31 @@ def ensure_helm(version: str = HELM_VERSION) -> Path:
                 )
                 Path(gobin, "helm").replace(target)
     return target
+
+
+def ensure_checkov(version: str = CHECKOV_VERSION) -> Path:
+    """Path of a cached checkov `version` (PyPI) in its own virtualenv, installed on the
+    first call."""
+    target = cache_dir() / "bin" / f"checkov-{version}"
+    with _cached_build(target) as missing:
+        if missing:
+            venv = cache_dir() / f"checkov-{version}-venv"
+            shutil.rmtree(venv, ignore_errors=True)
+            _run([sys.executable, "-m", "venv", str(venv)], "create checkov's virtualenv")
+            _run(
+                [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
+                 f"checkov=={version}"],
+                f"pip install checkov=={version}",
+            )  # fmt: skip
+            target.unlink(missing_ok=True)  # a link left by a crashed install
+            target.symlink_to(venv / "bin" / "checkov")
+    return target
+
+
+def _run(command: list[str], what: str) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=900)
+    if done.returncode != 0:
+        raise ToolchainError(f"{what} failed ({done.returncode}): {done.stderr[-2000:]}")
 
 
 @contextmanager

@@ -76,6 +76,22 @@ not cluster-wide, Namespaces); without rights it logs that and serves what exist
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list", "watch"]
+{{- end -}}
+
+{{/* An image reference: repository:tag, or repository:tag@digest when a digest is given
+(the tag then only labels it). Call with (list repository tag digest). */}}
+{{- define "i2p-multihome.image" -}}
+{{- $repository := index . 0 -}}
+{{- $tag := index . 1 -}}
+{{- $digest := index . 2 -}}
+{{- if $digest -}}
+{{- printf "%s:%s@%s" $repository $tag $digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository $tag -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Deployment safety checks that a JSON schema cannot express. */}}
