@@ -514,8 +514,14 @@ async def test_routers_from_follows_the_ready_endpoints() -> None:
             joined = ("Normal", "RoutersChanged", "2 ready endpoints of Service i2pd; joined: ep-b")
             assert joined in posted
 
+            assert await hosted.report()
+            sessions = "i2p_multihome_sessions"
+            labels = {"namespace": "ns", "destination": "web", "state": "Established"}
+            assert value(sessions, **labels, router="ep-a") == 1
+
             await hosted.endpoints_changed(slices((a, False), (b, True)))
             assert [m.session_id for m in a.destroys] == a.session_ids
+            assert value(sessions, **labels, router="ep-a") is None  # no ghost of a router
             await eventually(
                 lambda: holds(b, gateways_of("ep-b")) and not holds(b, gateways_of("ep-a")),
                 what="ep-a's leases gone",

@@ -169,14 +169,20 @@ def forget(namespace: str, name: str, routers: list[str]) -> None:
     for counter in (STREAM_BYTES, STREAMS_ACCEPTED, STREAM_RESETS, DROPS, DATAGRAMS, NUDGES):
         for labels in _series_of(counter, namespace, name):
             _remove(counter, *labels)
-    for router in routers:
-        _remove(ACTIVE_STREAMS, namespace, name, router)
     for metric in (PUBLISHED_LEASES, PUBLISHES, FAILOVER_SECONDS, LEASESET_PUBLISHED):
         _remove(metric, namespace, name)
+    forget_routers(namespace, name, routers)
     for router in routers:
+        _remove(FAILOVERS, namespace, name, router)
+
+
+def forget_routers(namespace: str, name: str, routers: list[str]) -> None:
+    """Drop the gauges of routers that no longer host the destination (a spec edit, or an
+    endpoint gone from spec.routersFrom's Service), so they do not show their last state."""
+    for router in routers:
+        _remove(ACTIVE_STREAMS, namespace, name, router)
         _remove(LIVE_LEASES, namespace, name, router)
         _remove(PUBLISHER, namespace, name, router)
-        _remove(FAILOVERS, namespace, name, router)
         for state in RouterState:
             _remove(SESSIONS, namespace, name, router, state.value)
 

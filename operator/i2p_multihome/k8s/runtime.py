@@ -165,6 +165,7 @@ class DestinationRuntime(HostedDestination):
         joined, left = changes(self.balancer.spec.routers, spec.routers)
         self._routers_seen = sorted({*self._routers_seen, *(r.name for r in spec.routers)})
         await super().update(spec, self._generation)
+        metrics.forget_routers(self.namespace, self.name, left)
         if self.declared.routers_from is not None and (joined or left):
             count = len(spec.routers)
             message = (
