@@ -19,6 +19,7 @@ from i2p_multihome.balancer.policy import (
     AFFINITY_RENEW_INTERVAL_S,
     BACKOFF_INITIAL_S,
     CLIENT_API_VERSION,
+    CLIENT_LEASE_CUTOFF_S,
     FOLLOW_UP_AFTER_FAILOVER_S,
     MIN_PUBLISH_INTERVAL_S,
     MIN_REMAINING_S,
@@ -27,6 +28,7 @@ from i2p_multihome.balancer.policy import (
     RAMP_FIRST_S,
     RAMP_SPREAD_S,
     SELECTION_MARGIN_S,
+    USEFUL_VERSION_S,
     PublishInput,
     PublishPlan,
     PublishTiming,
@@ -1062,6 +1064,28 @@ def test_ending_leases_wait_for_their_routers_whole_rotation_unless_too_few_last
     assert publish_need(ending + lasting, desired, reports, NOW_MS, 6) is (
         PublishReason.LEASES_ENDING
     )
+
+
+def test_a_version_whose_leases_all_end_within_the_clients_cutoff_is_not_published() -> None:
+    """The soak's 22-s gap: a lone router with both tunnels ending together. A version with
+    only a lease 55 s from its end serves no i2pd client (51 s) and would take the store
+    slot from the replacement's version, which came 4 s later."""
+    old = [SelectedLease("a", lease(f"a{i}", i, 45)) for i in range(2)]  # inside the margin
+    nearly = SelectedLease("a", lease("a-late", 7, 55))  # past the margin, not the cutoff
+    lost = link("b", state=RouterState.DISCONNECTED, lost_at=99.0)
+    held = plan([link("a", *old, nearly), lost], [*old], 80.0, now=100.0)
+    assert held.leases is None
+    assert held.reason == "no lease would outlast the clients' cutoff"
+    # Also when the version would take a lost router's leases away: it serves no one.
+    gone = SelectedLease("b", lease("b0", 1, 300))
+    assert plan([link("a", *old, nearly), lost], [*old, gone], 80.0, now=100.0).leases is None
+    # The replacement goes out at once (nothing published lasts), past the coalescing.
+    fresh = SelectedLease("a", lease("a-new", 8, 600))
+    result = plan([link("a", *old, nearly, fresh), lost], [*old], 99.0, now=100.0)
+    assert result.leases is not None and fresh in result.leases
+    assert USEFUL_VERSION_S == CLIENT_LEASE_CUTOFF_S + 10 == 61
+    edge = SelectedLease("a", lease("a-edge", 9, USEFUL_VERSION_S + 1))
+    assert plan([link("a", *old, edge), lost], [*old], 80.0, now=100.0).leases == (edge,)
 
 
 def test_the_next_look_is_when_a_lasting_published_lease_nears_its_end() -> None:

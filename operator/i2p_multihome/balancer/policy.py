@@ -30,6 +30,14 @@ MIN_REMAINING_S = 30
 # has > MIN_REMAINING_S left when the next publish can go.
 MIN_PUBLISH_INTERVAL_S = 20
 SELECTION_MARGIN_S = MIN_REMAINING_S + MIN_PUBLISH_INTERVAL_S
+# i2pd counts a lease within 51 s of its end as expired (LeaseSet.cpp,
+# LEASE_ENDDATE_THRESHOLD): its clients do not pick it, and a floodfill takes a LeaseSet
+# whose every lease is that close for expired. A version none of whose leases outlasts that
+# by USEFUL_VERSION_S serves no one, and would take the publisher's store slot (i2pd stores
+# a destination at most once per 20 s) from the version with the replacements, which are
+# seconds away when every lease is that old.
+CLIENT_LEASE_CUTOFF_S = 51
+USEFUL_VERSION_S = CLIENT_LEASE_CUTOFF_S + 10
 # A LeaseSet that took a lost router's leases away is stored once more, unchanged but
 # newer, this long after: a floodfill that missed its flood would otherwise serve the dead
 # leases until the next version (minutes). Unchanged LeaseSets are not published afresh
@@ -382,6 +390,9 @@ def plan_publish(given: PublishInput) -> PublishPlan:
         return PublishPlan(reason="no usable leases", publisher=publisher(urgent=False))
     if not desired:
         return hold("no usable leases")
+    useful_ms = given.now_ms + USEFUL_VERSION_S * 1000
+    if all(s.lease.end_ms <= useful_ms for s in desired):
+        return hold("no lease would outlast the clients' cutoff")
 
     gone = sorted({s.router for s in given.published} - set(established))
     if gone:
