@@ -139,11 +139,6 @@ class DestinationRuntime(HostedDestination):
         source = self.declared.routers_from
         return source is not None and source.service.name == service
 
-    @property
-    def service(self) -> str | None:
-        source = self.declared.routers_from
-        return source.service.name if source is not None else None
-
     async def redeclare(
         self, spec: MultihomedDestinationSpec, generation: int | None, slices: Iterable[SliceView]
     ) -> None:
