@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from i2p_multihome.model.v1alpha1 import MAX_ROUTERS
 from i2p_multihome.wire.encoding import b64decode, b64encode
 from i2p_multihome.wire.structures import Lease
 
@@ -42,7 +43,7 @@ MAX_FAST = 30
 TIER_INTERVAL_S = 45.0
 # Memory bound: beyond this many peers the least recently seen are forgotten.
 MAX_PROFILES = 2000
-MAX_BUILDERS = 64  # routers per destination (spec.routers maxItems)
+MAX_BUILDERS = MAX_ROUTERS  # routers per destination (spec.routers maxItems)
 MAX_ROUTER_NAME = 63
 DOCUMENT_VERSION = 1
 # A ConfigMap holds at most 1 MiB; MAX_PROFILES profiles take about 600 KB.

@@ -23,6 +23,12 @@ class Model(BaseModel):
     )
 
 
+# A Service's name (RFC 1035 label); router and Service port names (RFC 1123 label, which
+# may start with a digit; an IANA service name, which a Service port name is, has this form).
+DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+RFC1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
 class SecretRef(Model):
     name: Annotated[str, Field(min_length=1, max_length=253)]
 
@@ -51,9 +57,7 @@ class RouterImplementation(StrEnum):
 
 
 class RouterSpec(Model):
-    name: Annotated[
-        str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    ]
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=RFC1123_LABEL)]
     # Explicit alias: the camel-case generator would spell it `i2Cp`.
     i2cp: I2CPEndpoint = Field(alias="i2cp", description="Where this router's I2CP listens.")
     publish: bool = Field(
@@ -70,16 +74,13 @@ class RouterSpec(Model):
     )
 
 
-# Kubernetes names a Service port with an IANA service name: at most 15 characters.
-SERVICE_PORT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-
-
 class RouterServiceRef(Model):
-    name: Annotated[
-        str, Field(min_length=1, max_length=63, pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-    ] = Field(description="A Service in the destination's namespace, usually headless.")
-    port: Annotated[str, Field(min_length=1, max_length=15, pattern=SERVICE_PORT_NAME_PATTERN)] = (
-        Field(description="The name of the Service port that carries I2CP.")
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)] = Field(
+        description="A Service in the destination's namespace, usually headless."
+    )
+    # A Service port name is an IANA service name: at most 15 characters.
+    port: Annotated[str, Field(min_length=1, max_length=15, pattern=RFC1123_LABEL)] = Field(
+        description="The name of the Service port that carries I2CP."
     )
 
 
@@ -176,9 +177,6 @@ class PeerPolicy(Model):
 class PortProtocol(StrEnum):
     STREAM = "Stream"
     DATAGRAM = "Datagram"
-
-
-DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 
 class ServiceBackend(Model):
