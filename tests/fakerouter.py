@@ -160,6 +160,7 @@ class FakeRouter:
         destroy_reply_delay_s: float = 0.0,
         ssl_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.monotonic,
+        session_ids: Iterable[int] = (),
     ) -> None:
         """`version`: None echoes the client's GetDate version (i2pd < 2.58), a string is
         sent as the router's own (2.58+). `leases` are requested right after a session is
@@ -167,7 +168,8 @@ class FakeRouter:
         `lease_deadline_s` is i2pd's LeaseSet creation timer; `destroy_reply_delay_s` holds
         back the `destroyed` status (to see that the client waits for it). `clock` stamps
         the records' `at` (a test with a virtual clock passes its own); i2pd's timers and
-        `answered_after_s` stay on real time."""
+        `answered_after_s` stay on real time. `session_ids` are given, in order, to the next
+        sessions created, before random ones: i2pd draws 16 random bits, 0xFFFF included."""
         self.name = name
         self.version = version
         self.leases: tuple[Lease, ...] = tuple(leases)
@@ -193,6 +195,7 @@ class FakeRouter:
         self._port = 0
         self._server: asyncio.Server | None = None
         self._rng = random.Random(name)
+        self._forced_session_ids = list(session_ids)
         self._message_ids = 0
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -489,7 +492,8 @@ class FakeRouter:
         connection.destination = config.destination
         connection.options = dict(config.options)
         await self._send(connection, messages.SessionStatus(session_id, messages.STATUS_CREATED))
-        if self.auto_request and self.leases:
+        # i2pd's CreateNewLeaseSet sends RequestVariableLeaseSet only when the id is not 0xFFFF.
+        if self.auto_request and self.leases and session_id != messages.NO_SESSION:
             await self._request(connection)
 
     async def _reconfigure(
@@ -558,6 +562,8 @@ class FakeRouter:
     # --- helpers ------------------------------------------------------------------------
 
     def _new_session_id(self) -> int:
+        if self._forced_session_ids:
+            return self._forced_session_ids.pop(0)
         taken = set(self.session_ids)
         while True:
             candidate = self._rng.randrange(0, messages.NO_SESSION)

@@ -896,6 +896,25 @@ async def test_refused_router_is_retried_with_capped_backoff(setup: Setup) -> No
     assert len(r1.session_ids) == 1
 
 
+async def test_a_session_given_the_no_session_id_is_replaced_and_its_router_joins(
+    setup: Setup,
+) -> None:
+    """An i2pd session numbered 0xFFFF is never asked for leases: kept, its router's tunnels
+    would stay out of the LeaseSet for good."""
+    await setup.add_router("r1")
+    r2 = await setup.add_router("r2", session_ids=[messages.NO_SESSION])
+    balancer = await setup.start()
+
+    await setup.converges(["r1", "r2"])
+
+    assert [d.session_id for d in r2.destroys] == [messages.NO_SESSION]
+    assert len(r2.creates) == 2
+    [live] = r2.sessions
+    assert live.session_id != messages.NO_SESSION
+    state = {r.name: r for r in balancer.snapshot().routers}["r2"]
+    assert state.state is RouterState.ESTABLISHED
+
+
 @pytest.mark.parametrize("kind", MALFORMED_KINDS)
 async def test_garbage_from_one_router_never_disturbs_the_others(setup: Setup, kind: str) -> None:
     r1, r2, r3 = [await setup.add_router(n) for n in ("r1", "r2", "r3")]

@@ -179,6 +179,29 @@ async def test_refused_session_raises_with_status_name(
     await eventually(lambda: router.connections[0].closed, what="router sees the close")
 
 
+async def test_the_no_session_id_is_given_back_and_the_next_session_gets_leases(
+    routers: RouterFactory, keys: DestinationKeys
+) -> None:
+    """i2pd may draw 0xFFFF as a session id; it then never asks that session for a LeaseSet."""
+    router = await routers(session_ids=[messages.NO_SESSION], leases=make_leases("r1", 2))
+    session = RouterSession("r1", router.endpoint, keys, handshake_timeout_s=2.0)
+    await session.connect(CLIENT_VERSION)
+
+    with pytest.raises(SessionRefused, match="0xFFFF"):
+        await session.create(OPTIONS)
+
+    assert session.session_id is None and not session.established
+    assert [d.session_id for d in router.destroys] == [messages.NO_SESSION]
+    await eventually(lambda: router.connections[0].closed, what="router sees the close")
+    assert router.requests == []
+
+    client = Client(await open_session(router, keys), keys)
+    client.start()
+    await eventually(lambda: len(router.lease_sets) == 1, what="the new session's LeaseSet")
+    assert client.session.session_id != messages.NO_SESSION
+    await client.stop()
+
+
 async def test_duplicate_destination_is_refused_like_i2pd(
     routers: RouterFactory, keys: DestinationKeys
 ) -> None:

@@ -122,6 +122,15 @@ class RouterSession:
         if status.status != messages.STATUS_CREATED:
             await self.close()
             raise SessionRefused(f"router answered CreateSession with '{status.status_name}'")
+        if status.session_id == messages.NO_SESSION:
+            # i2pd draws the id from 16 random bits and never asks a session with the id that
+            # means "no session" for a LeaseSet (I2CP.cpp, CreateNewLeaseSet): such a session
+            # would never get leases. Give it back; the caller's retry draws a new id.
+            self.session_id = status.session_id
+            await self.destroy()
+            raise SessionRefused(
+                "router gave the session id 0xFFFF, which I2CP reserves for 'no session'"
+            )
         self.session_id = status.session_id
         return status.session_id
 
