@@ -1034,36 +1034,26 @@ def test_what_was_just_published_needs_nothing_more() -> None:
     assert publish_need(desired, desired, reports, NOW_MS, 7) is None  # nothing more to give
 
 
-def test_ending_leases_wait_for_their_routers_whole_rotation_unless_too_few_last() -> None:
-    """One version per rotation: a router's ending leases are replaced once it reported
-    as many new ones; sooner only when under a quarter of the leases asked for last."""
+def test_an_ending_lease_is_replaced_as_soon_as_a_replacement_exists() -> None:
+    """As a router's own LeaseSet does: the first replacement goes out (the coalescing
+    window gathers the rest of a rotation), not only once every router has replaced all of
+    its ending leases; without a replacement nothing is published."""
     ending = [SelectedLease("a", lease(f"a{i}", i, 40)) for i in range(3)]  # inside the margin
     lasting = [SelectedLease("b", lease(f"b{i}", i, 300)) for i in range(3)]
     new = [lease(f"a-new{i}", 10 + i, 600) for i in range(3)]
 
-    def need(
-        a_reports: list[Lease], published: list[SelectedLease], b: int = 3
-    ) -> PublishReason | None:
-        reports = {
-            "a": [s.lease for s in ending] + a_reports, "b": [s.lease for s in lasting[:b]]
-        }  # fmt: skip
+    def need(a_reports: list[Lease], published: list[SelectedLease]) -> PublishReason | None:
+        reports = {"a": [s.lease for s in ending] + a_reports, "b": [s.lease for s in lasting]}
         desired = select_leases(reports, NOW_MS, 16)
         return publish_need(published, desired, reports, NOW_MS, target=6)
 
-    assert need(new[:1], ending + lasting) is None  # 1 of 3 replacements: b's 3 still serve
-    assert need(new[:2], ending + lasting) is None
+    assert need([], ending + lasting) is None  # nothing to replace them with yet
+    assert need(new[:1], ending + lasting) is PublishReason.LEASES_ENDING
     assert need(new, ending + lasting) is PublishReason.LEASES_ENDING
-    # Nothing else lasting: the first replacement goes out at once.
-    assert need(new[:1], ending, b=0) is PublishReason.LEASES_ENDING
-    # A quarter of 6 is 1.5: one lasting lease is too few.
-    assert need(new[:1], [*ending, lasting[0]], b=1) is PublishReason.LEASES_ENDING
-    assert need(new[:1], [*ending, *lasting[:2]], b=2) is None
-    # An ending lease its router no longer reports waits for no replacement.
-    reports = {"a": [ending[0].lease, new[0]], "b": [s.lease for s in lasting]}
+    # Once published with its replacements, nothing more is needed.
+    reports = {"a": [s.lease for s in ending] + new, "b": [s.lease for s in lasting]}
     desired = select_leases(reports, NOW_MS, 16)
-    assert publish_need(ending + lasting, desired, reports, NOW_MS, 6) is (
-        PublishReason.LEASES_ENDING
-    )
+    assert publish_need(desired, desired, reports, NOW_MS, 6) is None
 
 
 def test_a_version_whose_leases_all_end_within_the_clients_cutoff_is_not_published() -> None:

@@ -68,11 +68,6 @@ AFFINITY_RENEW_INTERVAL_S = 1.0
 # nothing for 90 s starts a new session with its next message anyway.
 AFFINITY_LEASE_LIFETIME_S = 180
 AFFINITY_REFRESH_S = 60.0
-# Published leases near their end wait for their routers' replacements (one version per
-# rotation), unless fewer than this share of the leases the spec asks for would still be
-# usable: the model (benchmarks/bench_leaseset.py) showed no second without a usable lease
-# at a quarter, and seconds without at none.
-MIN_LASTING_SHARE = 0.25
 # A session this young does not take over an urgent store while an older one can: i2pd
 # drops a store while the destination has no outbound tunnel yet, though it may already
 # have reported inbound ones (seen in the soak: 6 and 9 s after a restart).
@@ -521,7 +516,6 @@ def publish_need(
     reports: Mapping[str, Sequence[Lease]],
     now_ms: int,
     target: int,
-    min_lasting_share: float = MIN_LASTING_SHARE,
 ) -> PublishReason | None:
     """Why clients need a new LeaseSet now, or None.
 
@@ -529,10 +523,11 @@ def publish_need(
     (it would be within 51 s, where clients no longer pick it, before the next publish
     slot); a lease its router no longer reports before that is gone. A router the
     selection would represent and the published leases do not is news. Ending leases are
-    replaced once every router they came from has reported as many new ones, so that one
-    version carries a whole rotation (i2pd replaces a router's tunnels within seconds of
-    each other), or sooner once fewer than `min_lasting_share` of the leases asked for
-    would still be usable."""
+    replaced as soon as a replacement exists (the coalescing window gathers a router's
+    rotation, built within seconds): a router's own LeaseSet hides an ending lease only
+    between 51 s and 30 s before its end, where its successor comes. Waiting for every
+    router's whole rotation hid leases longer, and the lease count an observer of the
+    floodfills sees told a multihomed LeaseSet apart (`docs/design-notes.md`)."""
     cutoff = now_ms + SELECTION_MARGIN_S * 1000
     alive = {(name, x.gateway, x.tunnel_id) for name, leases in reports.items() for x in leases}
     ending = [s for s in published if s.lease.end_ms <= cutoff]
@@ -543,18 +538,8 @@ def publish_need(
     # the others' leases fill it.
     if {s.router for s in desired} - {s.router for s in published}:
         return PublishReason.ROUTER_JOINED
-    fresh_keys = _lease_keys(desired) - _lease_keys(published)
-    fresh = Counter(s.router for s in desired if _lease_key(s) in fresh_keys)
-    if ending and fresh:
-        # Only leases the router still reports wait for a replacement: one it dropped (a
-        # failed build is not rebuilt at once) must not hold back every router's rotation.
-        still_up = Counter(
-            s.router for s in ending if (s.router, s.lease.gateway, s.lease.tunnel_id) in alive
-        )
-        replaced = all(fresh[name] >= n for name, n in still_up.items())
-        if replaced or len(lasting) < max(1.0, min_lasting_share * target):
-            return PublishReason.LEASES_ENDING
-        return None
+    if ending and _lease_keys(desired) - _lease_keys(published):
+        return PublishReason.LEASES_ENDING
     if len(lasting) < target and len(desired) > len(lasting):
         return PublishReason.BELOW_TARGET
     return None
