@@ -168,8 +168,8 @@ class FakeRouter:
         `lease_deadline_s` is i2pd's LeaseSet creation timer; `destroy_reply_delay_s` holds
         back the `destroyed` status (to see that the client waits for it). `clock` stamps
         the records' `at` (a test with a virtual clock passes its own); i2pd's timers and
-        `answered_after_s` stay on real time. `session_ids` are given, in order, to the next
-        sessions created, before random ones: i2pd draws 16 random bits, 0xFFFF included."""
+        `answered_after_s` stay on real time. `session_ids` answer the next CreateSession
+        messages, in order, before random ones: i2pd draws 16 random bits, 0xFFFF included."""
         self.name = name
         self.version = version
         self.leases: tuple[Lease, ...] = tuple(leases)

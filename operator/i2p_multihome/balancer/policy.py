@@ -546,12 +546,7 @@ def publish_need(
 
 
 def _lease_keys(leases: Sequence[SelectedLease]) -> frozenset[tuple[bytes, int, int]]:
-    return frozenset(_lease_key(s) for s in leases)
-
-
-def _lease_key(selected: SelectedLease) -> tuple[bytes, int, int]:
-    lease = selected.lease
-    return (lease.gateway, lease.tunnel_id, lease.end_ms // 1000)
+    return frozenset((s.lease.gateway, s.lease.tunnel_id, s.lease.end_ms // 1000) for s in leases)
 
 
 def next_published_s(previous: int | None, now_s: int) -> int:
