@@ -379,6 +379,11 @@ async def test_a_new_client_renews_its_serving_routers_own_leaseset(
     await r2.deliver(payload.encode())
     await eventually(lambda: len(client.datagrams) == 1, 5.0, "the echo")
     assert renewals == ["r2", "r2"]  # a new flow; the rate limit holds the renewal back
+    # Its next stream's SYN through r2, once the renewal was due, is answered at once.
+    settled = hosted.dataplane.streams.settled
+    later = time.monotonic() + settled.settle_s
+    assert settled.holds_lease_set_of(client.keys.destination.hash, "r2", later)
+    assert not settled.holds_lease_set_of(client.keys.destination.hash, "r1", later)
 
 
 async def test_garbage_from_clients_is_counted_and_dropped(world: dict[str, Any]) -> None:

@@ -135,6 +135,11 @@ def test_server_answers_with_a_signed_syn_after_the_ack_delay_or_at_once_with_da
     [answer] = other.packets_to_send(10.0)
     assert answer.is_syn and answer.payload == b"HTTP/1.1 200 OK"
 
+    # A client known to hold this router's own LeaseSet (client affinity) is answered at once.
+    known = Connection.accept(CONFIG, BOB, wire(syn, ALICE), S_ID + 2, 10.0, answer_at_once=True)
+    [answer] = known.packets_to_send(10.0)
+    assert answer.is_syn and answer.payload == b"" and answer.ack_through == 0
+
 
 def test_handshake_events_and_states() -> None:
     client = Connection.connect(CONFIG, ALICE, BOB.destination, C_ID, 0.0)

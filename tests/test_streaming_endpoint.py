@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from i2p_multihome.streaming import (
+    Endpoint,
     PongReceived,
     StreamAccepted,
     StreamConfig,
@@ -89,6 +90,24 @@ def test_handshake_through_endpoints_reports_the_path_and_swaps_ports(net: Netwo
     assert answer.payload.protocol == PROTOCOL_STREAMING
     assert (answer.payload.from_port, answer.payload.to_port) == (80, 5555)
     assert answer.packet.is_syn and answer.packet.payload == b"hello"
+
+
+def test_a_bare_syn_is_answered_at_once_only_when_the_policy_says_so(net: Network) -> None:
+    server, client = net.hosts["server"], net.hosts["client"]
+    asked: list[tuple[bytes, str, float]] = []
+    server.endpoint = Endpoint(
+        server.keys,
+        StreamConfig(),
+        answers_syn_at_once=lambda remote, via, now: asked.append((remote, via, now)) or via == "h",
+    )
+    for via, at_once in (("h", True), ("k", False)):
+        client.endpoint.connect(server.destination, via=via, now=net.now)
+        [syn] = client.endpoint.packets_to_send(net.now)
+        server.endpoint.receive(syn.payload.data, 0, 0, via, net.now)
+        answers = server.endpoint.packets_to_send(net.now)
+        assert [a.packet.is_syn for a in answers] == ([True] if at_once else []), via
+    alice = client.destination.hash
+    assert asked == [(alice, "h", net.now), (alice, "k", net.now)]
 
 
 def test_one_mib_each_way_through_gzip_framing(net: Network) -> None:

@@ -57,6 +57,7 @@ class DataPlane:
             log_fields,
             on_change,
             on_client,
+            spec.affinity_routers,
         )
         self.datagrams = DatagramService(
             keys, ports, self._resolve, send, clock, self.stats, log_fields, on_client,
@@ -105,6 +106,7 @@ class DataPlane:
         ports = PortMap.of(spec.ports)
         self.streams.ports = ports
         self.datagrams.ports = ports
+        self.streams.settled.routers = spec.affinity_routers
 
     async def run(self) -> None:
         """Serve until cancelled."""

@@ -45,7 +45,9 @@ class StreamConfig:
     # resends twice goes to another random lease (Streaming.cpp, HandleResendTimer), which
     # in a merged LeaseSet is mostly a router that cannot decrypt it. A bare SYN is still
     # answered after `ack_delay` (unless data rides along): that wait in the client's first
-    # RTT sample is what keeps its RTO above a tunnel's jitter on short streams.
+    # RTT sample is what keeps its RTO above a tunnel's jitter on short streams. Only a
+    # client whose other leases all lead to the same router is answered at once
+    # (Endpoint's `answers_syn_at_once`, dataplane/affinity.py).
     # Gaps, duplicates, CLOSE and a peer's "delay 0" are acked at once.
     ack_delay: float = 0.2
     min_ack_delay: float = 0.002

@@ -233,9 +233,11 @@ class Connection:
         via: str = "",
         local_port: int = 0,
         remote_port: int = 0,
+        answer_at_once: bool = False,
     ) -> Connection:
         """A server stream from a SYN whose signature the caller has verified against its
-        FROM destination (and whose replay hash, if any, names us)."""
+        FROM destination (and whose replay hash, if any, names us). A bare SYN is answered
+        after `ack_delay` unless `answer_at_once` (see StreamConfig.ack_delay)."""
         if not syn.is_syn or syn.from_destination is None or syn.receive_stream_id == 0:
             raise ValueError("accept needs a SYN with FROM and the client's stream id")
         conn = cls(
@@ -245,6 +247,8 @@ class Connection:
         conn.send_stream_id = syn.receive_stream_id
         conn._send_mtu = conn._negotiated_mtu(syn.max_packet_size)
         conn._process(syn, now)
+        if answer_at_once:
+            conn._request_ack(now, immediate=True)
         return conn
 
     # --- application side ---------------------------------------------------------------
