@@ -99,6 +99,7 @@ class DataPlane:
         def choose(client: bytes) -> str:
             return ordered[int.from_bytes(client[:4], "big") % len(ordered)]
 
+        self.streams.settled.forget_routers(lost)
         return self.streams.move_clients(lost, choose) + self.datagrams.move_clients(lost, choose)
 
     def apply_spec(self, spec: MultihomedDestinationSpec) -> None:

@@ -84,7 +84,7 @@ class StreamService:
     ) -> None:
         # Under client affinity, settled clients' SYNs are answered at once (see affinity.py).
         self.settled = SettledClients(affinity_routers)
-        self.endpoint = Endpoint(local, config, answers_syn_at_once=self.settled.holds_lease_set_of)
+        self.endpoint = Endpoint(local, config, answers_syn_at_once=self.settled.is_settled)
         self._on_change = on_change  # a stream opened or ended: status should tell
         self._on_client = on_client  # a client opened a stream through this router
         self.ports = ports
