@@ -399,17 +399,18 @@ async def test_a_new_client_renews_its_serving_routers_own_leaseset(
 
 
 @pytest.mark.parametrize("world", [True], indirect=True, ids=["affinity"])
-async def test_a_settled_clients_bare_syn_is_answered_at_once(world: dict[str, Any]) -> None:
+async def test_a_settled_clients_bare_syn_waits_less(world: dict[str, Any]) -> None:
     """Under client affinity a client whose streams came through a serving router since
-    its LeaseSet renewal was due gets our SYN without the ack delay; a new client, or one
-    through a publishing router, after it (the delay is a floor: timers never fire early)."""
+    its LeaseSet renewal was due gets our SYN after the settled delay, not the ack delay; a
+    new client, or one through a publishing router, after the ack delay (both are floors:
+    timers never fire early)."""
     client: RemoteClient = world["client"]
     hosted: HostedDestination = world["hosted"]
-    delay = StreamConfig().ack_delay
+    config = StreamConfig()
     hosted.dataplane.streams.settled.settle_s = 0.0  # its renewal is due at once
-    assert await client.handshake_s("r2") >= delay  # a new client
-    assert await client.handshake_s("r2") < delay
-    assert await client.handshake_s("r1") >= delay  # r1 publishes the merged LeaseSet
+    assert await client.handshake_s("r2") >= config.ack_delay  # a new client
+    assert config.settled_syn_delay <= await client.handshake_s("r2") < config.ack_delay
+    assert await client.handshake_s("r1") >= config.ack_delay  # r1 publishes the merged LeaseSet
 
 
 async def test_garbage_from_clients_is_counted_and_dropped(world: dict[str, Any]) -> None:

@@ -135,10 +135,17 @@ def test_server_answers_with_a_signed_syn_after_the_ack_delay_or_at_once_with_da
     [answer] = other.packets_to_send(10.0)
     assert answer.is_syn and answer.payload == b"HTTP/1.1 200 OK"
 
-    # A client known to hold this router's own LeaseSet (client affinity) is answered at once.
-    known = Connection.accept(CONFIG, BOB, wire(syn, ALICE), S_ID + 2, 10.0, answer_at_once=True)
-    [answer] = known.packets_to_send(10.0)
+    # A client known to hold this router's own LeaseSet (client affinity) waits less.
+    known = Connection.accept(CONFIG, BOB, wire(syn, ALICE), S_ID + 2, 10.0, settled=True)
+    assert known.packets_to_send(10.0) == []
+    assert known.timer_at() == pytest.approx(10.0 + CONFIG.settled_syn_delay)
+    known.handle_timer(10.0 + CONFIG.settled_syn_delay)
+    [answer] = known.packets_to_send(10.0 + CONFIG.settled_syn_delay)
     assert answer.is_syn and answer.payload == b"" and answer.ack_through == 0
+    at_once = replace(CONFIG, settled_syn_delay=0.0)
+    known = Connection.accept(at_once, BOB, wire(syn, ALICE), S_ID + 3, 10.0, settled=True)
+    [answer] = known.packets_to_send(10.0)
+    assert answer.is_syn
 
 
 def test_handshake_events_and_states() -> None:

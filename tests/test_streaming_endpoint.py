@@ -92,20 +92,23 @@ def test_handshake_through_endpoints_reports_the_path_and_swaps_ports(net: Netwo
     assert answer.packet.is_syn and answer.packet.payload == b"hello"
 
 
-def test_a_bare_syn_is_answered_at_once_only_when_the_policy_says_so(net: Network) -> None:
+def test_a_bare_syn_waits_less_only_when_the_client_is_settled(net: Network) -> None:
     server, client = net.hosts["server"], net.hosts["client"]
     asked: list[tuple[bytes, str, float]] = []
+    config = StreamConfig()
     server.endpoint = Endpoint(
         server.keys,
-        StreamConfig(),
-        answers_syn_at_once=lambda remote, via, now: asked.append((remote, via, now)) or via == "h",
+        config,
+        is_settled=lambda remote, via, now: asked.append((remote, via, now)) or via == "h",
     )
-    for via, at_once in (("h", True), ("k", False)):
+    for via, settled in (("h", True), ("k", False)):
         client.endpoint.connect(server.destination, via=via, now=net.now)
         [syn] = client.endpoint.packets_to_send(net.now)
         server.endpoint.receive(syn.payload.data, 0, 0, via, net.now)
-        answers = server.endpoint.packets_to_send(net.now)
-        assert [a.packet.is_syn for a in answers] == ([True] if at_once else []), via
+        soon_after = net.now + config.settled_syn_delay
+        server.endpoint.handle_timer(soon_after)
+        soon = server.endpoint.packets_to_send(soon_after)
+        assert [a.packet.is_syn for a in soon] == ([True] if settled else []), via
     alice = client.destination.hash
     assert asked == [(alice, "h", net.now), (alice, "k", net.now)]
 

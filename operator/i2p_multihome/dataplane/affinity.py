@@ -1,5 +1,5 @@
 """Which clients most likely hold a serving router's own LeaseSet, under
-`leaseSet.clientAffinity`: those whose SYNs can be answered at once.
+`leaseSet.clientAffinity`: those whose SYNs can be answered sooner.
 
 A stream from a new client through a serving router has the balancer sign that router's own
 LeaseSet afresh within about a second, and the router then bundles it in its next message to
@@ -10,8 +10,9 @@ apart, has been sent that LeaseSet or finds it in our answer to its SYN, and its
 not run out: its later lease picks, including the other lease i2pd picks for a packet's
 second resend, reach the same router.
 
-Such a client's bare SYN is answered at once, as a single-homed router answers it. Any other
-is answered after the ack delay: its first RTT sample then includes that wait, and i2pd's
+Such a client's bare SYN is answered after `StreamConfig.settled_syn_delay` (tens of
+milliseconds; a single-homed router answers at once). Any other is answered after the ack
+delay: its first RTT sample then includes that wait, and i2pd's
 retransmission timeout (1.5 times the mean RTT, no floor) stays above a tunnel's jitter, so
 it does not resend to a random lease of the merged LeaseSet, most of which lead to routers
 that cannot decrypt its messages (docs/conversations.md). This is an inference, not a
@@ -93,7 +94,8 @@ class SettledClients:
             del self._seen[client]
 
     def is_settled(self, client: bytes, via: str, now: float) -> bool:
-        """Whether a new stream's bare SYN from `client` through `via` is answered at once."""
+        """Whether a new stream's bare SYN from `client` through `via` waits only
+        `settled_syn_delay`."""
         seen = self._seen.get(client)
         return (
             seen is not None

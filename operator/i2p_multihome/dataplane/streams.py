@@ -82,9 +82,9 @@ class StreamService:
         on_client: Callable[[str], None] = lambda router: None,
         affinity_routers: frozenset[str] = frozenset(),
     ) -> None:
-        # Under client affinity, settled clients' SYNs are answered at once (see affinity.py).
+        # Under client affinity, settled clients' SYNs wait less (see affinity.py).
         self.settled = SettledClients(affinity_routers)
-        self.endpoint = Endpoint(local, config, answers_syn_at_once=self.settled.is_settled)
+        self.endpoint = Endpoint(local, config, is_settled=self.settled.is_settled)
         self._on_change = on_change  # a stream opened or ended: status should tell
         self._on_client = on_client  # a client opened a stream through this router
         self.ports = ports

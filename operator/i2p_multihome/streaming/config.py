@@ -45,12 +45,18 @@ class StreamConfig:
     # resends twice goes to another random lease (Streaming.cpp, HandleResendTimer), which
     # in a merged LeaseSet is mostly a router that cannot decrypt it. A bare SYN is still
     # answered after `ack_delay` (unless data rides along): that wait in the client's first
-    # RTT sample is what keeps its RTO above a tunnel's jitter on short streams. Only a
-    # client whose other leases all lead to the same router is answered at once
-    # (Endpoint's `answers_syn_at_once`, dataplane/affinity.py).
+    # RTT sample is what keeps its RTO above a tunnel's jitter on short streams.
     # Gaps, duplicates, CLOSE and a peer's "delay 0" are acked at once.
     ack_delay: float = 0.2
     min_ack_delay: float = 0.002
+    # A settled client's bare SYN (its other leases all lead to the same router, see
+    # dataplane/affinity.py) waits only this long. A stray resend costs it nothing then, but
+    # i2pd sets the RTO to 9 s at a packet's second resend, so the wait must keep two resends
+    # from going out before our answer can come: its RTO, 1.5 times (tunnel RTT + this wait),
+    # has to exceed the tunnel RTT plus our own delay's jitter J, so wait >= 2J - RTT.
+    # Answering at once (0) stalled 1 request in 10 for 9 s or more on a testnet whose
+    # tunnel RTT is a few milliseconds.
+    settled_syn_delay: float = 0.04
     # RTO before the first RTT sample (spec INITIAL_TIMEOUT, Java initialRTO, i2pd).
     initial_rto: float = 9.0
     # RTO bounds: Java's MIN_RESEND_DELAY and MAX_RESEND_DELAY (the spec's maximum).
@@ -109,8 +115,8 @@ class StreamConfig:
             raise ValueError("need 0 < min_rto <= initial_rto <= max_rto")
         if self.max_resends < 0 or self.fast_retransmit_nacks < 1:
             raise ValueError("max_resends >= 0 and fast_retransmit_nacks >= 1")
-        for name in ("ack_delay", "min_ack_delay", "handshake_timeout", "keepalive_interval",
-                     "idle_timeout", "time_wait", "early_packet_lifetime",
+        for name in ("ack_delay", "min_ack_delay", "settled_syn_delay", "handshake_timeout",
+                     "keepalive_interval", "idle_timeout", "time_wait", "early_packet_lifetime",
                      "ping_timeout"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")

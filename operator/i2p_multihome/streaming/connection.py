@@ -233,11 +233,12 @@ class Connection:
         via: str = "",
         local_port: int = 0,
         remote_port: int = 0,
-        answer_at_once: bool = False,
+        settled: bool = False,
     ) -> Connection:
         """A server stream from a SYN whose signature the caller has verified against its
         FROM destination (and whose replay hash, if any, names us). A bare SYN is answered
-        after `ack_delay` unless `answer_at_once` (see StreamConfig.ack_delay)."""
+        after `ack_delay`, or after `settled_syn_delay` from a `settled` client (see
+        StreamConfig.ack_delay)."""
         if not syn.is_syn or syn.from_destination is None or syn.receive_stream_id == 0:
             raise ValueError("accept needs a SYN with FROM and the client's stream id")
         conn = cls(
@@ -247,8 +248,11 @@ class Connection:
         conn.send_stream_id = syn.receive_stream_id
         conn._send_mtu = conn._negotiated_mtu(syn.max_packet_size)
         conn._process(syn, now)
-        if answer_at_once:
-            conn._request_ack(now, immediate=True)
+        if settled and conn._ack_at is not None:
+            if conn.config.settled_syn_delay <= 0:
+                conn._request_ack(now, immediate=True)
+            else:
+                conn._ack_at = min(conn._ack_at, now + conn.config.settled_syn_delay)
         return conn
 
     # --- application side ---------------------------------------------------------------
