@@ -33,7 +33,6 @@ from i2p_multihome.streaming import (
     PeerClosed,
     StreamClosed,
     StreamClosedError,
-    StreamConfig,
     StreamEstablished,
     StreamReset,
 )
@@ -112,22 +111,6 @@ class RemoteClient:
 
     def kick(self) -> None:
         self._wake.set()
-
-    async def handshake_s(self, via: str, port: int = 80) -> float:
-        """Open a stream through `via` with a bare SYN; the seconds until the server's SYN
-        came back. The stream is then reset."""
-        started = now()
-        stream = self.endpoint.connect(self.server.destination, via, started, remote_port=port)
-        self.kick()
-
-        def established() -> bool:
-            return any(isinstance(e, StreamEstablished) for e in self.events.get(stream, []))
-
-        await eventually(established, 5.0, "the server's SYN")
-        took = now() - started
-        self.endpoint.reset(stream)
-        self.kick()
-        return took
 
     async def request(self, via: str, request: bytes, port: int = 80) -> tuple[bytes, str]:
         """Open a stream through `via`, send `request` (as fast as the send buffer takes
@@ -396,21 +379,6 @@ async def test_a_new_client_renews_its_serving_routers_own_leaseset(
     await r2.deliver(payload.encode())
     await eventually(lambda: len(client.datagrams) == 1, 5.0, "the echo")
     assert renewals == ["r2", "r2"]  # a new flow; the rate limit holds the renewal back
-
-
-@pytest.mark.parametrize("world", [True], indirect=True, ids=["affinity"])
-async def test_a_settled_clients_bare_syn_waits_less(world: dict[str, Any]) -> None:
-    """Under client affinity a client whose streams came through a serving router since
-    its LeaseSet renewal was due gets our SYN after the settled delay, not the ack delay; a
-    new client, or one through a publishing router, after the ack delay (both are floors:
-    timers never fire early)."""
-    client: RemoteClient = world["client"]
-    hosted: HostedDestination = world["hosted"]
-    config = StreamConfig()
-    hosted.dataplane.streams.settled.settle_s = 0.0  # its renewal is due at once
-    assert await client.handshake_s("r2") >= config.ack_delay  # a new client
-    assert config.settled_syn_delay <= await client.handshake_s("r2") < config.ack_delay
-    assert await client.handshake_s("r1") >= config.ack_delay  # r1 publishes the merged LeaseSet
 
 
 async def test_garbage_from_clients_is_counted_and_dropped(world: dict[str, Any]) -> None:

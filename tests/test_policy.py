@@ -33,6 +33,7 @@ from i2p_multihome.balancer.policy import (
     PublishPlan,
     PublishTiming,
     SelectedLease,
+    affinity_hosts,
     affinity_published_s,
     affinity_refresh,
     affinity_renew_at,
@@ -513,10 +514,10 @@ H2 = SelectedLease("h", lease("h2", 2, 150))
 K1 = SelectedLease("k", lease("k1", 1, 170))
 
 
-def test_affinity_routers_are_the_non_publishing_routers_and_only_with_affinity() -> None:
-    assert AFFINITY.affinity_routers == {"h", "k"}
+def test_affinity_hosts_are_the_non_publishing_routers_and_only_with_affinity() -> None:
+    assert affinity_hosts(AFFINITY) == {"h", "k"}
     plain = AFFINITY.model_copy(update={"lease_set": LeaseSetSpec()})
-    assert plain.affinity_routers == frozenset()
+    assert affinity_hosts(plain) == frozenset()
 
 
 def test_under_affinity_the_merged_leaseset_holds_only_the_serving_routers_leases() -> None:

@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from i2p_multihome.streaming import (
-    Endpoint,
     PongReceived,
     StreamAccepted,
     StreamConfig,
@@ -90,27 +89,6 @@ def test_handshake_through_endpoints_reports_the_path_and_swaps_ports(net: Netwo
     assert answer.payload.protocol == PROTOCOL_STREAMING
     assert (answer.payload.from_port, answer.payload.to_port) == (80, 5555)
     assert answer.packet.is_syn and answer.packet.payload == b"hello"
-
-
-def test_a_bare_syn_waits_less_only_when_the_client_is_settled(net: Network) -> None:
-    server, client = net.hosts["server"], net.hosts["client"]
-    asked: list[tuple[bytes, str, float]] = []
-    config = StreamConfig()
-    server.endpoint = Endpoint(
-        server.keys,
-        config,
-        is_settled=lambda remote, via, now: asked.append((remote, via, now)) or via == "h",
-    )
-    for via, settled in (("h", True), ("k", False)):
-        client.endpoint.connect(server.destination, via=via, now=net.now)
-        [syn] = client.endpoint.packets_to_send(net.now)
-        server.endpoint.receive(syn.payload.data, 0, 0, via, net.now)
-        soon_after = net.now + config.settled_syn_delay
-        server.endpoint.handle_timer(soon_after)
-        soon = server.endpoint.packets_to_send(soon_after)
-        assert [a.packet.is_syn for a in soon] == ([True] if settled else []), via
-    alice = client.destination.hash
-    assert asked == [(alice, "h", net.now), (alice, "k", net.now)]
 
 
 def test_one_mib_each_way_through_gzip_framing(net: Network) -> None:

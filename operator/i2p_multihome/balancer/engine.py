@@ -465,7 +465,7 @@ class Balancer:
         """A client opened a stream or flow through `router`: under client affinity, sign
         that router's own LeaseSet afresh (rate-limited), so its next message to the new
         client carries it (docs/conversations.md)."""
-        if router not in self.spec.affinity_routers or router in self._affinity_renew:
+        if router not in policy.affinity_hosts(self.spec) or router in self._affinity_renew:
             return
         self._affinity_renew.add(router)
         self._schedule(self._affinity_renew_at(router, self._clock.monotonic()))
@@ -527,7 +527,7 @@ class Balancer:
             renew = frozenset(
                 r for r in self._affinity_renew if self._affinity_renew_at(r, now) <= now
             )
-            hosts = self.spec.affinity_routers
+            hosts = policy.affinity_hosts(self.spec)
             stale, _ = policy.affinity_refresh(
                 self._affinity_handed_at, now, self._timing.affinity_refresh_s
             )

@@ -277,7 +277,7 @@ def plan_publish(given: PublishInput) -> PublishPlan:
     reports = {name: link.leases for name, link in established.items()}
     max_leases = given.spec.lease_set.max_leases
     excluded = excluded_gateways(given.spec)
-    hosts = frozenset(established) & given.spec.affinity_routers
+    hosts = frozenset(established) & affinity_hosts(given.spec)
     lease_cap_ms = given.now_ms + timing.affinity_lease_lifetime_s * 1000
     affinity = {
         name: tuple(capped(s, lease_cap_ms) for s in leases)
@@ -590,6 +590,14 @@ def affinity_refresh(
     if due:
         ahead.append(now + refresh_s)
     return due, min(ahead, default=None)
+
+
+def affinity_hosts(spec: MultihomedDestinationSpec) -> frozenset[str]:
+    """The routers that serve clients under `leaseSet.clientAffinity`: those that do not
+    publish. None without it."""
+    if not spec.lease_set.client_affinity:
+        return frozenset()
+    return frozenset(r.name for r in spec.routers if not r.publish)
 
 
 def lease_set_expires_s(leases: Sequence[SelectedLease], published_s: int) -> int:

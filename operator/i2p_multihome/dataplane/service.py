@@ -57,7 +57,6 @@ class DataPlane:
             log_fields,
             on_change,
             on_client,
-            spec.affinity_routers,
         )
         self.datagrams = DatagramService(
             keys, ports, self._resolve, send, clock, self.stats, log_fields, on_client,
@@ -99,7 +98,6 @@ class DataPlane:
         def choose(client: bytes) -> str:
             return ordered[int.from_bytes(client[:4], "big") % len(ordered)]
 
-        self.streams.settled.forget_routers(lost)
         return self.streams.move_clients(lost, choose) + self.datagrams.move_clients(lost, choose)
 
     def apply_spec(self, spec: MultihomedDestinationSpec) -> None:
@@ -107,7 +105,6 @@ class DataPlane:
         ports = PortMap.of(spec.ports)
         self.streams.ports = ports
         self.datagrams.ports = ports
-        self.streams.settled.routers = spec.affinity_routers
 
     async def run(self) -> None:
         """Serve until cancelled."""

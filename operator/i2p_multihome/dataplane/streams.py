@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from i2p_multihome.clock import Clock, wait_event
-from i2p_multihome.dataplane.affinity import SettledClients
 from i2p_multihome.dataplane.ports import PortMap
 from i2p_multihome.dataplane.stats import (
     DROP_NO_SESSION,
@@ -80,11 +79,8 @@ class StreamService:
         log_fields: Mapping[str, object] | None = None,
         on_change: Callable[[], None] = lambda: None,
         on_client: Callable[[str], None] = lambda router: None,
-        affinity_routers: frozenset[str] = frozenset(),
     ) -> None:
-        # Under client affinity, settled clients' SYNs wait less (see affinity.py).
-        self.settled = SettledClients(affinity_routers)
-        self.endpoint = Endpoint(local, config, is_settled=self.settled.is_settled)
+        self.endpoint = Endpoint(local, config)
         self._on_change = on_change  # a stream opened or ended: status should tell
         self._on_client = on_client  # a client opened a stream through this router
         self.ports = ports
@@ -197,7 +193,6 @@ class StreamService:
         self._streams[event.stream_id] = stream
         self._on_change()
         self._stats.streams_accepted[port.name] += 1
-        self.settled.stream_opened(event.remote.hash, event.via, self._clock.monotonic())
         self._on_client(event.via)
         stream.task = asyncio.create_task(
             self._serve(stream), name=f"stream-{event.stream_id}-{port.name}"

@@ -294,14 +294,6 @@ class MultihomedDestinationSpec(Model):
         description="What the destination serves: each I2P port and protocol, and its backend.",
     )
 
-    @property
-    def affinity_routers(self) -> frozenset[str]:
-        """The routers that serve clients under `leaseSet.clientAffinity`: those that do not
-        publish. None without it."""
-        if not self.lease_set.client_affinity:
-            return frozenset()
-        return frozenset(r.name for r in self.routers if not r.publish)
-
     @model_validator(mode="after")
     def _check_ports(self) -> MultihomedDestinationSpec:
         names = [p.name for p in self.ports]

@@ -43,20 +43,17 @@ class StreamConfig:
     # waits up to 750 ms). The RTT bound keeps a client's session on its router: an i2pd
     # client's RTO is 1.5 times its mean RTT over the stream, with no floor, and a packet it
     # resends twice goes to another random lease (Streaming.cpp, HandleResendTimer), which
-    # in a merged LeaseSet is mostly a router that cannot decrypt it. A bare SYN is still
-    # answered after `ack_delay` (unless data rides along): that wait in the client's first
-    # RTT sample is what keeps its RTO above a tunnel's jitter on short streams.
+    # in a merged LeaseSet is mostly a router that cannot decrypt it.
     # Gaps, duplicates, CLOSE and a peer's "delay 0" are acked at once.
     ack_delay: float = 0.2
     min_ack_delay: float = 0.002
-    # A settled client's bare SYN (its other leases all lead to the same router, see
-    # dataplane/affinity.py) waits only this long. A stray resend costs it nothing then, but
-    # i2pd sets the RTO to 9 s at a packet's second resend, so the wait must keep two resends
-    # from going out before our answer can come: its RTO, 1.5 times (tunnel RTT + this wait),
-    # has to exceed the tunnel RTT plus our own delay's jitter J, so wait >= 2J - RTT.
-    # Answering at once (0) stalled 1 request in 10 for 9 s or more on a testnet whose
-    # tunnel RTT is a few milliseconds.
-    settled_syn_delay: float = 0.04
+    # A bare SYN (and anything else before our first RTT sample) is answered after this,
+    # unless data rides along. The wait is in the client's first RTT sample, which i2pd
+    # takes whole (and passes to the client's next streams), and keeps its RTO (1.5 times
+    # that) above the tunnel RTT plus our own delay's jitter J: wait >= 2J - RTT. Answering
+    # at once made two resends leave before our answer on a testnet of millisecond
+    # tunnels, and i2pd sets the RTO to 9 s at the second (1 request in 10 stalled 9-54 s).
+    syn_answer_delay: float = 0.04
     # RTO before the first RTT sample (spec INITIAL_TIMEOUT, Java initialRTO, i2pd).
     initial_rto: float = 9.0
     # RTO bounds: Java's MIN_RESEND_DELAY and MAX_RESEND_DELAY (the spec's maximum).
@@ -115,7 +112,7 @@ class StreamConfig:
             raise ValueError("need 0 < min_rto <= initial_rto <= max_rto")
         if self.max_resends < 0 or self.fast_retransmit_nacks < 1:
             raise ValueError("max_resends >= 0 and fast_retransmit_nacks >= 1")
-        for name in ("ack_delay", "min_ack_delay", "settled_syn_delay", "handshake_timeout",
+        for name in ("ack_delay", "min_ack_delay", "syn_answer_delay", "handshake_timeout",
                      "keepalive_interval", "idle_timeout", "time_wait", "early_packet_lifetime",
                      "ping_timeout"):  # fmt: skip
             if getattr(self, name) < 0:

@@ -233,12 +233,9 @@ class Connection:
         via: str = "",
         local_port: int = 0,
         remote_port: int = 0,
-        settled: bool = False,
     ) -> Connection:
         """A server stream from a SYN whose signature the caller has verified against its
-        FROM destination (and whose replay hash, if any, names us). A bare SYN is answered
-        after `ack_delay`, or after `settled_syn_delay` from a `settled` client (see
-        StreamConfig.ack_delay)."""
+        FROM destination (and whose replay hash, if any, names us)."""
         if not syn.is_syn or syn.from_destination is None or syn.receive_stream_id == 0:
             raise ValueError("accept needs a SYN with FROM and the client's stream id")
         conn = cls(
@@ -248,11 +245,6 @@ class Connection:
         conn.send_stream_id = syn.receive_stream_id
         conn._send_mtu = conn._negotiated_mtu(syn.max_packet_size)
         conn._process(syn, now)
-        if settled and conn._ack_at is not None:
-            if conn.config.settled_syn_delay <= 0:
-                conn._request_ack(now, immediate=True)
-            else:
-                conn._ack_at = min(conn._ack_at, now + conn.config.settled_syn_delay)
         return conn
 
     # --- application side ---------------------------------------------------------------
@@ -620,7 +612,7 @@ class Connection:
 
     def _ack_delay(self) -> float:
         if self._srtt is None:
-            return self.config.ack_delay
+            return self.config.syn_answer_delay
         return min(self.config.ack_delay, max(self.config.min_ack_delay, self._srtt / 10))
 
     def _check_signature(self, packet: StreamPacket) -> str | None:

@@ -109,15 +109,10 @@ class Endpoint:
         local: LocalIdentity,
         config: StreamConfig | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
-        is_settled: Callable[[bytes, str, float], bool] = lambda remote, via, now: False,
     ) -> None:
-        """`is_settled(remote hash, via, now)`: whether a new stream's bare SYN from
-        `remote` through `via` is answered after `settled_syn_delay` rather than
-        `ack_delay`."""
         self.local = local
         self.config = config or StreamConfig()
         self._random = random_bytes
-        self._is_settled = is_settled
         self._streams: dict[int, Connection] = {}
         # Counted against the limits: not finished, not lingering in TIME_WAIT.
         self._active: set[int] = set()
@@ -449,7 +444,7 @@ class Endpoint:
         stream_id = self._new_id()
         conn = Connection.accept(
             self.config, self.local, packet, stream_id, now, via=via, local_port=to_port,
-            remote_port=from_port, settled=self._is_settled(source.hash, via, now),
+            remote_port=from_port,
         )  # fmt: skip
         self._events.append(StreamAccepted(stream_id, source, via, to_port, from_port))
         self._add(conn, now)
