@@ -27,6 +27,7 @@ from i2p_multihome.balancer.policy import (
     PUBLISHER_SETTLE_S,
     RAMP_FIRST_S,
     RAMP_SPREAD_S,
+    REPLACE_ENDING_S,
     SELECTION_MARGIN_S,
     USEFUL_VERSION_S,
     PublishInput,
@@ -91,6 +92,7 @@ def test_margin_constants() -> None:
     assert MIN_REMAINING_S == 30
     assert MIN_PUBLISH_INTERVAL_S == 20
     assert SELECTION_MARGIN_S == 50
+    assert REPLACE_ENDING_S == 30  # when i2pd's successor comes at the latest
 
 
 def test_round_robin_is_fair_across_routers() -> None:
@@ -138,6 +140,24 @@ def test_leases_within_the_margin_are_never_selected() -> None:
     }
     selected = select_leases(reports, NOW_MS, max_leases=16)
     assert [s.lease.tunnel_id for s in selected] == [4]
+
+
+def test_kept_leases_come_before_fresher_ones_of_their_router() -> None:
+    reports = {"a": [lease("a1", 1, 300), lease("a2", 2, 500), lease("a3", 3, 550)],
+               "b": [lease("b1", 1, 200), lease("b2", 2, 400)]}  # fmt: skip
+    kept = frozenset({(gw("a1"), 1), (gw("b1"), 1), (gw("gone"), 7)})
+    picked = select_leases(reports, NOW_MS, max_leases=2, kept=kept)
+    assert {s.lease.tunnel_id for s in picked} == {1} and _by_router(picked) == {"a": 1, "b": 1}
+    # Then the freshest; a kept lease within the margin is still never selected.
+    picked = select_leases(reports, NOW_MS, max_leases=4, kept=kept)
+    assert {(s.router, s.lease.tunnel_id) for s in picked} == {("a", 1), ("a", 3), ("b", 1),
+                                                               ("b", 2)}  # fmt: skip
+    ending = {"a": [lease("a1", 1, 40), lease("a2", 2, 500)]}
+    assert [s.lease.tunnel_id for s in select_leases(ending, NOW_MS, 1, kept=kept)] == [2]
+    # Under `shared`, kept leases through members first, and kept ones first among the fill.
+    members = frozenset({gw("a2"), gw("a1")})
+    shared = select_leases(reports, NOW_MS, 4, preferred_gateways=members, fill_to=3, kept=kept)
+    assert {(s.router, s.lease.tunnel_id) for s in shared} == {("a", 1), ("a", 2), ("b", 1)}
 
 
 def test_the_margin_is_a_parameter() -> None:
@@ -399,7 +419,7 @@ def test_an_unchanged_set_is_stored_once_more_only_after_a_failover() -> None:
 def test_leases_that_only_aged_out_are_not_withdrawn_by_a_publish() -> None:
     """Dropping leases that near their end spends the routers' publish slot for nothing:
     held until their replacements come."""
-    aging = SelectedLease("a", Lease(gw("old"), 9, NOW_MS + 40_000))  # inside the margin
+    aging = SelectedLease("a", Lease(gw("old"), 9, NOW_MS + 25_000))  # due for replacement
     published = [A1, aging, B1]
     links = [link("a", A1, aging), link("b", B1)]
     assert plan(links, published, 10.0, now=50.0).leases is None
@@ -414,6 +434,21 @@ def test_leases_that_only_aged_out_are_not_withdrawn_by_a_publish() -> None:
     lost = plan([link("a", A1, aging), link("b", lost_at=49.0, state=RouterState.DISCONNECTED)],
                 published, 49.5, now=50.0)  # fmt: skip
     assert lost.publish_reason is PublishReason.ROUTER_LOST
+
+
+def test_a_version_changes_only_the_leases_it_is_for() -> None:
+    """A published lease that lasts stays in every version until it nears its end, as a
+    router keeps a tunnel's lease: a fresher tunnel of the same router does not take its
+    place when another lease's end makes a new version."""
+    three = TWO_ROUTERS.model_copy(update={"lease_set": LeaseSetSpec(max_leases=3)})
+    aging = SelectedLease("a", Lease(gw("old"), 9, NOW_MS + 25_000))  # due for replacement
+    fresh = SelectedLease("a", lease("a8", 8, 580))
+    fresher = SelectedLease("a", lease("a9", 9, 590))
+    published = [A1, aging, B1]
+    links = [link("a", A1, fresh, fresher, aging), link("b", B1)]
+    result = plan(links, published, 10.0, now=50.0, spec=three)
+    assert result.publish_reason is PublishReason.LEASES_ENDING
+    assert set(result.leases or ()) == {A1, fresher, B1}  # A1 stays though `fresh` is newer
 
 
 ONE_EACH = TWO_ROUTERS.model_copy(
@@ -925,7 +960,7 @@ def test_a_just_restarted_router_takes_an_urgent_store_only_when_no_settled_one_
 def test_a_needed_publish_is_not_coalesced_when_nothing_published_lasts() -> None:
     """Every published lease within the selection margin: clients find none they would
     pick, so the replacement goes at once, urgently, not after the coalescing window."""
-    ending = [SelectedLease("a", lease("o", 1, 40)), SelectedLease("b", lease("p", 2, 45))]
+    ending = [SelectedLease("a", lease("o", 1, 25)), SelectedLease("b", lease("p", 2, 28))]
     fresh = SelectedLease("a", lease("n", 3, 600))
     links = [link("a", fresh, ending[0]), link("b", ending[1])]
     result = plan(links, ending, last_publish_at=95.0, now=100.0)
@@ -1038,7 +1073,7 @@ def test_an_ending_lease_is_replaced_as_soon_as_a_replacement_exists() -> None:
     """As a router's own LeaseSet does: the first replacement goes out (the coalescing
     window gathers the rest of a rotation), not only once every router has replaced all of
     its ending leases; without a replacement nothing is published."""
-    ending = [SelectedLease("a", lease(f"a{i}", i, 40)) for i in range(3)]  # inside the margin
+    ending = [SelectedLease("a", lease(f"a{i}", i, 25)) for i in range(3)]  # due
     lasting = [SelectedLease("b", lease(f"b{i}", i, 300)) for i in range(3)]
     new = [lease(f"a-new{i}", 10 + i, 600) for i in range(3)]
 
@@ -1054,6 +1089,26 @@ def test_an_ending_lease_is_replaced_as_soon_as_a_replacement_exists() -> None:
     reports = {"a": [s.lease for s in ending] + new, "b": [s.lease for s in lasting]}
     desired = select_leases(reports, NOW_MS, 16)
     assert publish_need(desired, desired, reports, NOW_MS, 6) is None
+
+
+def test_an_ending_lease_is_replaced_when_a_router_would_replace_it() -> None:
+    """Not from the moment a spare tunnel could take its place (the selection margin): 30 s
+    before its end, when i2pd's successor comes at the latest, so the lease count dips as
+    a router's does. Unless every published lease is within the margin."""
+    lasting = SelectedLease("b", lease("b1", 1, 300))
+    spare = lease("a-spare", 7, 500)
+
+    def need(remaining_s: float, others: list[SelectedLease]) -> PublishReason | None:
+        old = SelectedLease("a", lease("a1", 1, remaining_s))
+        reports = {"a": [old.lease, spare], "b": [s.lease for s in others]}
+        desired = select_leases(reports, NOW_MS, 16)
+        return publish_need([old, *others], desired, reports, NOW_MS, target=2)
+
+    assert need(45, [lasting]) is None
+    assert need(REPLACE_ENDING_S + 0.5, [lasting]) is None
+    assert need(REPLACE_ENDING_S, [lasting]) is PublishReason.LEASES_ENDING
+    stranded = SelectedLease("b", lease("b2", 2, SELECTION_MARGIN_S))
+    assert need(45, [stranded]) is PublishReason.LEASES_ENDING
 
 
 def test_a_version_whose_leases_all_end_within_the_clients_cutoff_is_not_published() -> None:
@@ -1079,10 +1134,15 @@ def test_a_version_whose_leases_all_end_within_the_clients_cutoff_is_not_publish
 
 
 def test_the_next_look_is_when_a_lasting_published_lease_nears_its_end() -> None:
-    aging = SelectedLease("a", Lease(gw("old"), 9, NOW_MS + 40_000))  # already inside
+    aging = SelectedLease("a", Lease(gw("old"), 9, NOW_MS + 25_000))  # already due
     result = plan([link("a", A1, aging), link("b", B1)], [A1, aging, B1], 10.0, now=50.0)
     assert result.leases is None
-    assert result.wake_at == 50.0 + 300 - SELECTION_MARGIN_S  # A1 and B1, not `aging`
+    # A1 and B1, not `aging`: both end at 300 s, so the last of them reaches the selection
+    # margin before either is due for replacement.
+    assert result.wake_at == 50.0 + 300 - SELECTION_MARGIN_S
+    later = SelectedLease("b", lease("b-later", 5, 400))
+    result = plan([link("a", A1), link("b", later)], [A1, later], 10.0, now=50.0)
+    assert result.wake_at == 50.0 + 300 - REPLACE_ENDING_S  # A1 is due first
     only_aging = plan([link("a", aging), link("b")], [aging], 10.0, now=50.0)
     assert only_aging.wake_at is None or only_aging.wake_at > 50.0
 

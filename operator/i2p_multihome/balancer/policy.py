@@ -30,6 +30,13 @@ MIN_REMAINING_S = 30
 # has > MIN_REMAINING_S left when the next publish can go.
 MIN_PUBLISH_INTERVAL_S = 20
 SELECTION_MARGIN_S = MIN_REMAINING_S + MIN_PUBLISH_INTERVAL_S
+# A published lease this close to its end is replaced once a replacement exists: when a
+# router replaces it in its own LeaseSet (i2pd builds a successor 15-30 s before a tunnel's
+# lease ends), so the lease count an observer of the floodfills sees dips as a router's
+# does. Replacing earlier, from the spare tunnels of the `shared` policy, kept the count
+# fuller than any router's and told the LeaseSet apart (`docs/design-notes.md`). When no
+# published lease outlasts the selection margin, ending leases are replaced at once.
+REPLACE_ENDING_S = MIN_REMAINING_S
 # i2pd counts a lease within 51 s of its end as expired (LeaseSet.cpp,
 # LEASE_ENDDATE_THRESHOLD): its clients do not pick it, and a floodfill takes a LeaseSet
 # whose every lease is that close for expired. A version none of whose leases outlasts that
@@ -117,16 +124,23 @@ def select_leases(
     margin_s: int = SELECTION_MARGIN_S,
     preferred_gateways: frozenset[bytes] | None = None,
     fill_to: int | None = None,
+    kept: frozenset[tuple[bytes, int]] = frozenset(),
 ) -> tuple[SelectedLease, ...]:
     """Merge every live router's leases into at most `max_leases`: round-robin across routers
-    so each is represented, each router's freshest (latest-ending) lease first, nothing that
-    ends within `margin_s`, no excluded gateway, no duplicate tunnel. With
-    `preferred_gateways` (the `shared` gateway policy), leases through them first and the
-    others only to fill what they leave, up to `fill_to` leases (default: `max_leases`)."""
+    so each is represented, each router's `kept` leases (gateway, tunnel id: those already
+    published) first and then its freshest (latest-ending), nothing that ends within
+    `margin_s`, no excluded gateway, no duplicate tunnel. With `preferred_gateways` (the
+    `shared` gateway policy), leases through them first and the others only to fill what
+    they leave, up to `fill_to` leases (default: `max_leases`).
+
+    Kept leases stay until they end, as a router keeps a tunnel's lease until its
+    successor comes: a version made for one lease then changes only that lease, and a
+    router with spare tunnels (`shared`) does not show each lease for only the first part
+    of its life."""
     if preferred_gateways is not None:
         return _members_first(
             reports, now_ms, max_leases, excluded_gateways, margin_s, preferred_gateways,
-            max_leases if fill_to is None else min(fill_to, max_leases),
+            max_leases if fill_to is None else min(fill_to, max_leases), kept,
         )  # fmt: skip
     excluded = frozenset(excluded_gateways)
     cutoff = now_ms + margin_s * 1000
@@ -134,7 +148,7 @@ def select_leases(
     queues: list[list[Lease]] = []
     for router in sorted(reports):
         usable = []
-        for lease in sorted(reports[router], key=_freshest_first):
+        for lease in sorted(reports[router], key=lambda x: _kept_first(x, kept)):
             key = (lease.gateway, lease.tunnel_id)
             if lease.end_ms > cutoff and lease.gateway not in excluded and key not in seen:
                 seen.add(key)
@@ -161,6 +175,7 @@ def _members_first(
     margin_s: int,
     members: frozenset[bytes],
     fill_to: int,
+    kept: frozenset[tuple[bytes, int]],
 ) -> tuple[SelectedLease, ...]:
     """Leases through `members`, round-robin; then, while fewer than `fill_to`, the
     freshest other lease of the router with the fewest chosen so far."""
@@ -172,11 +187,12 @@ def _members_first(
             for name, leases in reports.items()
         }
 
-    chosen = list(select_leases(through(True), now_ms, max_leases, excluded, margin_s))
+    chosen = list(select_leases(through(True), now_ms, max_leases, excluded, margin_s, kept=kept))
     counts = Counter(s.router for s in chosen)
     rest = {
-        name: [s.lease for s in select_leases({name: leases}, now_ms, max_leases, excluded,
-                                              margin_s)]
+        name: sorted((s.lease for s in select_leases({name: leases}, now_ms, max_leases,
+                                                     excluded, margin_s, kept=kept)),
+                     key=lambda x: _kept_first(x, kept))
         for name, leases in through(False).items()
     }  # fmt: skip
     while len(chosen) < fill_to and (left := [name for name in sorted(rest) if rest[name]]):
@@ -188,6 +204,10 @@ def _members_first(
 
 def _freshest_first(lease: Lease) -> tuple[int, bytes, int]:
     return (-lease.end_ms, lease.gateway, lease.tunnel_id)
+
+
+def _kept_first(lease: Lease, kept: frozenset[tuple[bytes, int]]) -> tuple[bool, int, bytes, int]:
+    return ((lease.gateway, lease.tunnel_id) not in kept, *_freshest_first(lease))
 
 
 @dataclass(frozen=True)
@@ -286,17 +306,20 @@ def plan_publish(given: PublishInput) -> PublishPlan:
                                     MIN_REMAINING_S))
     }  # fmt: skip
 
+    kept = frozenset((s.lease.gateway, s.lease.tunnel_id) for s in given.published or ())
+
     def merge(
         reports: Mapping[str, Sequence[Lease]], margin_s: int = SELECTION_MARGIN_S
     ) -> tuple[SelectedLease, ...]:
         if given.shared_gateways is None:
-            return select_leases(reports, given.now_ms, max_leases, excluded, margin_s)
+            return select_leases(reports, given.now_ms, max_leases, excluded, margin_s,
+                                 kept=kept)  # fmt: skip
         # Routers build extra tunnels to choose from under `shared`; the LeaseSet still
         # holds only as many leases as the spec asks for.
         target = lease_target(given.spec, sum(1 for leases in reports.values() if leases))
         return select_leases(
             reports, given.now_ms, target, excluded, margin_s, given.shared_gateways,
-            math.ceil(target * SHARED_FILL_SHARE),
+            math.ceil(target * SHARED_FILL_SHARE), kept,
         )  # fmt: skip
 
     # Under affinity the merged LeaseSet holds only the serving routers' leases, so that no
@@ -314,14 +337,24 @@ def plan_publish(given: PublishInput) -> PublishPlan:
     retry_at = now + PUBLISH_RETRY_S
     candidates = publish_candidates(given.spec, established, reported)
 
-    def ending_at(leases: Sequence[SelectedLease]) -> float | None:
-        """When the next of `leases` comes within the selection margin of its end
-        (monotonic; always ahead: those already within it are no reason to wake)."""
-        cutoff_ms = given.now_ms + SELECTION_MARGIN_S * 1000
+    def ending_at(
+        leases: Sequence[SelectedLease], margin_s: int = REPLACE_ENDING_S
+    ) -> float | None:
+        """When the next of `leases` comes within `margin_s` of its end (monotonic; always
+        ahead: those already within it are no reason to wake)."""
+        cutoff_ms = given.now_ms + margin_s * 1000
         later = [s.lease.end_ms for s in leases if s.lease.end_ms > cutoff_ms]
         if not later:
             return None
         return now + (min(later) - cutoff_ms) / 1000
+
+    def next_look(leases: Sequence[SelectedLease]) -> float | None:
+        """When a lease of `leases` is next due for replacement: it comes within
+        `REPLACE_ENDING_S` of its end, or the last one within the selection margin."""
+        cutoff_ms = given.now_ms + SELECTION_MARGIN_S * 1000
+        last = max((s.lease.end_ms for s in leases), default=0)
+        stranding = now + (last - cutoff_ms) / 1000 if last > cutoff_ms else None
+        return _earliest(ending_at(leases), stranding)
 
     def refresh_after(at: float, reason: PublishReason | None) -> float | None:
         """When a LeaseSet published at `at` for `reason` is stored again unchanged: once
@@ -358,7 +391,7 @@ def plan_publish(given: PublishInput) -> PublishPlan:
             targets=targets,
             lost=lost,
             failover_s=failover_s,
-            wake_at=_earliest(refresh_after(now, reason), ending_at(leases)),
+            wake_at=_earliest(refresh_after(now, reason), next_look(leases)),
             retry_at=retry_at,
             affinity=affinity,
             affinity_answers=answered_by_affinity,
@@ -410,7 +443,7 @@ def plan_publish(given: PublishInput) -> PublishPlan:
         # Nothing published lasts beyond the margin: clients already find no lease they
         # would pick, so this one neither waits for the coalescing window nor for the
         # publisher's store slot.
-        stranded = ending_at(given.published) is None
+        stranded = ending_at(given.published, SELECTION_MARGIN_S) is None
         if now >= ready_at or stranded:
             return publish(desired, need, urgent=stranded)
         return hold(f"{need.value} (coalesced)", ready_at)
@@ -421,7 +454,7 @@ def plan_publish(given: PublishInput) -> PublishPlan:
         floor_ms = given.now_ms + MIN_REMAINING_S * 1000
         same = tuple(s for s in given.published if s.lease.end_ms > floor_ms)
         return publish(same or desired, PublishReason.REFRESH)
-    return hold("nothing clients need", _earliest(ending_at(given.published), refresh_at))
+    return hold("nothing clients need", _earliest(next_look(given.published), refresh_at))
 
 
 def _earliest(*times: float | None) -> float | None:
@@ -519,16 +552,19 @@ def publish_need(
 ) -> PublishReason | None:
     """Why clients need a new LeaseSet now, or None.
 
-    A published lease counts as ending once it is within the selection margin of its end
-    (it would be within 51 s, where clients no longer pick it, before the next publish
-    slot); a lease its router no longer reports before that is gone. A router the
-    selection would represent and the published leases do not is news. Ending leases are
-    replaced as soon as a replacement exists (the coalescing window gathers a router's
-    rotation, built within seconds): a router's own LeaseSet hides an ending lease only
-    between 51 s and 30 s before its end, where its successor comes. Waiting for every
-    router's whole rotation hid leases longer, and the lease count an observer of the
-    floodfills sees told a multihomed LeaseSet apart (`docs/design-notes.md`)."""
-    cutoff = now_ms + SELECTION_MARGIN_S * 1000
+    A published lease counts as ending once it is within `REPLACE_ENDING_S` of its end, or
+    within the selection margin when no published lease outlasts that margin (clients
+    would be left with none they pick); a lease its router no longer reports before that
+    is gone. A router the selection would represent and the published leases do not is
+    news. Ending leases are replaced as soon as a replacement exists (the coalescing window
+    gathers a router's rotation, built within seconds): a router's own LeaseSet hides an
+    ending lease only between 51 s and 30 s before its end, where its successor comes.
+    Hiding it longer (waiting for every router's whole rotation) or shorter (replacing it
+    from spare tunnels before then) changes the lease count an observer of the floodfills
+    sees, which told a multihomed LeaseSet apart (`docs/design-notes.md`)."""
+    margin_ms = SELECTION_MARGIN_S * 1000
+    stranded = all(s.lease.end_ms <= now_ms + margin_ms for s in published)
+    cutoff = now_ms + (margin_ms if stranded else REPLACE_ENDING_S * 1000)
     alive = {(name, x.gateway, x.tunnel_id) for name, leases in reports.items() for x in leases}
     ending = [s for s in published if s.lease.end_ms <= cutoff]
     lasting = [s for s in published if s.lease.end_ms > cutoff]
