@@ -11,6 +11,7 @@ import hashlib
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from i2p_multihome.balancer.engine import Timing
 from i2p_multihome.clock import SYSTEM_CLOCK, wait_event
 from i2p_multihome.dataplane.datagrams import DatagramService
 from i2p_multihome.dataplane.ports import PortMap
+from i2p_multihome.dataplane.service import AFFINITY_SYN_ANSWER_DELAY, stream_config_for
 from i2p_multihome.dataplane.stats import DataPlaneStats
 from i2p_multihome.hosting import HostedDestination
 from i2p_multihome.model.v1alpha1 import (
@@ -33,6 +35,7 @@ from i2p_multihome.streaming import (
     PeerClosed,
     StreamClosed,
     StreamClosedError,
+    StreamConfig,
     StreamEstablished,
     StreamReset,
 )
@@ -111,6 +114,22 @@ class RemoteClient:
 
     def kick(self) -> None:
         self._wake.set()
+
+    async def handshake_s(self, via: str, port: int = 80) -> float:
+        """Open a stream through `via` with a bare SYN; the seconds until the server's SYN
+        came back. The stream is then reset."""
+        started = now()
+        stream = self.endpoint.connect(self.server.destination, via, started, remote_port=port)
+        self.kick()
+
+        def established() -> bool:
+            return any(isinstance(e, StreamEstablished) for e in self.events.get(stream, []))
+
+        await eventually(established, 5.0, "the server's SYN")
+        took = now() - started
+        self.endpoint.reset(stream)
+        self.kick()
+        return took
 
     async def request(self, via: str, request: bytes, port: int = 80) -> tuple[bytes, str]:
         """Open a stream through `via`, send `request` (as fast as the send buffer takes
@@ -379,6 +398,42 @@ async def test_a_new_client_renews_its_serving_routers_own_leaseset(
     await r2.deliver(payload.encode())
     await eventually(lambda: len(client.datagrams) == 1, 5.0, "the echo")
     assert renewals == ["r2", "r2"]  # a new flow; the rate limit holds the renewal back
+
+
+@pytest.mark.parametrize("world", [False, True], indirect=True, ids=["merged", "affinity"])
+async def test_a_bare_syn_waits_less_under_client_affinity(world: dict[str, Any]) -> None:
+    """A client's stray resend reaches another router's lease in a merged LeaseSet, but
+    the same router's under affinity: the SYN answer's wait (a floor: timers never fire
+    early) is shorter there. The wait follows the spec when it changes."""
+    client: RemoteClient = world["client"]
+    hosted: HostedDestination = world["hosted"]
+    spec = hosted.balancer.spec
+    affinity = spec.lease_set.client_affinity
+    took = await client.handshake_s("r2")
+    assert took >= (AFFINITY_SYN_ANSWER_DELAY if affinity else StreamConfig().syn_answer_delay)
+    if affinity:
+        assert took < StreamConfig().syn_answer_delay
+    flipped = spec.model_copy(
+        update={"lease_set": spec.lease_set.model_copy(update={"client_affinity": False})}
+    )
+    hosted.dataplane.apply_spec(flipped)
+    assert hosted.dataplane.streams.endpoint.config == StreamConfig()
+
+
+def test_the_stream_config_follows_client_affinity() -> None:
+    base = StreamConfig(ack_delay=0.3, syn_answer_delay=0.3)
+    plain = MultihomedDestinationSpec.model_validate(
+        {"routers": [{"name": "r1", "i2cp": {"host": "h", "port": 1}}]}
+    )
+    assert stream_config_for(plain, base) is base
+    serving = plain.model_copy(
+        update={"lease_set": plain.lease_set.model_copy(update={"client_affinity": True})}
+    )
+    assert stream_config_for(serving, base) == replace(
+        base, syn_answer_delay=AFFINITY_SYN_ANSWER_DELAY
+    )
+    quick = StreamConfig(syn_answer_delay=0.01)
+    assert stream_config_for(serving, quick).syn_answer_delay == 0.01  # never longer
 
 
 async def test_garbage_from_clients_is_counted_and_dropped(world: dict[str, Any]) -> None:

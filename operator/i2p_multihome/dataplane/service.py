@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 
 from i2p_multihome.clock import Clock
 from i2p_multihome.dataplane.datagrams import DatagramService
@@ -27,6 +28,22 @@ from i2p_multihome.wire.keys import DestinationKeys
 log = logging.getLogger(__name__)
 
 
+# Under client affinity a bare SYN waits only this long (StreamConfig.syn_answer_delay):
+# a client's stray resend reaches a lease of the router that holds its session, so the wait
+# only has to keep two resends from leaving before our answer (i2pd sets the RTO to 9 s at
+# the second). Measured on the testnet (bench_conversations --affinity, 2026-12-02): no
+# stall and no "Can't handle" in 160 requests, p99 first byte 1.4-1.8 times single-homed.
+AFFINITY_SYN_ANSWER_DELAY = 0.04
+
+
+def stream_config_for(spec: MultihomedDestinationSpec, base: StreamConfig) -> StreamConfig:
+    """The streaming configuration for `spec`: `base`, with the shorter SYN answer under
+    client affinity."""
+    if not spec.lease_set.client_affinity:
+        return base
+    return replace(base, syn_answer_delay=min(base.syn_answer_delay, AFFINITY_SYN_ANSWER_DELAY))
+
+
 class DataPlane:
     def __init__(
         self,
@@ -43,6 +60,7 @@ class DataPlane:
         """`on_client(router)`: a client opened a stream or a datagram flow through
         `router` (client affinity renews that router's own LeaseSet, see the balancer)."""
         self.stats = DataPlaneStats()
+        self._stream_config = stream_config or StreamConfig()
         self._log_fields = dict(log_fields or {})
         self._namespace = namespace
         ports = PortMap.of(spec.ports)
@@ -53,7 +71,7 @@ class DataPlane:
             send,
             clock,
             self.stats,
-            stream_config,
+            stream_config_for(spec, self._stream_config),
             log_fields,
             on_change,
             on_client,
@@ -101,10 +119,12 @@ class DataPlane:
         return self.streams.move_clients(lost, choose) + self.datagrams.move_clients(lost, choose)
 
     def apply_spec(self, spec: MultihomedDestinationSpec) -> None:
-        """New ports serve new streams and flows; those already open keep their backend."""
+        """New ports serve new streams and flows; those already open keep their backend
+        (and their streaming configuration)."""
         ports = PortMap.of(spec.ports)
         self.streams.ports = ports
         self.datagrams.ports = ports
+        self.streams.endpoint.config = stream_config_for(spec, self._stream_config)
 
     async def run(self) -> None:
         """Serve until cancelled."""

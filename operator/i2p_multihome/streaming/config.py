@@ -52,8 +52,10 @@ class StreamConfig:
     # takes whole (and passes to the client's next streams), and keeps its RTO (1.5 times
     # that) above the tunnel RTT plus our own delay's jitter J: wait >= 2J - RTT. Answering
     # at once made two resends leave before our answer on a testnet of millisecond
-    # tunnels, and i2pd sets the RTO to 9 s at the second (1 request in 10 stalled 9-54 s).
-    syn_answer_delay: float = 0.04
+    # tunnels: i2pd sends the second to another random lease, in a merged LeaseSet mostly
+    # a router without the client's session, and sets the RTO to 9 s. Under client
+    # affinity the data plane waits less (`dataplane.service.AFFINITY_SYN_ANSWER_DELAY`).
+    syn_answer_delay: float = 0.2
     # RTO before the first RTT sample (spec INITIAL_TIMEOUT, Java initialRTO, i2pd).
     initial_rto: float = 9.0
     # RTO bounds: Java's MIN_RESEND_DELAY and MAX_RESEND_DELAY (the spec's maximum).
