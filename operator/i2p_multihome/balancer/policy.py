@@ -177,8 +177,9 @@ def _members_first(
     fill_to: int,
     kept: frozenset[tuple[bytes, int]],
 ) -> tuple[SelectedLease, ...]:
-    """Leases through `members`, round-robin; then, while fewer than `fill_to`, the
-    freshest other lease of the router with the fewest chosen so far."""
+    """Leases through `members`, round-robin; then, while fewer than `fill_to`, another
+    lease (a kept one first, else the freshest) of the router with the fewest chosen so
+    far."""
     excluded = frozenset(excluded_gateways)
 
     def through(inside: bool) -> dict[str, list[Lease]]:
