@@ -338,12 +338,10 @@ def plan_publish(given: PublishInput) -> PublishPlan:
     retry_at = now + PUBLISH_RETRY_S
     candidates = publish_candidates(given.spec, established, reported)
 
-    def ending_at(
-        leases: Sequence[SelectedLease], margin_s: int = REPLACE_ENDING_S
-    ) -> float | None:
-        """When the next of `leases` comes within `margin_s` of its end (monotonic; always
-        ahead: those already within it are no reason to wake)."""
-        cutoff_ms = given.now_ms + margin_s * 1000
+    def ending_at(leases: Sequence[SelectedLease]) -> float | None:
+        """When the next of `leases` comes within `REPLACE_ENDING_S` of its end (monotonic;
+        always ahead: those already within it are no reason to wake)."""
+        cutoff_ms = given.now_ms + REPLACE_ENDING_S * 1000
         later = [s.lease.end_ms for s in leases if s.lease.end_ms > cutoff_ms]
         if not later:
             return None
@@ -444,7 +442,7 @@ def plan_publish(given: PublishInput) -> PublishPlan:
         # Nothing published lasts beyond the margin: clients already find no lease they
         # would pick, so this one neither waits for the coalescing window nor for the
         # publisher's store slot.
-        stranded = ending_at(given.published, SELECTION_MARGIN_S) is None
+        stranded = _stranded(given.published, given.now_ms)
         if now >= ready_at or stranded:
             return publish(desired, need, urgent=stranded)
         return hold(f"{need.value} (coalesced)", ready_at)
@@ -563,9 +561,8 @@ def publish_need(
     Hiding it longer (waiting for every router's whole rotation) or shorter (replacing it
     from spare tunnels before then) changes the lease count an observer of the floodfills
     sees, which told a multihomed LeaseSet apart (`docs/design-notes.md`)."""
-    margin_ms = SELECTION_MARGIN_S * 1000
-    stranded = all(s.lease.end_ms <= now_ms + margin_ms for s in published)
-    cutoff = now_ms + (margin_ms if stranded else REPLACE_ENDING_S * 1000)
+    margin_s = SELECTION_MARGIN_S if _stranded(published, now_ms) else REPLACE_ENDING_S
+    cutoff = now_ms + margin_s * 1000
     alive = {(name, x.gateway, x.tunnel_id) for name, leases in reports.items() for x in leases}
     ending = [s for s in published if s.lease.end_ms <= cutoff]
     lasting = [s for s in published if s.lease.end_ms > cutoff]
@@ -580,6 +577,12 @@ def publish_need(
     if len(lasting) < target and len(desired) > len(lasting):
         return PublishReason.BELOW_TARGET
     return None
+
+
+def _stranded(published: Sequence[SelectedLease], now_ms: int) -> bool:
+    """No published lease outlasts the selection margin: clients will soon find none they
+    pick, whatever the coalescing window or the replacement time says."""
+    return all(s.lease.end_ms <= now_ms + SELECTION_MARGIN_S * 1000 for s in published)
 
 
 def _lease_keys(leases: Sequence[SelectedLease]) -> frozenset[tuple[bytes, int, int]]:
