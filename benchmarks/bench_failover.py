@@ -23,8 +23,9 @@ and a UDP echo on datagram port 0. Two parts (`--part`, default both):
   one sent after it), and the requests that failed meanwhile.
 
 - restarts (`--part restarts`, not in `both`): the same clients and table, but each "kill"
-  is a restart of the balancer (SIGTERM, as a rollout does, then the same manifest and
-  keys): every router session, and every client's end-to-end session with it, ends.
+  is a restart of the balancer (SIGTERM, as a rollout does, then the same manifest, keys
+  and `--clients-file`, as a deployment keeps its recent clients): every router session,
+  and every client's end-to-end session with it, ends.
 
 Tunnels are kept off the hosting routers (`explicitPeers`: r4-r6, ff1 and ff2, for
 the destination and every client): on a 9-router testnet most tunnels would otherwise pass
@@ -480,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             "publisher": PUBLISHER if args.affinity else None,
             "inbound_per_router": INBOUND, "length": LENGTH, "file_bytes": FILE_BYTES,
             "kill_at_fraction": KILL_AT_FRACTION, "kills": args.kills,
+            "recent_clients_kept": args.part == "restarts",
             "i2pd": testnet_version(),
         },
     }  # fmt: skip

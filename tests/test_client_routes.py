@@ -165,3 +165,90 @@ def test_a_client_moved_again_before_its_release_keeps_its_release() -> None:
     routes.move({"r2"}, lambda client: "r3", 120.0)
     assert routes.held_until(A) == 100.0 + SESSION_REPLACEABLE_AFTER_S
     assert routes.via(A) == "r3"
+
+
+# --- across a restart ------------------------------------------------------------------------
+
+WALL = 1_700_000_000.0  # the wall clock when the monotonic clock reads 0
+
+
+def test_remembered_clients_are_the_recent_ones_with_an_address_newest_first() -> None:
+    routes = ClientRoutes()
+    dest_b = DestinationKeys.generate().destination
+    routes.heard(DEST_A.hash, "r1", 100.0, DEST_A)
+    routes.heard(dest_b.hash, "r2", 50.0, dest_b)
+    routes.heard(dest_b.hash, "r2", 120.0)  # its address is kept from before
+    routes.heard(C, "r1", 310.0)  # no address: nothing would reach it
+    routes.forget(DEST_A.hash)  # remembered after its streams too
+    kept = routes.remembered(400.0, WALL + 400.0)
+    assert [k.address for k in kept] == [dest_b, DEST_A]
+    assert (kept[0].session_since_s, kept[0].last_heard_s) == (WALL + 50.0, WALL + 120.0)
+    assert (kept[1].session_since_s, kept[1].last_heard_s) == (WALL + 100.0, WALL + 100.0)
+    assert routes.remembered(400.0, WALL + 400.0, limit=1) == kept[:1]
+    # Nothing heard for 10 minutes: its session is gone, and so is any reason to keep it.
+    assert [k.address for k in routes.remembered(701.0, WALL + 701.0)] == [dest_b]
+    assert routes.remembered(721.0, WALL + 721.0) == []
+
+
+def test_a_held_client_is_remembered_with_its_old_sessions_age() -> None:
+    routes = ClientRoutes()
+    routes.heard(DEST_A.hash, "r1", 0.0, DEST_A)
+    routes.move({"r1"}, lambda client: "r2", 30.0)  # held until 125
+    [kept] = routes.remembered(40.0, WALL + 40.0)
+    assert kept.session_since_s == WALL + 0.0
+
+
+def test_restored_clients_are_held_until_their_old_session_can_be_replaced() -> None:
+    before = ClientRoutes()
+    dest_b = DestinationKeys.generate().destination
+    for at in (0.0, 80.0, 160.0, 190.0):  # one session, 200 s old at the restart
+        before.heard(DEST_A.hash, "r1", at, DEST_A)
+    before.heard(dest_b.hash, "r2", 150.0, dest_b)  # 50 s old
+    kept = before.remembered(200.0, WALL + 200.0)
+
+    # The new process's monotonic clock starts anywhere: only the wall clock carries over.
+    after = ClientRoutes()
+    restored_at = 5.0  # 10 s after the old run's last look, on the wall clock
+    wall_now = WALL + 210.0
+    assert sorted(after.restore(kept, lambda client: "r3", restored_at, wall_now)) == sorted(
+        [DEST_A.hash, dest_b.hash]
+    )
+    assert after.routes() == {}  # nothing active: no streams or flows yet
+    assert after.route_of(DEST_A.hash) == "r3" and after.address(dest_b.hash) == dest_b
+    assert after.release_due(restored_at) == [DEST_A.hash]  # old enough: pinged at once
+    # dest_b's session began 60 s before the restore: replaceable 65 s after it.
+    assert after.held_until(dest_b.hash) == restored_at + 65.0
+    assert after.release_due(restored_at + 64.9) == []
+    assert after.release_due(restored_at + 65.0) == [dest_b.hash]
+
+
+def test_restore_leaves_alone_clients_heard_since_and_sessions_that_expired() -> None:
+    before = ClientRoutes()
+    dest_b = DestinationKeys.generate().destination
+    before.heard(DEST_A.hash, "r1", 0.0, DEST_A)
+    before.heard(dest_b.hash, "r1", 0.0, dest_b)
+    kept = before.remembered(10.0, WALL + 10.0)
+    after = ClientRoutes()
+    after.heard(DEST_A.hash, "r2", 1.0, DEST_A)  # came back on its own: it has a session
+    assert after.restore(kept, lambda client: "r3", 2.0, WALL + 20.0) == [dest_b.hash]
+    assert after.via(DEST_A.hash) == "r2" and after.held_until(DEST_A.hash) is None
+    expired = ClientRoutes()
+    assert expired.restore(kept, lambda client: "r3", 2.0, WALL + 601.0) == []
+
+
+@given(st.lists(st.integers(0, 3), max_size=40), st.floats(1, 30))
+def test_restore_keeps_within_its_bound(heard: list[int], step: float) -> None:
+    clients = [DEST_A, *(DestinationKeys.generate().destination for _ in range(3))]
+    before = ClientRoutes()
+    for n, index in enumerate(heard):
+        before.heard(clients[index].hash, "r1", n * step, clients[index])
+    end = len(heard) * step
+    kept = before.remembered(end, WALL + end)
+    after = ClientRoutes(remembered=2)
+    restored = after.restore(kept, lambda client: "r2", 0.0, WALL + end)
+    assert len(restored) == len(kept) <= 4
+    remaining = [c for c in restored if after.route_of(c) is not None]
+    assert len(remaining) == min(2, len(kept))
+    # The most recently heard are the ones kept.
+    assert set(remaining) == {k.address.hash for k in kept[: len(remaining)]}
+    assert len(after.release_due(2000.0)) == len(remaining)

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import stat
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import pytest
 import yaml
 
 from fakerouter import FakeRouter, eventually, make_leases
+from i2p_multihome.dataplane import remembered
 from i2p_multihome.standalone import ManifestError, load_manifest, run_standalone
+from i2p_multihome.streaming.routes import RememberedClient
 from i2p_multihome.wire.encoding import b64encode
 from i2p_multihome.wire.keys import DestinationKeys
 
@@ -341,3 +344,47 @@ async def test_run_standalone_keeps_peer_profiles_in_its_file(
     assert {p["peer"]: p["built"] for p in again["peers"]} == {
         p["peer"]: pytest.approx(p["built"] + 1, rel=1e-3) for p in saved["peers"]
     }
+
+
+async def test_run_standalone_keeps_its_recent_clients_in_a_file_only_it_reads(
+    tmp_path: Path, routers: list[FakeRouter], caplog: pytest.LogCaptureFixture
+) -> None:
+    manifest = load_manifest(
+        write_yaml(
+            tmp_path / "m.yaml", manifest_document([router_entry(r.name, r.port) for r in routers])
+        )
+    )
+    keys_path, status_path = tmp_path / "keys.json", tmp_path / "status.json"
+    clients_path = tmp_path / "clients.json"
+    client = DestinationKeys.generate().destination
+    now = time.time()
+    clients_path.write_text("[damaged", encoding="utf-8")
+    task = asyncio.create_task(
+        run_standalone(manifest, str(keys_path), status_path, None, clients_path)
+    )
+    await eventually(lambda: ready(status_path, 2), 5.0, "Ready=True")
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(task, 8.0)
+    assert "recent clients unreadable, starting without them" in caplog.text
+    assert remembered.from_json_text(clients_path.read_text(encoding="utf-8")) == []
+    assert stat.S_IMODE(os.stat(clients_path).st_mode) == 0o600
+
+    # A client of the previous run, heard 10 s before this one started: pinged, and kept.
+    kept = RememberedClient(client, now - 300, now - 10)
+    clients_path.write_text(remembered.to_json_text([kept]), encoding="utf-8")
+    os.chmod(clients_path, 0o644)
+    for router in routers:
+        await eventually(lambda r=router: not r.sessions, 2.0, "old session gone")
+    pinged: list[str] = []
+    for router in routers:
+        router.send_listeners.append(lambda m, r=router: pinged.append(r.name))
+    task = asyncio.create_task(
+        run_standalone(manifest, str(keys_path), status_path, None, clients_path)
+    )
+    await eventually(lambda: len(pinged) == 1, 5.0, "the client pinged through one router")
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(task, 8.0)
+    [again] = remembered.from_json_text(clients_path.read_text(encoding="utf-8"))
+    assert again.address == client
+    assert again.last_heard_s == pytest.approx(kept.last_heard_s, abs=0.01)
+    assert stat.S_IMODE(os.stat(clients_path).st_mode) == 0o600

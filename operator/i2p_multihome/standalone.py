@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,14 @@ from i2p_multihome.balancer.profiles import (
     to_json_text,
 )
 from i2p_multihome.balancer.reporter import StatusSink
-from i2p_multihome.hosting import HostedDestination, ProfileSaver, TaskEnded
+from i2p_multihome.dataplane import remembered
+from i2p_multihome.hosting import ClientSaver, HostedDestination, ProfileSaver, TaskEnded
 from i2p_multihome.logs import fields
 from i2p_multihome.model.v1alpha1 import (
     MultihomedDestinationManifest,
     MultihomedDestinationStatus,
 )
+from i2p_multihome.streaming.routes import RememberedClient
 from i2p_multihome.wire.keys import KeyFileError, load_or_create
 
 log = logging.getLogger(__name__)
@@ -71,9 +74,12 @@ def write_json_atomically(path: Path, document: dict[str, Any]) -> None:
     write_text_atomically(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 
-def write_text_atomically(path: Path, text: str) -> None:
+def write_text_atomically(path: Path, text: str, mode: int = 0o644) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(tmp, mode)  # an older file keeps its mode through O_CREAT
     os.replace(tmp, path)
 
 
@@ -116,11 +122,30 @@ def load_profiles_file(path: Path, now_s: float, log_fields: dict[str, object]) 
         return PeerProfiles()
 
 
+def load_clients_file(path: Path, log_fields: dict[str, object]) -> list[RememberedClient]:
+    """The recent clients a previous run saved in `path`; none when there is no such file
+    or it cannot be read (logged: those clients recover on their own, as without it)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        log.warning("recent clients not read", extra=fields(**log_fields, error=str(exc)))
+        return []
+    try:
+        return remembered.from_json_text(text)
+    except remembered.ClientDocumentError as exc:
+        log.warning("recent clients unreadable, starting without them",
+                    extra=fields(**log_fields, error=str(exc)))  # fmt: skip
+        return []
+
+
 async def run_standalone(
     manifest: MultihomedDestinationManifest,
     keys_path: str,
     status_path: Path | None,
     profiles_path: Path | None = None,
+    clients_path: Path | None = None,
 ) -> None:
     """Host the destination until SIGINT or SIGTERM, then reset its streams and destroy
     every session. Raises BalancerFailed if a task of it ends on its own."""
@@ -136,6 +161,17 @@ async def run_standalone(
         async def saver(current: PeerProfiles) -> None:
             await asyncio.to_thread(write_text_atomically, target, to_json_text(current))
 
+    client_saver: ClientSaver | None = None
+    clients: list[RememberedClient] = []
+    if clients_path is not None:
+        clients = load_clients_file(clients_path, log_fields)
+        clients_target = clients_path
+
+        async def client_saver(current: Sequence[RememberedClient]) -> None:
+            # Who talks to the service: readable by the balancer's user only.
+            text = remembered.to_json_text(current)
+            await asyncio.to_thread(write_text_atomically, clients_target, text, 0o600)
+
     hosted = HostedDestination(
         manifest.metadata.name,
         manifest.spec,
@@ -145,6 +181,8 @@ async def run_standalone(
         log_fields=log_fields,
         peer_profiles=profiles,
         save_profiles=saver,
+        recent_clients=clients,
+        save_clients=client_saver,
     )
     log.info(
         "standalone balancer",
@@ -187,7 +225,11 @@ async def run_standalone(
 def _command(args: argparse.Namespace) -> int:
     try:
         manifest = load_manifest(args.manifest)
-        asyncio.run(run_standalone(manifest, args.keys, args.status_file, args.profiles_file))
+        asyncio.run(
+            run_standalone(
+                manifest, args.keys, args.status_file, args.profiles_file, args.clients_file
+            )
+        )
     except (ManifestError, KeyFileError) as exc:
         print(f"i2p-multihome balance: {exc}", file=sys.stderr)
         return 2
@@ -213,5 +255,11 @@ def register_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "--profiles-file",
         type=Path,
         help="peer profiles (JSON), read at start and saved every 5 minutes and at exit",
+    )
+    parser.add_argument(
+        "--clients-file",
+        type=Path,
+        help="recent clients (JSON, mode 0600), read at start and saved every minute and at "
+        "exit: after a restart each is pinged through a router, which gives it a new session",
     )
     parser.set_defaults(func=_command)

@@ -149,6 +149,8 @@ def _start_balancer(directory: Path) -> subprocess.Popen[bytes]:
                 "-f", str(directory / "manifest.yaml"),
                 "--keys", str(directory / "keys.json"),
                 "--status-file", str(directory / "status.json"),
+                # Kept across `restart`, as a deployment keeps them.
+                "--clients-file", str(directory / "clients.json"),
             ],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip

@@ -643,15 +643,17 @@ class Balancer:
         serving = await self._hand_affinity(plan.affinity)
         routers = tuple(sorted({s.router for s in selected}))
         handed_to = tuple(sorted(reached))
+        move_to = tuple(sorted(serving)) if plan.affinity else handed_to
         if plan.lost and plan.failover_s is not None:
-            move_to = tuple(sorted(serving)) if plan.affinity else handed_to
             self._tell(
                 FailoverPublished(
                     plan.lost, plan.failover_s, len(selected), routers, handed_to, move_to
                 )
             )
         elif plan.publish_reason is not None:
-            self._tell(LeaseSetPublished(plan.publish_reason, len(selected), routers, handed_to))
+            self._tell(
+                LeaseSetPublished(plan.publish_reason, len(selected), routers, handed_to, move_to)
+            )
         log.info(
             "LeaseSet published",
             extra=fields(

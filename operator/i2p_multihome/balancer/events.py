@@ -79,6 +79,9 @@ class LeaseSetPublished:
     leases: int
     routers: tuple[str, ...]  # routers whose leases it holds
     handed_to: tuple[str, ...]  # routers that took it
+    # The routers that hold a LeaseSet sending clients back to themselves: where clients
+    # without a working session can be sent (as FailoverPublished.move_to).
+    move_to: tuple[str, ...] = ()
 
     @property
     def message(self) -> str:

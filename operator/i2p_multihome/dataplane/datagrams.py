@@ -29,7 +29,7 @@ from i2p_multihome.dataplane.streams import BackendResolver, Sender
 from i2p_multihome.logs import fields
 from i2p_multihome.model.v1alpha1 import PortProtocol, PortSpec
 from i2p_multihome.streaming.endpoint import DROP_HELD_FOR_MOVE
-from i2p_multihome.streaming.routes import ClientRoutes
+from i2p_multihome.streaming.routes import ClientRoutes, RememberedClient
 from i2p_multihome.wire.codec import WireError
 from i2p_multihome.wire.datagrams import RepliableDatagram, Signer
 from i2p_multihome.wire.messages import PROTOCOL_DATAGRAM, Payload
@@ -149,6 +149,10 @@ class DatagramService:
     def routes(self) -> dict[bytes, str]:
         """The router each client with flows is answered through, by its hash."""
         return self._routes.routes()
+
+    def remembered(self) -> list[RememberedClient]:
+        """The clients worth keeping across a restart (see `ClientRoutes.remembered`)."""
+        return self._routes.remembered(self._clock.monotonic(), self._clock.wall())
 
     def held(self, client: bytes) -> bool:
         """Whether replies to `client` wait for its move to a new router (see move_clients)."""

@@ -21,6 +21,7 @@ from i2p_multihome.dataplane.streams import Sender, StreamService
 from i2p_multihome.logs import fields
 from i2p_multihome.model.v1alpha1 import BackendSpec, MultihomedDestinationSpec
 from i2p_multihome.streaming import StreamConfig
+from i2p_multihome.streaming.routes import KEPT_ACROSS_RESTART, RememberedClient
 from i2p_multihome.wire import messages
 from i2p_multihome.wire.codec import WireError
 from i2p_multihome.wire.keys import DestinationKeys
@@ -60,6 +61,7 @@ class DataPlane:
         """`on_client(router)`: a client opened a stream or a datagram flow through
         `router` (client affinity renews that router's own LeaseSet, see the balancer)."""
         self.stats = DataPlaneStats()
+        self._clock = clock
         self._stream_config = stream_config or StreamConfig()
         self._log_fields = dict(log_fields or {})
         self._namespace = namespace
@@ -111,12 +113,32 @@ class DataPlane:
         Returns how many clients (stream remotes and datagram clients) moved."""
         if not survivors:
             return 0
-        ordered = sorted(set(survivors))
-
-        def choose(client: bytes) -> str:
-            return ordered[int.from_bytes(client[:4], "big") % len(ordered)]
-
+        choose = _spread_over(survivors)
         return self.streams.move_clients(lost, choose) + self.datagrams.move_clients(lost, choose)
+
+    def remembered_clients(self) -> list[RememberedClient]:
+        """The recent clients, of streams and of datagrams, worth keeping across a restart
+        of the balancer: each once, most recently heard first (see `ClientRoutes`)."""
+        now, wall_now = self._clock.monotonic(), self._clock.wall()
+        latest: dict[bytes, RememberedClient] = {}
+        for client in (
+            *self.streams.endpoint.remembered_remotes(now, wall_now),
+            *self.datagrams.remembered(),
+        ):
+            kept = latest.get(client.address.hash)
+            if kept is None or client.last_heard_s > kept.last_heard_s:
+                latest[client.address.hash] = client
+        ordered = sorted(latest.values(), key=lambda client: client.last_heard_s, reverse=True)
+        return ordered[:KEPT_ACROSS_RESTART]
+
+    def restore_clients(self, clients: Collection[RememberedClient], serving: Sequence[str]) -> int:
+        """Clients kept across a restart: their sessions went with every router's, so each
+        is answered through one of `serving` (spread by its hash) and pinged from there
+        once its old session can be replaced; the ping gives it that router's session and
+        LeaseSet. Returns how many were restored."""
+        if not serving:
+            return 0
+        return self.streams.restore_clients(clients, _spread_over(serving))
 
     def apply_spec(self, spec: MultihomedDestinationSpec) -> None:
         """New ports serve new streams and flows; those already open keep their backend
@@ -149,3 +171,13 @@ class DataPlane:
 
     def _resolve(self, backend: BackendSpec) -> tuple[str, int]:
         return backend_address(backend, self._namespace)
+
+
+def _spread_over(routers: Sequence[str]) -> Callable[[bytes], str]:
+    """A router of `routers` for each client, by its hash: the same one every time."""
+    ordered = sorted(set(routers))
+
+    def choose(client: bytes) -> str:
+        return ordered[int.from_bytes(client[:4], "big") % len(ordered)]
+
+    return choose

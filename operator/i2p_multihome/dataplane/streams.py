@@ -41,6 +41,7 @@ from i2p_multihome.streaming import (
     StreamReset,
 )
 from i2p_multihome.streaming.connection import LocalIdentity
+from i2p_multihome.streaming.routes import RememberedClient
 from i2p_multihome.wire.messages import Payload
 from i2p_multihome.wire.structures import Destination
 
@@ -115,6 +116,16 @@ class StreamService:
         moved = self.endpoint.move_remotes(lost, choose, self._clock.monotonic())
         self._wake.set()
         return moved
+
+    def restore_clients(
+        self, clients: Collection[RememberedClient], choose: Callable[[bytes], str]
+    ) -> int:
+        """Clients kept across a restart: see `Endpoint.restore_remotes`."""
+        restored = self.endpoint.restore_remotes(
+            clients, choose, self._clock.monotonic(), self._clock.wall()
+        )
+        self._wake.set()
+        return restored
 
     def nudge(self, client: Destination, router: str) -> None:
         """Ping `client` through `router`: see `Endpoint.nudge`."""

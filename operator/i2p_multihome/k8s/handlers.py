@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from i2p_multihome.balancer.engine import EndpointError, EndpointResolver
 from i2p_multihome.balancer.profiles import PeerProfiles
 from i2p_multihome.hosting import TaskEnded
 from i2p_multihome.i2cp.session import Endpoint
-from i2p_multihome.k8s import endpoints, profilestore, secrets
+from i2p_multihome.k8s import clientstore, endpoints, profilestore, secrets
 from i2p_multihome.k8s.runtime import (
     ApiServerStatusSink,
     DestinationRuntime,
@@ -38,6 +38,7 @@ from i2p_multihome.model.v1alpha1 import (
     MultihomedDestinationSpec,
     RouterSpec,
 )
+from i2p_multihome.streaming.routes import RememberedClient
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,14 @@ async def host_destination(
             profilestore.save_profiles, state.core, namespace, name, current, owner
         )
 
+    keys = result.keys
+    clients = await asyncio.to_thread(clientstore.load_clients, state.core, namespace, name, keys)
+
+    async def save_clients(current: Sequence[RememberedClient]) -> None:
+        await asyncio.to_thread(
+            clientstore.save_clients, state.core, namespace, name, current, keys, owner
+        )
+
     runtime = DestinationRuntime(
         namespace, name, parsed, result.keys, generation, previous, state.custom,
         post_event=lambda kind, reason, message: kopf.event(
@@ -235,6 +244,8 @@ async def host_destination(
         peer_profiles=profiles,
         save_profiles=save_profiles,
         slices=_slices(kwargs, namespace, service),
+        recent_clients=clients,
+        save_clients=save_clients,
     )  # fmt: skip
     state.runtimes[(namespace, name)] = runtime
     runtime.start()

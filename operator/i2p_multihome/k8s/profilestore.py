@@ -5,6 +5,7 @@ Blocking client calls: run them with `asyncio.to_thread`."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
@@ -36,14 +37,11 @@ def load_profiles(core: client.CoreV1Api, namespace: str, name: str, now_s: floa
     def where(**more: object) -> dict[str, object]:
         return fields(namespace=namespace, name=name, configmap=configmap, **more)
 
-    try:
-        stored = core.read_namespaced_config_map(configmap, namespace)
-    except ApiException as exc:
-        if exc.status != 404:
-            log.warning("peer profiles not read", extra=where(error=exc.reason))
+    text = read_field(core, namespace, configmap, PROFILES_FIELD, "peer profiles", where)
+    if text is None:
         return PeerProfiles()
     try:
-        profiles = from_json_text((stored.data or {}).get(PROFILES_FIELD, ""), now_s)
+        profiles = from_json_text(text, now_s)
     except ProfileDocumentError as exc:
         log.warning("peer profiles unreadable, starting afresh", extra=where(error=str(exc)))
         return PeerProfiles()
@@ -59,8 +57,42 @@ def save_profiles(
     owner: dict[str, Any],
 ) -> None:
     """Write the profiles, creating the ConfigMap (owned by the destination) if needed."""
-    configmap = profiles_configmap_name(name)
-    data = {PROFILES_FIELD: to_json_text(profiles)}
+    write_field(
+        core, namespace, profiles_configmap_name(name), PROFILES_FIELD, to_json_text(profiles),
+        owner,
+    )  # fmt: skip
+
+
+def read_field(
+    core: client.CoreV1Api,
+    namespace: str,
+    configmap: str,
+    key: str,
+    what: str,
+    where: Callable[..., dict[str, object]],
+) -> str | None:
+    """Field `key` of a ConfigMap the operator keeps; None when there is none yet or it
+    cannot be read (logged as `what`)."""
+    try:
+        stored = core.read_namespaced_config_map(configmap, namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            log.warning(f"{what} not read", extra=where(error=exc.reason))
+        return None
+    return (stored.data or {}).get(key, "")
+
+
+def write_field(
+    core: client.CoreV1Api,
+    namespace: str,
+    configmap: str,
+    key: str,
+    text: str,
+    owner: dict[str, Any],
+) -> None:
+    """Set field `key` of a ConfigMap the operator keeps, creating it (owned by the
+    destination, so deleted with it) if needed."""
+    data = {key: text}
     try:
         core.patch_namespaced_config_map(configmap, namespace, {"data": data})
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from kubernetes import client
 
@@ -24,7 +24,7 @@ from i2p_multihome.balancer.profiles import PeerProfiles
 from i2p_multihome.balancer.snapshot import BalancerSnapshot
 from i2p_multihome.balancer.status import timestamp
 from i2p_multihome.clock import SYSTEM_CLOCK, Clock
-from i2p_multihome.hosting import HostedDestination, ProfileSaver
+from i2p_multihome.hosting import ClientSaver, HostedDestination, ProfileSaver
 from i2p_multihome.k8s import metrics
 from i2p_multihome.k8s.endpoints import SliceView, changes, hosted_spec
 from i2p_multihome.logs import fields
@@ -37,6 +37,7 @@ from i2p_multihome.model.v1alpha1 import (
     MultihomedDestinationSpec,
     MultihomedDestinationStatus,
 )
+from i2p_multihome.streaming.routes import RememberedClient
 from i2p_multihome.wire.keys import DestinationKeys
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ class DestinationRuntime(HostedDestination):
         peer_profiles: PeerProfiles | None = None,
         save_profiles: ProfileSaver | None = None,
         slices: Iterable[SliceView] = (),
+        recent_clients: Sequence[RememberedClient] = (),
+        save_clients: ClientSaver | None = None,
     ) -> None:
         self.namespace = namespace
         self.name = name
@@ -132,6 +135,8 @@ class DestinationRuntime(HostedDestination):
             log_fields={"namespace": namespace, "name": name, "destination": keys.destination.b32},
             peer_profiles=peer_profiles,
             save_profiles=save_profiles,
+            recent_clients=recent_clients,
+            save_clients=save_clients,
         )
 
     def follows(self, service: str) -> bool:

@@ -40,7 +40,7 @@ from i2p_multihome.streaming.events import (
     StreamAccepted,
     StreamClosedError,
 )
-from i2p_multihome.streaming.routes import ClientRoutes
+from i2p_multihome.streaming.routes import ClientRoutes, RememberedClient
 from i2p_multihome.wire.codec import WireError
 from i2p_multihome.wire.messages import PROTOCOL_STREAMING, Payload
 from i2p_multihome.wire.streaming import (
@@ -320,6 +320,24 @@ class Endpoint:
                 self._touch(conn, dirty=False)
         self._release_due(now)
         return len(moved)
+
+    def remembered_remotes(self, now: float, wall_now: float) -> list[RememberedClient]:
+        """The remotes worth keeping across a restart (see `ClientRoutes.remembered`)."""
+        return self._routes.remembered(now, wall_now)
+
+    def restore_remotes(
+        self,
+        clients: Collection[RememberedClient],
+        choose: Callable[[bytes], str],
+        now: float,
+        wall_now: float,
+    ) -> int:
+        """Remotes kept across a restart, whose sessions went with it: each is answered
+        through `choose(remote)` and pinged once its old session can be replaced, like a
+        remote moved off a lost router. Returns how many were restored."""
+        restored = self._routes.restore(clients, choose, now, wall_now)
+        self._release_due(now)
+        return len(restored)
 
     def handle_timer(self, now: float) -> None:
         """Act on every deadline passed by `now`: each stream at most once per call."""

@@ -20,7 +20,12 @@ that has nothing pending is sent a ping, because otherwise nothing would reach i
 sending to the lost router's leases (the LeaseSet it holds), and only a message from its new
 router gives it that router's session and LeaseSet.
 
-Sans-I/O: routers are names, time is the caller's monotonic clock.
+A restart of the balancer loses every router's session at once, and with them every
+client's: what is known of the recent clients (`remembered`, `restore`) is kept across it,
+so that each is moved, held and nudged like a client of a lost router.
+
+Sans-I/O: routers are names, time is the caller's monotonic clock (and, for what is kept
+across a restart, the wall clock it is given).
 """
 
 from __future__ import annotations
@@ -43,6 +48,18 @@ SESSION_EXPIRES_AFTER_S = 600.0
 SESSION_RESTARTS_AFTER_IDLE_S = 90.0
 # Clients remembered after their last stream or flow ended.
 REMEMBERED_CLIENTS = 4096
+# Clients kept across a restart, the most recently heard: one ping each when it ends.
+KEPT_ACROSS_RESTART = 512
+
+
+@dataclass(frozen=True)
+class RememberedClient:
+    """A client as kept across a restart: where a ping reaches it, and (wall clock) since
+    when its session has been up at the latest and when it was last heard."""
+
+    address: Destination
+    session_since_s: float
+    last_heard_s: float
 
 
 @dataclass
@@ -134,6 +151,55 @@ class ClientRoutes:
                 self._held[client] = release
                 moved.append(client)
         return moved
+
+    def remembered(
+        self, now: float, wall_now: float, limit: int = KEPT_ACROSS_RESTART
+    ) -> list[RememberedClient]:
+        """The clients worth keeping across a restart, most recently heard first: those
+        with an address whose session has not expired, at most `limit`."""
+        kept = []
+        for table in (self._active, self._past):
+            for client, route in table.items():
+                if route.address is None or now - route.last_heard > SESSION_EXPIRES_AFTER_S:
+                    continue
+                # A held client still has its old session, which its hold was counted from.
+                since = route.since - self._replaceable_after if client in self._held else (
+                    route.since)  # fmt: skip
+                kept.append(RememberedClient(
+                    route.address, wall_now - (now - since), wall_now - (now - route.last_heard)
+                ))  # fmt: skip
+        kept.sort(key=lambda client: client.last_heard_s, reverse=True)
+        return kept[:limit]
+
+    def restore(
+        self,
+        clients: Collection[RememberedClient],
+        choose: Callable[[bytes], str],
+        now: float,
+        wall_now: float,
+    ) -> list[bytes]:
+        """Clients kept across a restart, whose sessions went with every router's: answer
+        each through `choose(client)`, held as if moved off a lost router (`move`). Those
+        already heard since the restart, and those whose session has expired, are left
+        alone. Returns the restored clients."""
+        restored = []
+        # Oldest first, as `_past` keeps them.
+        for kept in sorted(clients, key=lambda client: client.last_heard_s):
+            client = kept.address.hash
+            last_heard = now - (wall_now - kept.last_heard_s)
+            if client in self._active or client in self._past:
+                continue
+            if now - last_heard > SESSION_EXPIRES_AFTER_S:
+                continue
+            since = now - (wall_now - kept.session_since_s)
+            release = max(now, since + self._replaceable_after)
+            self._past[client] = _Route(choose(client), release, last_heard, kept.address)
+            self._held[client] = release
+            restored.append(client)
+        while len(self._past) > self._remembered:
+            dropped, _ = self._past.popitem(last=False)
+            self._held.pop(dropped, None)
+        return restored
 
     def address(self, client: bytes) -> Destination | None:
         """The client's Destination, if it was given with `heard`."""
